@@ -1,0 +1,3 @@
+from medseg_gui.gui.app import main
+
+raise SystemExit(main())

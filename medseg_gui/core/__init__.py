@@ -1,0 +1,1 @@
+"""Everything but the front ends. Never imports Qt; heavy libraries are imported lazily inside functions."""

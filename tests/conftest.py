@@ -1,0 +1,21 @@
+"""Shared test set-up: CPU only, offline, no display, no writes outside tmp folders."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own app home so caches and settings never leak between tests."""
+    home = tmp_path_factory.mktemp("medseg_home")
+    monkeypatch.setenv("MEDSEG_HOME", str(home))
+    return home
