@@ -1,0 +1,3 @@
+from medseg_gui.cli import main
+
+raise SystemExit(main())

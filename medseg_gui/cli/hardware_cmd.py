@@ -1,0 +1,94 @@
+"""`medseg hardware` and `medseg recommend`."""
+
+from __future__ import annotations
+
+import argparse
+
+from medseg_gui.cli.common import fail, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("hardware", help="show GPUs (via NVML), CPU and RAM")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--processes", action="store_true", help="also list other programs using each GPU")
+    p.set_defaults(handler=run_hardware)
+
+    p = sub.add_parser("recommend", help="recommend a training configuration that fits the GPU")
+    p.add_argument("--gpu", type=int, default=None, help="GPU index (default: the one with most free VRAM)")
+    p.add_argument("--vram-gb", type=float, default=None,
+                   help="what-if: plan for this much free VRAM instead of reading the card (0 = no GPU)")
+    p.add_argument("--dataset", default=None, help="dataset folder, to adapt classes and image size")
+    p.add_argument("--save", default=None, metavar="FILE", help="write the recommended config as TOML")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=run_recommend)
+
+
+def run_hardware(args: argparse.Namespace) -> int:
+    from medseg_gui.core.hardware import probe
+
+    snap = probe(with_processes=args.processes)
+    if args.json:
+        print_json(snap.to_dict())
+        return 0
+    print(f"CPU: {snap.cpu_name} ({snap.cpu_count} cores), RAM "
+          f"{_gb(snap.ram_available_gb)} free of {_gb(snap.ram_total_gb)}")
+    if not snap.gpus:
+        print(f"GPU: none ({snap.nvml_error or 'no NVIDIA GPU found'})")
+        return 0
+    print(f"NVIDIA driver {snap.driver_version or 'n/a'}, CUDA {snap.cuda_driver_version or 'n/a'}")
+    for g in snap.gpus:
+        cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}" if g.compute_capability else "n/a"
+        print(f"GPU {g.index}: {g.name}  VRAM {_gb(g.free_gb)} free of {_gb(g.total_gb)}  "
+              f"util {_num(g.utilization_pct, '%')}  {_num(g.temperature_c, ' C')}  "
+              f"{_num(g.power_w, ' W')}  compute {cc}")
+        for proc in g.processes:
+            print(f"    pid {proc.pid} {proc.name}: {_gb(proc.used_gb)}")
+    return 0
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    from medseg_gui.core.hardware import probe
+    from medseg_gui.core.recommend import recommend
+
+    if args.vram_gb is not None and args.vram_gb < 0:
+        return fail("--vram-gb must be 0 or more")
+    snap = probe()
+    summary = None
+    if args.dataset:
+        from medseg_gui.cli.dataset_summary import summarize_for_recommendation
+
+        summary, problem = summarize_for_recommendation(args.dataset)
+        if problem:
+            return fail(problem, "run `medseg data check` on the folder for the full report")
+    try:
+        rec = recommend(snap, gpu_index=args.gpu, vram_gb=args.vram_gb, dataset=summary)
+    except ValueError as exc:
+        return fail(str(exc))
+    if args.dataset:
+        rec.config.dataset.path = args.dataset
+    if args.save:
+        from medseg_gui.core.config import save
+
+        save(rec.config, args.save)
+    if args.json:
+        print_json(rec.to_dict())
+        return 0
+    d = rec.to_dict()
+    print(f"Recommended: SegFormer-{d['variant']}, batch {d['batch_size']}"
+          + (f" x {d['accumulate_grad_batches']} accumulation" if d["accumulate_grad_batches"] > 1 else "")
+          + f", {d['image_size']} px, {d['epochs']} epochs, lr {d['lr']:g}, precision {d['precision']}")
+    for reason in rec.reasons:
+        print(f"  - {reason}")
+    for warning in rec.warnings:
+        print(f"  ! {warning}")
+    if args.save:
+        print(f"Saved to {args.save}")
+    return 0
+
+
+def _gb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} GB"
+
+
+def _num(value: float | None, unit: str) -> str:
+    return "n/a" if value is None else f"{value:.0f}{unit}"

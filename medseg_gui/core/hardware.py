@@ -1,0 +1,320 @@
+"""A snapshot of the machine's GPUs (through NVML) and CPU/RAM, cheap enough to poll every second.
+
+Why NVML and not torch.cuda: NVML reads the driver without creating a CUDA context (which would
+cost ~0.5 GB of VRAM and seconds of start-up in the GUI process), sees memory used by *other*
+programs, and works when the installed torch is a CPU build. Every query is guarded: no driver, no
+GPU, MIG, or a query the card does not support gives ``None`` for that field ("n/a" on screen),
+never an exception.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import threading
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+GIB = 1024**3
+
+
+@dataclass
+class GpuProcess:
+    pid: int
+    name: str
+    used_gb: float | None
+
+
+@dataclass
+class GpuInfo:
+    index: int
+    name: str
+    uuid: str | None = None
+    total_gb: float | None = None
+    used_gb: float | None = None
+    free_gb: float | None = None
+    utilization_pct: float | None = None
+    memory_utilization_pct: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    compute_capability: tuple[int, int] | None = None
+    mig_enabled: bool | None = None
+    memory_bus_width_bits: int | None = None
+    max_memory_clock_mhz: int | None = None
+    sm_clock_mhz: int | None = None
+    max_sm_clock_mhz: int | None = None
+    throttle_reasons: list[str] = field(default_factory=list)
+    processes: list[GpuProcess] = field(default_factory=list)
+    used_by_this_process_gb: float | None = None
+
+    @property
+    def supports_bf16(self) -> bool:
+        """Ampere (sm_80) and newer run bf16 natively; older cards emulate it slowly."""
+        return self.compute_capability is not None and self.compute_capability >= (8, 0)
+
+    @property
+    def memory_bandwidth_gbs(self) -> float | None:
+        """Peak bandwidth estimate from bus width and memory clock (DDR: 2 transfers per clock).
+
+        For GDDR6X/HBM the factor differs; it is only used to scale measured throughput between
+        cards, where a consistent rule matters more than the exact figure.
+        """
+        if not self.memory_bus_width_bits or not self.max_memory_clock_mhz:
+            return None
+        return self.memory_bus_width_bits / 8 * self.max_memory_clock_mhz * 2 / 1000
+
+    @property
+    def used_by_others_gb(self) -> float | None:
+        if self.used_gb is None:
+            return None
+        return max(0.0, self.used_gb - (self.used_by_this_process_gb or 0.0))
+
+
+@dataclass
+class HardwareSnapshot:
+    gpus: list[GpuInfo]
+    cpu_count: int
+    cpu_name: str
+    ram_total_gb: float | None
+    ram_available_gb: float | None
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
+    nvml_error: str | None = None  # why no GPU could be read, in words
+    os_name: str = field(default_factory=platform.system)
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool(self.gpus)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for gpu, info in zip(data["gpus"], self.gpus):
+            gpu["supports_bf16"] = info.supports_bf16
+            gpu["memory_bandwidth_gbs"] = info.memory_bandwidth_gbs
+            gpu["used_by_others_gb"] = info.used_by_others_gb
+            cc = info.compute_capability
+            gpu["compute_capability"] = f"{cc[0]}.{cc[1]}" if cc else None
+        data["has_gpu"] = self.has_gpu
+        return data
+
+
+def cpu_only_snapshot(reason: str | None = None) -> HardwareSnapshot:
+    snap = _cpu_part()
+    snap.nvml_error = reason
+    return snap
+
+
+def _cpu_part() -> HardwareSnapshot:
+    total = avail = None
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        total, avail = vm.total / GIB, vm.available / GIB
+    except Exception:  # psutil missing or unsupported platform
+        pass
+    return HardwareSnapshot(gpus=[], cpu_count=os.cpu_count() or 1, cpu_name=_cpu_name(),
+                            ram_total_gb=total, ram_available_gb=avail)
+
+
+_CPU_NAME: str | None = None
+
+
+def _cpu_name() -> str:
+    global _CPU_NAME
+    if _CPU_NAME is None:
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as fh:
+                for line in fh:
+                    if line.startswith("model name"):
+                        name = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+        _CPU_NAME = name
+    return _CPU_NAME
+
+
+class _Nvml:
+    """Owns NVML initialisation: once per process, remembered failure, thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._module: ModuleType | None = None
+        self._error: str | None = None
+        self._initialised = False
+
+    def get(self, module: ModuleType | None = None) -> tuple[ModuleType | None, str | None]:
+        with self._lock:
+            if module is not None:  # injected (tests, or a caller with its own binding)
+                return self._init(module)
+            if not self._initialised:
+                self._initialised = True
+                try:
+                    import pynvml
+                except ImportError:
+                    self._error = "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
+                    return None, self._error
+                self._module, self._error = self._init(pynvml)
+            return self._module, self._error
+
+    @staticmethod
+    def _init(module: ModuleType) -> tuple[ModuleType | None, str | None]:
+        try:
+            module.nvmlInit()
+            return module, None
+        except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, anything
+            return None, _explain_init_error(exc)
+
+
+def _explain_init_error(exc: Exception) -> str:
+    name = type(exc).__name__
+    if "LibraryNotFound" in name:
+        return "no NVIDIA driver found (libnvidia-ml is missing): training will use the CPU"
+    if "DriverNotLoaded" in name:
+        return "the NVIDIA driver is installed but not loaded: reboot or load the driver"
+    if "NoPermission" in name:
+        return "no permission to query the NVIDIA driver"
+    return f"the NVIDIA driver could not be queried ({name}: {exc})"
+
+
+_NVML = _Nvml()
+
+
+def _try(fn, *args, default=None):
+    """One NVML query; NotSupported, a MIG restriction or any other error → default."""
+    try:
+        return fn(*args)
+    except Exception:
+        return default
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def probe(nvml: ModuleType | None = None, with_processes: bool = False) -> HardwareSnapshot:
+    """Read all GPUs and the CPU; never raises.
+
+    ``with_processes`` lists other programs on each GPU with their names (a few extra syscalls);
+    the per-second poll leaves it off, the pre-flight checklist turns it on.
+    """
+    snap = _cpu_part()
+    try:
+        module, error = _NVML.get(nvml)
+        if module is None:
+            snap.nvml_error = error
+            return snap
+        snap.driver_version = _text(_try(module.nvmlSystemGetDriverVersion))
+        cuda = _try(module.nvmlSystemGetCudaDriverVersion)
+        if isinstance(cuda, int):
+            snap.cuda_driver_version = f"{cuda // 1000}.{cuda % 1000 // 10}"
+        count = _try(module.nvmlDeviceGetCount, default=0) or 0
+        for index in range(count):
+            gpu = _read_gpu(module, index, with_processes)
+            if gpu is not None:
+                snap.gpus.append(gpu)
+        if count and not snap.gpus:
+            snap.nvml_error = "NVIDIA GPUs were found but none could be read"
+    except Exception as exc:  # a broken binding must not take the app down
+        snap.gpus = []
+        snap.nvml_error = f"GPU query failed ({type(exc).__name__}: {exc})"
+    return snap
+
+
+def _read_gpu(m: ModuleType, index: int, with_processes: bool) -> GpuInfo | None:
+    handle = _try(m.nvmlDeviceGetHandleByIndex, index)
+    if handle is None:
+        return None
+    gpu = GpuInfo(index=index, name=_text(_try(m.nvmlDeviceGetName, handle)) or f"GPU {index}")
+    gpu.uuid = _text(_try(m.nvmlDeviceGetUUID, handle))
+    mem = _try(m.nvmlDeviceGetMemoryInfo, handle)
+    if mem is not None:
+        gpu.total_gb, gpu.used_gb, gpu.free_gb = mem.total / GIB, mem.used / GIB, mem.free / GIB
+    util = _try(m.nvmlDeviceGetUtilizationRates, handle)
+    if util is not None:
+        gpu.utilization_pct, gpu.memory_utilization_pct = float(util.gpu), float(util.memory)
+    temp = _try(m.nvmlDeviceGetTemperature, handle, getattr(m, "NVML_TEMPERATURE_GPU", 0))
+    gpu.temperature_c = float(temp) if temp is not None else None
+    power = _try(m.nvmlDeviceGetPowerUsage, handle)
+    gpu.power_w = power / 1000 if power is not None else None
+    limit = _try(m.nvmlDeviceGetEnforcedPowerLimit, handle)
+    gpu.power_limit_w = limit / 1000 if limit is not None else None
+    cc = _try(m.nvmlDeviceGetCudaComputeCapability, handle)
+    gpu.compute_capability = (int(cc[0]), int(cc[1])) if cc else None
+    mig = _try(m.nvmlDeviceGetMigMode, handle)
+    gpu.mig_enabled = bool(mig[0]) if mig else None
+    gpu.memory_bus_width_bits = _try(m.nvmlDeviceGetMemoryBusWidth, handle)
+    mem_clock = getattr(m, "NVML_CLOCK_MEM", 2)
+    sm_clock = getattr(m, "NVML_CLOCK_SM", 1)
+    gpu.max_memory_clock_mhz = _try(m.nvmlDeviceGetMaxClockInfo, handle, mem_clock)
+    gpu.sm_clock_mhz = _try(m.nvmlDeviceGetClockInfo, handle, sm_clock)
+    gpu.max_sm_clock_mhz = _try(m.nvmlDeviceGetMaxClockInfo, handle, sm_clock)
+    gpu.throttle_reasons = _throttle_reasons(m, handle)
+    procs = _processes(m, handle, with_processes)
+    own = [p for p in procs if p.pid == os.getpid()]
+    gpu.used_by_this_process_gb = sum(p.used_gb or 0.0 for p in own) if procs else None
+    gpu.processes = [p for p in procs if p.pid != os.getpid()] if with_processes else []
+    return gpu
+
+
+# NVML clock-event bits (nvmlClocksEventReasons / nvmlClocksThrottleReasons); stable across versions.
+_THROTTLE_BITS = {
+    0x2: "applications clock setting",
+    0x4: "software power cap",
+    0x8: "hardware slowdown",
+    0x20: "software thermal slowdown",
+    0x40: "hardware thermal slowdown",
+    0x80: "power brake (external)",
+}
+
+
+def _throttle_reasons(m: ModuleType, handle: Any) -> list[str]:
+    getter = getattr(m, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+        m, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+    bits = _try(getter, handle) if getter else None
+    if not isinstance(bits, int):
+        return []
+    return [text for bit, text in _THROTTLE_BITS.items() if bits & bit]
+
+
+def _processes(m: ModuleType, handle: Any, with_names: bool) -> list[GpuProcess]:
+    out: dict[int, GpuProcess] = {}
+    for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+        fn = getattr(m, getter, None)
+        for proc in (_try(fn, handle, default=[]) if fn else []) or []:
+            used = getattr(proc, "usedGpuMemory", None)
+            used_gb = used / GIB if isinstance(used, int) and used >= 0 else None
+            pid = int(getattr(proc, "pid", -1))
+            if pid in out:
+                continue
+            out[pid] = GpuProcess(pid=pid, name=_process_name(pid) if with_names else "", used_gb=used_gb)
+    return list(out.values())
+
+
+def _process_name(pid: int) -> str:
+    try:
+        import psutil
+
+        return psutil.Process(pid).name()
+    except Exception:
+        return f"pid {pid}"
+
+
+def select_gpu(snapshot: HardwareSnapshot, index: int | None = None) -> GpuInfo | None:
+    """The GPU asked for, or the one with the most free memory (None on a CPU-only machine)."""
+    if not snapshot.gpus:
+        return None
+    if index is not None:
+        for gpu in snapshot.gpus:
+            if gpu.index == index:
+                return gpu
+        raise ValueError(f"there is no GPU {index}; this machine has "
+                         f"{', '.join(str(g.index) for g in snapshot.gpus)}")
+    return max(snapshot.gpus, key=lambda g: g.free_gb or 0.0)

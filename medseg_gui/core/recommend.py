@@ -1,0 +1,280 @@
+"""From a hardware snapshot (and optionally the dataset) to a full configuration with its reasons.
+
+The tier comes from the *free* VRAM of the chosen GPU, not its size, because other programs
+(a desktop, a notebook kernel) hold memory the run cannot use. When a memory model is given, the
+batch is then sized to the budget (see ``fit_batch``); every decision is written down as a reason so
+the user sees why, and anything surprising as a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from medseg_gui.core.config import RunConfig, hub_id, set_num_classes
+from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot, select_gpu
+from medseg_gui.core.tiers import TIERS, Tier, tier_for_vram
+
+SAFETY_MARGIN_GB = 0.75  # fragmentation, cuDNN workspaces, a browser tab opening mid-run
+OTHERS_WARN_GB = 0.5
+
+
+@dataclass(frozen=True)
+class MemoryQuery:
+    variant: str
+    batch_size: int
+    image_size: int
+    num_classes: int
+    precision: str  # resolved: "32", "16-mixed", "bf16-mixed"
+    compiled: bool = False
+
+
+MemoryModel = Callable[[MemoryQuery], float]  # -> predicted peak GB as nvidia-smi shows it
+
+
+@dataclass
+class DatasetSummary:
+    """What the recommendation needs to know about the user's data (from the validation report)."""
+    num_classes: int
+    image_size: int | None = None  # typical (median) longer side in pixels
+    train_images: int | None = None
+    class_names: list[str] | None = None
+
+
+@dataclass
+class Alternative:
+    description: str
+    variant: str
+    batch_size: int
+    image_size: int
+    predicted_peak_gb: float | None
+    note: str = ""
+
+
+@dataclass
+class Recommendation:
+    tier: Tier
+    config: RunConfig
+    gpu: GpuInfo | None
+    vram_source: str  # "gpu N free", "override", "none"
+    free_gb: float | None
+    budget_gb: float | None
+    predicted_peak_gb: float | None = None
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    alternatives: list[Alternative] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON shape printed by ``medseg recommend --json`` (documented in the README)."""
+        tr, ds = self.config.training, self.config.dataset
+        return {
+            "tier": self.tier.name,
+            "tier_label": self.tier.label,
+            "gpu": None if self.gpu is None else {"index": self.gpu.index, "name": self.gpu.name,
+                                                  "total_gb": self.gpu.total_gb, "free_gb": self.gpu.free_gb},
+            "vram_source": self.vram_source,
+            "free_gb": self.free_gb,
+            "budget_gb": self.budget_gb,
+            "predicted_peak_gb": self.predicted_peak_gb,
+            "variant": tr.variant,
+            "model_name": hub_id(tr.variant),
+            "batch_size": tr.batch_size,
+            "accumulate_grad_batches": tr.accumulate_grad_batches,
+            "effective_batch_size": tr.batch_size * tr.accumulate_grad_batches,
+            "image_size": ds.image_size,
+            "epochs": tr.epochs,
+            "lr": tr.lr,
+            "use_scheduler": tr.use_scheduler,
+            "precision": tr.precision,
+            "num_workers": tr.num_workers,
+            "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
+            "alternatives": [dataclasses.asdict(a) for a in self.alternatives],
+            "config": self.config.to_dict(),
+        }
+
+
+def resolve_precision(gpu: GpuInfo | None) -> str:
+    if gpu is None:
+        return "32"
+    return "bf16-mixed" if gpu.supports_bf16 else "16-mixed"
+
+
+def default_workers(snapshot: HardwareSnapshot) -> int:
+    """The brief's tip: 0 on Windows (spawned workers re-import everything), else up to 4 cores."""
+    if snapshot.os_name == "Windows":
+        return 0
+    return max(0, min(4, snapshot.cpu_count - 1))
+
+
+def recommend(snapshot: HardwareSnapshot, gpu_index: int | None = None, vram_gb: float | None = None,
+              dataset: DatasetSummary | None = None, base: RunConfig | None = None,
+              memory_model: MemoryModel | None = None) -> Recommendation:
+    """Pick a tier by free VRAM (or the ``vram_gb`` what-if) and fill in a whole configuration.
+
+    ``base`` carries the user's dataset path, class names and output folder, which are kept.
+    """
+    config = base.copy() if base is not None else RunConfig()
+    reasons: list[str] = []
+    warnings: list[str] = []
+
+    gpu = None if vram_gb is not None else select_gpu(snapshot, gpu_index)
+    if vram_gb is not None:
+        free = float(vram_gb) if vram_gb > 0 else None
+        source = "override"
+        reasons.append(f"What-if: planning for a card with {vram_gb:g} GB free.")
+    elif gpu is not None and gpu.free_gb is not None:
+        free = gpu.free_gb
+        source = f"gpu {gpu.index} free"
+        reasons.append(f"GPU {gpu.index} {gpu.name}: {gpu.free_gb:.1f} of {gpu.total_gb:.1f} GB free.")
+        others = gpu.used_by_others_gb
+        if others is not None and others > OTHERS_WARN_GB:
+            warnings.append(f"{others:.1f} GB is used by other programs; close them to free it for training.")
+        if gpu.mig_enabled:
+            warnings.append("MIG is enabled on this GPU: the memory figures are for the whole card; "
+                            "plan for your MIG slice's size with the what-if control.")
+    else:
+        free = None
+        source = "none"
+        if gpu is not None:
+            warnings.append(f"GPU {gpu.index} {gpu.name} does not report its memory; planning for the CPU.")
+        else:
+            warnings.append("No GPU: training on the CPU will be very slow (hours per epoch on real data). "
+                            + (f"({snapshot.nvml_error})" if snapshot.nvml_error else ""))
+
+    tier = tier_for_vram(free)
+    if free is not None and tier.name == "cpu":
+        warnings.append(f"{free:.1f} GB free is too little for GPU training; using the CPU tier.")
+    reasons.append(f"Tier '{tier.label}' ({_range_text(tier)}): SegFormer-{tier.variant}, batch "
+                   f"{tier.batch_size}, {tier.image_size} px, {tier.epochs} epochs, lr {tier.lr:g}.")
+    _apply_tier(config, tier)
+    config.training.accelerator = "cpu" if tier.name == "cpu" else "gpu"
+    if tier.name == "cpu":
+        config.training.precision = "32"
+    else:
+        config.training.precision = resolve_precision(gpu) if gpu is not None else "16-mixed"
+    if tier.name != "cpu":
+        if gpu is None:
+            reasons.append(f"Precision {config.training.precision} (no card to ask; fp16 works on every "
+                           "CUDA GPU).")
+        else:
+            reasons.append(f"Precision {config.training.precision}: "
+                           + ("bf16 is native on this GPU (compute capability "
+                              f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]})."
+                              if gpu.supports_bf16 else "fp16 with loss scaling (no native bf16 on this GPU)."))
+    config.training.num_workers = default_workers(snapshot)
+    reasons.append(f"{config.training.num_workers} data-loading workers ({snapshot.cpu_count} CPU cores, "
+                   f"{snapshot.os_name}).")
+    if dataset is not None:
+        _apply_dataset(config, dataset, reasons)
+
+    budget = free - SAFETY_MARGIN_GB if free is not None and tier.name != "cpu" else None
+    rec = Recommendation(tier=tier, config=config, gpu=gpu, vram_source=source, free_gb=free,
+                         budget_gb=budget, reasons=reasons, warnings=warnings)
+    if memory_model is not None and budget is not None:
+        fit_batch(rec, memory_model)
+    return rec
+
+
+def _range_text(tier: Tier) -> str:
+    if tier.name == "cpu":
+        return "no GPU or under 1.5 GB free"
+    if tier.max_free_gb == float("inf"):
+        return f"{tier.min_free_gb:g} GB free or more"
+    return f"{tier.min_free_gb:g} to {tier.max_free_gb:g} GB free"
+
+
+def _apply_tier(config: RunConfig, tier: Tier) -> None:
+    tr = config.training
+    tr.variant = tier.variant
+    tr.batch_size = tier.batch_size
+    tr.accumulate_grad_batches = tier.accumulate_grad_batches
+    tr.epochs = tier.epochs
+    tr.lr = tier.lr
+    tr.use_scheduler = tier.use_scheduler
+    config.dataset.image_size = tier.image_size
+
+
+def _apply_dataset(config: RunConfig, dataset: DatasetSummary, reasons: list[str]) -> None:
+    if dataset.num_classes != config.dataset.num_classes or dataset.class_names:
+        set_num_classes(config, dataset.num_classes, dataset.class_names)
+        reasons.append(f"{dataset.num_classes} classes found in the dataset.")
+    if dataset.image_size and dataset.image_size < config.dataset.image_size:
+        size = max(64, -(-dataset.image_size // 32) * 32)  # round up to a multiple of 32
+        if size < config.dataset.image_size:
+            reasons.append(f"Image size {size} px instead of {config.dataset.image_size}: the dataset's images "
+                           f"are about {dataset.image_size} px, upsampling further adds cost, not detail.")
+            config.dataset.image_size = size
+
+
+def predicted_peak(memory_model: MemoryModel, config: RunConfig, batch_size: int | None = None,
+                   variant: str | None = None, image_size: int | None = None) -> float:
+    tr, ds = config.training, config.dataset
+    return memory_model(MemoryQuery(variant=variant or tr.variant, batch_size=batch_size or tr.batch_size,
+                                    image_size=image_size or ds.image_size, num_classes=ds.num_classes,
+                                    precision=tr.precision, compiled=tr.compile == "on"))
+
+
+def largest_batch(memory_model: MemoryModel, config: RunConfig, budget_gb: float, variant: str,
+                  image_size: int, limit: int = 256) -> int:
+    """Largest batch (0 if none) whose predicted peak stays within the budget; peak grows with batch."""
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if predicted_peak(memory_model, config, mid, variant, image_size) <= budget_gb:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def fit_batch(rec: Recommendation, memory_model: MemoryModel) -> None:
+    """Size the batch to the budget, keeping the tier's effective batch with gradient accumulation.
+
+    Keeps the tier's model and image size when batch 1 fits; otherwise steps down image size, then
+    model, and says so. Larger batches than the tier's are taken when they fit (the GPU is otherwise
+    idle), capped so the run keeps at least ~8 optimiser steps per epoch when the dataset size is known.
+    """
+    tr, ds = rec.config.training, rec.config.dataset
+    assert rec.budget_gb is not None
+    effective = rec.tier.batch_size * rec.tier.accumulate_grad_batches
+    variant, size = tr.variant, ds.image_size
+    batch = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size)
+    if batch == 0:
+        for variant, size in _step_down(variant, size):
+            batch = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size)
+            if batch:
+                rec.warnings.append(f"SegFormer-{tr.variant} at {ds.image_size} px does not fit "
+                                    f"{rec.budget_gb:.1f} GB even at batch 1; stepping down to "
+                                    f"SegFormer-{variant} at {size} px.")
+                break
+        else:
+            rec.warnings.append("Even SegFormer-b0 at 128 px does not fit; training on the CPU instead.")
+            rec.tier = TIERS[0]
+            _apply_tier(rec.config, TIERS[0])
+            tr.accelerator, tr.precision = "cpu", "32"
+            rec.budget_gb = None
+            return
+    tr.variant, ds.image_size = variant, size
+    batch = min(batch, 64)
+    tr.batch_size = batch
+    tr.accumulate_grad_batches = max(1, -(-effective // batch))
+    rec.predicted_peak_gb = predicted_peak(memory_model, rec.config)
+    rec.reasons.append(f"Batch {batch}: predicted peak {rec.predicted_peak_gb:.1f} GB of a "
+                       f"{rec.budget_gb:.1f} GB budget ({rec.free_gb:.1f} GB free minus "
+                       f"{SAFETY_MARGIN_GB:g} GB margin).")
+    if tr.accumulate_grad_batches > 1:
+        rec.reasons.append(f"Gradient accumulation {tr.accumulate_grad_batches} keeps the tier's effective "
+                           f"batch of {effective}.")
+
+
+def _step_down(variant: str, size: int):
+    """Smaller image first (cheaper in accuracy than a smaller model), then smaller models."""
+    variants = ["b0", "b1", "b2", "b3", "b4", "b5"]
+    for s in (s for s in (256, 224, 192, 160, 128) if s < size):
+        yield variant, s
+    for v in reversed(variants[:variants.index(variant)]):
+        for s in (size, 224, 128):
+            yield v, s

@@ -1,0 +1,68 @@
+"""The brief's GPU tiers as data: the starting presets the recommendation adjusts.
+
+The brief names 4 GB, 6-8 GB, 10-12 GB and 16 GB+ cards and leaves gaps (what is a 5, 9 or 14 GB
+card?). Here the tiers cover every amount of *free* VRAM with half-open ranges whose lower edges sit
+a little under the nominal card sizes, because a "10 GB" card shows ~9.7 GiB free on an idle desktop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    label: str
+    min_free_gb: float  # inclusive
+    max_free_gb: float  # exclusive (inf for the top tier)
+    example_gpus: str
+    variant: str
+    batch_size: int
+    image_size: int
+    epochs: int
+    lr: float
+    use_scheduler: bool
+    accumulate_grad_batches: int = 1
+    precision: str = "auto"
+    brief_epoch_minutes: str = ""  # the brief's claim, shown for comparison only
+    brief_f1: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if math.isinf(self.max_free_gb):
+            data["max_free_gb"] = None
+        return data
+
+
+TIERS: tuple[Tier, ...] = (
+    Tier("cpu", "CPU (no usable GPU)", 0.0, 1.5, "none, or under 1.5 GB free", "b0", 1, 224, 5, 3e-4,
+         False, precision="32", brief_epoch_minutes="30-40", brief_f1="0.85-0.88"),
+    Tier("low", "Low VRAM (about 4 GB)", 1.5, 5.0, "GTX 1650, RTX 3050 4GB, MX450", "b0", 2, 224, 50, 2e-4,
+         False, accumulate_grad_batches=4, brief_epoch_minutes="7-10", brief_f1="0.88-0.91"),
+    Tier("entry", "Entry (6-8 GB)", 5.0, 9.0, "RTX 3050 8GB, RTX 2060, GTX 1660 Ti", "b2", 4, 256, 100,
+         3e-4, True, brief_epoch_minutes="5-7", brief_f1="0.91-0.93"),
+    Tier("mainstream", "Mainstream (10-12 GB)", 9.0, 15.0, "RTX 3060 12GB, RTX 3080 10GB, RTX 4070", "b4",
+         8, 288, 100, 3e-4, True, brief_epoch_minutes="3-4", brief_f1="0.93-0.95"),
+    Tier("high", "High (16 GB and more)", 15.0, math.inf, "RTX 4090, A100, RTX 3090, V100", "b5", 32, 288,
+         100, 3e-4, True, brief_epoch_minutes="1-2", brief_f1="0.94-0.96"),
+)
+
+TIERS_BY_NAME = {t.name: t for t in TIERS}
+
+
+def tier_for_vram(free_gb: float | None) -> Tier:
+    """The tier for an amount of free VRAM; None (no GPU) or anything under 1.5 GB is the CPU tier."""
+    if free_gb is None or free_gb != free_gb or free_gb < TIERS[1].min_free_gb:
+        return TIERS[0]
+    for tier in TIERS[1:]:
+        if tier.min_free_gb <= free_gb < tier.max_free_gb:
+            return tier
+    raise AssertionError("tiers must cover every amount")  # pragma: no cover - guarded by tests
+
+
+def tier_table() -> list[dict[str, Any]]:
+    return [t.to_dict() for t in TIERS]
