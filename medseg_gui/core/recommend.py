@@ -125,6 +125,8 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | None = None, vram_gb:
         free = float(vram_gb) if vram_gb > 0 else None
         source = "override"
         reasons.append(f"What-if: planning for a card with {vram_gb:g} GB free.")
+        if free is None:
+            warnings.append("No GPU (what-if 0 GB): training on the CPU will be very slow.")
     elif gpu is not None and gpu.free_gb is not None:
         free = gpu.free_gb
         source = f"gpu {gpu.index} free"

@@ -1,0 +1,136 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from fake_nvml import FakeGpu, RaisingNvml, make_nvml
+
+from medseg_gui.core import config as cfg
+from medseg_gui.core.hardware import probe
+from medseg_gui.core.recommend import DatasetSummary, MemoryQuery, recommend
+
+CPU_SNAP = probe(RaisingNvml())
+
+
+def test_12_gb_override_gives_brief_mainstream_row():
+    rec = recommend(CPU_SNAP, vram_gb=12)
+    d = rec.to_dict()
+    assert (d["variant"], d["batch_size"], d["image_size"]) == ("b4", 8, 288)
+    assert d["model_name"] == "nvidia/segformer-b4-finetuned-ade-512-512"
+    assert any("12 GB" in r for r in d["reasons"])
+    assert cfg.validate(rec.config) == []
+
+
+def test_4_gb_gives_b0_with_accumulation():
+    d = recommend(CPU_SNAP, vram_gb=4).to_dict()
+    assert d["variant"] == "b0" and d["accumulate_grad_batches"] == 4 and d["effective_batch_size"] == 8
+
+
+@pytest.mark.parametrize("vram", [0, None])
+def test_no_vram_is_cpu_tier(vram):
+    rec = recommend(CPU_SNAP, vram_gb=vram)
+    assert rec.tier.name == "cpu"
+    assert rec.config.training.precision == "32" and rec.config.training.accelerator == "cpu"
+    assert any("CPU" in w for w in rec.warnings)
+
+
+def test_tier_follows_free_not_total_vram_and_warns_about_other_programs():
+    snap = probe(make_nvml([FakeGpu(total_gb=12, used_gb=3.1)]))
+    rec = recommend(snap)
+    assert rec.tier.name == "entry"  # 8.9 GB free
+    assert any("3.1 GB is used by other programs" in w for w in rec.warnings)
+    assert rec.config.training.precision == "bf16-mixed"
+
+
+def test_old_gpu_gets_fp16():
+    snap = probe(make_nvml([FakeGpu(name="Tesla T4", total_gb=16, used_gb=0.3, cc=(7, 5))]))
+    rec = recommend(snap)
+    assert rec.config.training.precision == "16-mixed"
+    assert any("fp16" in r for r in rec.reasons)
+
+
+def test_gpu_index_is_honoured():
+    snap = probe(make_nvml([FakeGpu(total_gb=24, used_gb=0.2), FakeGpu(total_gb=4, used_gb=0.2)]))
+    assert recommend(snap).tier.name == "high"
+    assert recommend(snap, gpu_index=1).tier.name == "low"
+
+
+def test_dataset_summary_adapts_classes_and_image_size():
+    rec = recommend(CPU_SNAP, vram_gb=12, dataset=DatasetSummary(num_classes=3, image_size=150,
+                                                                    class_names=["bg", "liver", "tumour"]))
+    assert rec.config.dataset.num_classes == 3 and rec.config.dataset.class_names == ["bg", "liver", "tumour"]
+    assert rec.config.dataset.image_size == 160
+    assert cfg.validate(rec.config) == []
+
+
+def test_base_config_path_and_output_are_kept():
+    base = cfg.RunConfig()
+    base.dataset.path = "/data/gi"
+    base.training.output_dir = "/tmp/out"
+    rec = recommend(CPU_SNAP, vram_gb=8, base=base)
+    assert rec.config.dataset.path == "/data/gi" and rec.config.training.output_dir == "/tmp/out"
+    assert base.training.variant == "b4"  # the base is not mutated
+
+
+def linear_model(q: MemoryQuery) -> float:
+    """A toy memory model: 1 GB fixed + 0.25 GB per image at 288 px for b4-like cost."""
+    per_image = {"b0": 0.02, "b2": 0.1, "b4": 0.25, "b5": 0.5}.get(q.variant, 0.2)
+    return 1.0 + per_image * q.batch_size * (q.image_size / 288) ** 2
+
+
+def test_memory_model_grows_batch_and_keeps_effective_batch():
+    rec = recommend(CPU_SNAP, vram_gb=12, memory_model=linear_model)
+    tr = rec.config.training
+    assert tr.variant == "b4" and tr.batch_size == 41  # (12 - 0.75 - 1) / 0.25
+    assert tr.accumulate_grad_batches == 1
+    assert rec.predicted_peak_gb <= rec.budget_gb
+    heavy_b0 = lambda q: 1.0 + 0.5 * q.batch_size
+    low = recommend(CPU_SNAP, vram_gb=3.3, memory_model=heavy_b0)  # budget 2.55 -> batch 3
+    assert low.config.training.batch_size == 3 and low.config.training.accumulate_grad_batches == 3
+    assert any("keeps the tier's effective batch of 8" in r for r in low.reasons)
+    none_fits = recommend(CPU_SNAP, vram_gb=1.6, memory_model=heavy_b0)
+    assert none_fits.tier.name == "cpu" and any("does not fit" in w for w in none_fits.warnings)
+
+
+def test_memory_model_steps_down_and_says_so():
+    huge = lambda q: 100.0 if q.variant == "b5" else linear_model(q)
+    rec = recommend(CPU_SNAP, vram_gb=16, memory_model=huge)
+    assert rec.config.training.variant != "b5"
+    assert any("stepping down" in w for w in rec.warnings)
+
+
+def test_cli_recommend_json_contract():
+    out = subprocess.run([sys.executable, "-m", "medseg_gui.cli", "recommend", "--vram-gb", "12", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    for key in ("tier", "variant", "batch_size", "image_size", "reasons", "warnings", "config",
+                "effective_batch_size", "precision", "predicted_peak_gb", "budget_gb"):
+        assert key in data
+
+
+def test_cli_hardware_json_without_driver_exits_zero():
+    proc = subprocess.run([sys.executable, "-m", "medseg_gui.cli", "hardware", "--json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0
+    data = json.loads(proc.stdout)
+    assert data["cpu_count"] >= 1 and "gpus" in data
+
+
+def test_cli_config_validate(tmp_path):
+    good = tmp_path / "good.toml"
+    cfg.save(cfg.RunConfig(), good)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[training]\nbatch_size = 0\nvariant = 'b9'\n")
+    run = lambda f: subprocess.run([sys.executable, "-m", "medseg_gui.cli", "config", "validate", str(f)],
+                                   capture_output=True, text=True)
+    assert run(good).returncode == 0
+    proc = run(bad)
+    assert proc.returncode == 1
+    assert "training.batch_size" in proc.stdout and "training.variant" in proc.stdout
+
+
+def test_cli_recommend_save_writes_valid_config(tmp_path):
+    out = tmp_path / "rec.toml"
+    subprocess.run([sys.executable, "-m", "medseg_gui.cli", "recommend", "--vram-gb", "6", "--save", str(out)],
+                   check=True, capture_output=True)
+    assert cfg.load_and_validate(out).training.variant == "b2"
