@@ -77,13 +77,6 @@ class DatasetIndex:
     def pairs(self) -> list[Pair]:
         return self.train + self.valid
 
-    def split_of(self, pair: Pair) -> str:
-        return "train" if pair in self._train_set else "valid"
-
-    @property
-    def _train_set(self) -> set[Pair]:
-        return set(self.train)
-
 
 def case_id(key: str) -> str | None:
     """The case/patient id a file name carries (see :data:`CASE_RE`), normalised, or None."""
