@@ -16,7 +16,9 @@ import numpy as np
 
 def make_ct_series(folder: Path, slices: Sequence[np.ndarray], z_positions: Sequence[float],
                    series_uid: str, *, names: Sequence[str] | None = None, slope: float = 1.0,
-                   intercept: float = -1024.0, uid_prefix: str = "1.2.826.0.1.3680043.9.7777") -> list[str]:
+                   intercept: float = -1024.0, uid_prefix: str = "1.2.826.0.1.3680043.9.7777",
+                   sop_uids: Sequence[str] | None = None, xy: tuple[float, float] = (-100.0, -120.0),
+                   patient_id: str | None = None) -> list[str]:
     """Write one CT slice per array (stored values, int16) at the given z; return the SOP UIDs."""
     import pydicom
     from pydicom.data import get_testdata_file
@@ -29,10 +31,12 @@ def make_ct_series(folder: Path, slices: Sequence[np.ndarray], z_positions: Sequ
         arr = np.asarray(arr, dtype=np.int16)
         ds.Rows, ds.Columns = arr.shape
         ds.PixelData = arr.tobytes()
-        ds.ImagePositionPatient = [-100.0, -120.0, float(z)]
+        ds.ImagePositionPatient = [xy[0], xy[1], float(z)]
         ds.InstanceNumber = i + 1
         ds.SeriesInstanceUID = series_uid
-        uid = f"{uid_prefix}.{zlib.crc32(series_uid.encode()) % 100000}.{i + 1}"
+        uid = sop_uids[i] if sop_uids else f"{uid_prefix}.{zlib.crc32(series_uid.encode()) % 100000}.{i + 1}"
+        if patient_id is not None:
+            ds.PatientID = patient_id
         ds.SOPInstanceUID = uid
         ds.file_meta.MediaStorageSOPInstanceUID = uid
         ds.RescaleSlope = slope

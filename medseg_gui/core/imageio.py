@@ -488,6 +488,22 @@ def _is_seg(ds: Any) -> bool:
     return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS_UID or ds.get("Modality") == "SEG"
 
 
+def read_dicom_header(path: str | os.PathLike) -> Any:
+    """The pydicom dataset of a file without its pixel data (cheap: for scanning folders)."""
+    return _dcmread(Path(path), header_only=True)
+
+
+def is_dicom_seg(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a readable DICOM Segmentation object."""
+    path = Path(path)
+    if not is_dicom_file(path):
+        return False
+    try:
+        return _is_seg(_dcmread(path, header_only=True))
+    except ImageReadError:
+        return False
+
+
 def _functional_item(ds: Any, sequence: str, frame: int) -> Any:
     """Item of a functional-group sequence for ``frame`` (per-frame first, then shared), or None."""
     for groups_name, index in (("PerFrameFunctionalGroupsSequence", frame),
