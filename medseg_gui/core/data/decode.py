@@ -45,20 +45,13 @@ def window_to_uint8(array: np.ndarray, percentiles: tuple[float, float] = WINDOW
 
     MRI intensities have no absolute scale, so a fixed divisor (e.g. /65535) would leave most slices
     nearly black; a robust per-image window keeps contrast without letting one hot pixel dominate.
+    Delegates to ``core.imageio.to_uint8`` so imported and directly read slices get the same window.
     """
     if array.dtype == np.uint8:
         return array
-    data = array.astype(np.float32, copy=False)
-    finite = np.isfinite(data)
-    if not finite.all():
-        data = np.where(finite, data, 0.0)
-    sample = data[::4, ::4] if data.ndim >= 2 and data.shape[0] >= 64 and data.shape[1] >= 64 else data
-    lo, hi = np.percentile(sample, percentiles)
-    if hi <= lo:
-        hi = lo + 1.0
-    out = (data - lo) * (255.0 / (hi - lo))
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8)
+    from medseg_gui.core.imageio import to_uint8
+
+    return to_uint8(array, percentiles=percentiles)
 
 
 def _imdecode(path: Path, flags: int) -> np.ndarray | None:

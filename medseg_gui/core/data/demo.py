@@ -23,6 +23,7 @@ classes apart, which is what a segmentation model has to learn.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -37,6 +38,7 @@ SLICES_PER_CASE = 8
 VALID_FRACTION = 0.2
 GENERATOR_VERSION = 1  # bump when the output changes, so cached copies are regenerated
 CLASS_NAMES = ("background", "stomach", "small_bowel", "large_bowel")
+DEMO_INFO = "demo.json"
 
 
 def _smooth_field(rng: np.random.Generator, size: int, corr: float) -> np.ndarray:
@@ -214,62 +216,68 @@ def generate_demo(dst: str | Path, n: int = DEFAULT_N, size: int = DEFAULT_SIZE,
     """Write ``n`` slices of ``size`` px in the tutorial layout under ``dst`` and return ``dst``.
 
     ``dst/{train,valid}/{images,masks}/case{K}_slice{J}.png``; the last ~20 % of cases go to valid.
-    Images are 8-bit grey, masks 8-bit class ids 0..3. ``dst`` must not exist or be empty (the
-    generator never mixes its files into someone's folder).
+    Images are 8-bit grey, masks 8-bit class ids 0..3; ``dst/demo.json`` records the settings.
+    ``dst`` must not exist or be empty (the generator never mixes its files into someone's folder).
+    Everything is written into a hidden staging folder beside ``dst`` and renamed into place at the
+    end, so an interrupted run leaves no half-written dataset.
     """
     if n < 2:
         raise ValueError(f"n={n}: the demo needs at least 2 slices (one for train, one for valid)")
     if not 32 <= size <= 2048:
         raise ValueError(f"size={size}: choose a side between 32 and 2048 px")
     dst = Path(dst).expanduser()
-    if dst.exists() and any(dst.iterdir()):
-        raise FileExistsError(f"{dst}: folder is not empty; choose a new or empty folder for the demo")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise FileExistsError(f"{dst}: already exists and is not an empty folder; choose a new folder for the demo")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    try:
+        _write_demo(stage, n, size, seed)
+        os.chmod(stage, 0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
+        if dst.exists():
+            dst.rmdir()  # empty (checked above); os.replace cannot replace a folder on Windows
+        os.replace(stage, dst)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return dst
+
+
+def _write_demo(root: Path, n: int, size: int, seed: int) -> None:
     counts = _case_slices(n)
     n_valid = max(1, round(VALID_FRACTION * len(counts)))
     first_valid = len(counts) - n_valid
     for split in ("train", "valid"):
         for sub in ("images", "masks"):
-            (dst / split / sub).mkdir(parents=True, exist_ok=True)
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
     root_seq = np.random.SeedSequence([seed, GENERATOR_VERSION, size])
     for k, (count, case_seq) in enumerate(zip(counts, root_seq.spawn(len(counts))), start=1):
         case_rng, noise_rng = (np.random.default_rng(s) for s in case_seq.spawn(2))
         case = _Case(case_rng, size)
         split = "valid" if k - 1 >= first_valid else "train"
         for j in range(count):
-            t = (j + 0.5) / count
-            image, mask = case.render(t, noise_rng)
+            image, mask = case.render((j + 0.5) / count, noise_rng)
             name = f"case{k}_slice{j + 1:03d}.png"
-            _save_png(dst / split / "images" / name, image)
-            _save_png(dst / split / "masks" / name, mask)
-    return dst
+            _save_png(root / split / "images" / name, image)
+            _save_png(root / split / "masks" / name, mask)
+    info = {"generator": "medseg demo", "version": GENERATOR_VERSION, "n": n, "size": size, "seed": seed,
+            "cases": len(counts), "valid_cases": n_valid, "class_names": list(CLASS_NAMES)}
+    (root / DEMO_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
 def demo_dataset(size: int = DEFAULT_SIZE, n: int = DEFAULT_N, seed: int = 0) -> Path:
-    """The cached demo dataset for these settings, generated on first use.
+    """The cached demo dataset for these settings under ``paths.cache_dir("demo")``, made on first use.
 
-    Generated into a temporary folder beside the cache entry and renamed into place, so a crash or a
-    second process never sees (or keeps) a half-written dataset; if another process won the race its
-    copy is used.
+    :func:`generate_demo` stages and renames, so a crash never leaves a half-written entry; when two
+    processes race, the loser's rename fails and it uses the winner's copy.
     """
     from medseg_gui.core.paths import cache_dir
 
-    base = cache_dir("demo")
-    final = base / f"v{GENERATOR_VERSION}_s{size}_n{n}_seed{seed}"
-    marker = final / "COMPLETE"
-    if marker.exists():
+    final = cache_dir("demo") / f"v{GENERATOR_VERSION}_s{size}_n{n}_seed{seed}"
+    if (final / DEMO_INFO).exists():
         return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=base))
     try:
-        generate_demo(tmp / "data", n=n, size=size, seed=seed)
-        (tmp / "data" / "COMPLETE").write_text(
-            f"medseg demo v{GENERATOR_VERSION} size={size} n={n} seed={seed}\n", encoding="utf-8")
-        if final.exists():  # a stale, incomplete entry from an interrupted older version
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.replace(tmp / "data", final)
-        except OSError:
-            if not marker.exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        generate_demo(final, n=n, size=size, seed=seed)
+    except OSError:
+        if not (final / DEMO_INFO).exists():
+            raise
     return final

@@ -423,3 +423,35 @@ def validate_dataset(source: str | Path | DatasetIndex, num_classes: int = 4, *,
         mask_values_sampled=decode_set is not None, problems=problems, warnings=warnings,
         can_train=can_train, verdict=verdict, elapsed_s=round(time.perf_counter() - start, 3),
         bad_keys=bad_keys, index=index)
+
+
+def summary_for_recommendation(path: str, mask_sample: int = 200) -> tuple[Any, str | None]:
+    """``(DatasetSummary, None)`` for the recommender, or ``(None, problem)``.
+
+    The class count is read from the data: the largest mask value in a sample of masks, plus one
+    (checked against 256 classes, so nothing is rejected for being "out of range" here). The image
+    size is the median longer side.
+    """
+    from medseg_gui.core.data.demo import CLASS_NAMES, DEFAULT_N
+    from medseg_gui.core.data.formats import DatasetLayoutError, resolve_dataset_path
+    from medseg_gui.core.recommend import DatasetSummary
+
+    if path.strip().lower() == "demo":  # generated at the training size: any size fits
+        return DatasetSummary(num_classes=len(CLASS_NAMES), image_size=None,
+                              train_images=round(DEFAULT_N * 0.8), class_names=list(CLASS_NAMES)), None
+    try:
+        report = validate_dataset(resolve_dataset_path(path), 256, mask_sample=mask_sample)
+    except DatasetLayoutError as exc:
+        return None, str(exc)
+    present = [i for i, n in enumerate(report.class_masks) if n > 0]
+    if not report.can_train or not present:
+        return None, f"{report.root}: {report.verdict}"
+    sides = sorted(max(int(v) for v in k.split("x")) for k, n in report.image_sizes.items() for _ in range(n))
+    num_classes = max(2, present[-1] + 1)
+    names = None
+    from medseg_gui.core.config import DEFAULT_CLASS_NAMES
+
+    if num_classes == len(DEFAULT_CLASS_NAMES):
+        names = list(DEFAULT_CLASS_NAMES)
+    return DatasetSummary(num_classes=num_classes, image_size=sides[len(sides) // 2] if sides else None,
+                          train_images=report.pairs_usable["train"], class_names=names), None
