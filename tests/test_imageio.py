@@ -54,7 +54,6 @@ def test_rgba_drops_alpha_palette_keeps_indices_la_keeps_grey(tmp_path):
     assert out.shape == (8, 10, 3) and out[0, 0].tolist() == [10, 20, 30]
 
     idx = np.array([[0, 1, 2], [3, 2, 1]], np.uint8)
-    pal = Image.fromarray(idx).convert("P")  # identity-ish palette; the indices are what we store
     pal = Image.frombytes("P", (3, 2), idx.tobytes())
     pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (256 * 3 - 12))
     pal.save(tmp_path / "p.png")
