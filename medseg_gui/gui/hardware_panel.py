@@ -1,0 +1,551 @@
+"""The Hardware page: one live card per GPU (or a CPU-mode card), the recommendation and a what-if.
+
+Cards only display what ``AppState`` holds; the poller in ``workers.py`` feeds the state, the
+recommendation comes from core through the state, and the buttons here send intents back to it.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections import deque
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QPainter, QPainterPath
+from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFrame, QGridLayout, QHBoxLayout, QLabel,
+                               QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget)
+
+from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot
+from medseg_gui.core.recommend import Recommendation
+from medseg_gui.gui import style
+from medseg_gui.gui.state import AppState
+
+HISTORY_SECONDS = 300  # the sparklines show the last five minutes
+
+
+def fmt(value: float | None, unit: str = "", digits: int = 0) -> str:
+    """A reading for display; missing readings are "n/a", never 0 (which would be a lie)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    return f"{text} {unit}".strip() if unit else text
+
+
+def label(text: str = "", role: str | None = None, wrap: bool = False) -> QLabel:
+    widget = QLabel(text)
+    if role:
+        widget.setProperty("role", role)
+    widget.setWordWrap(wrap)
+    widget.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return widget
+
+
+def swatch(color: str) -> str:
+    return f"<span style='color:{color}; font-size:large'>&#9632;</span>"
+
+
+class StackedBar(QWidget):
+    """A horizontal bar of coloured segments (VRAM: this app / other programs / free; RAM: used / free)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._segments: list[tuple[float, str]] = []
+        self._total = 0.0
+        self.setMinimumHeight(14)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+    def set_segments(self, total: float | None, segments: list[tuple[float | None, str]]) -> None:
+        self._total = float(total or 0.0)
+        self._segments = [(max(0.0, float(v or 0.0)), c) for v, c in segments]
+        self.update()
+
+    def segments(self) -> list[tuple[float, str]]:
+        return list(self._segments)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt naming)
+        return QSize(200, 14)
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
+        radius = rect.height() / 2
+        clip = QPainterPath()
+        clip.addRoundedRect(rect, radius, radius)
+        painter.setClipPath(clip)
+        painter.fillRect(rect, QColor(style.FREE))
+        if self._total > 0:
+            x = rect.left()
+            for value, color in self._segments:
+                width = rect.width() * min(value, self._total) / self._total
+                painter.fillRect(QRectF(x, rect.top(), width, rect.height()), QColor(color))
+                x += width
+        painter.end()
+
+
+class Sparkline(QWidget):
+    """A caption, the current value and a small filled pyqtgraph curve over the last few minutes."""
+
+    def __init__(self, title: str, color: str, y_range: tuple[float, float] | None = None,
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self._y_range = y_range
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        top = QHBoxLayout()
+        self.title = label(title, "caption")
+        self.value = label("n/a", "statValue")
+        top.addWidget(self.title)
+        top.addStretch(1)
+        top.addWidget(self.value)
+        layout.addLayout(top)
+        self.plot = pg.PlotWidget(background=None)
+        self.plot.setFixedHeight(46)
+        self.plot.setFrameShape(QFrame.Shape.NoFrame)
+        item = self.plot.getPlotItem()
+        for axis in ("left", "bottom"):
+            item.hideAxis(axis)
+        item.setMouseEnabled(False, False)
+        item.setMenuEnabled(False)
+        item.hideButtons()
+        item.layout.setContentsMargins(0, 0, 0, 0)
+        item.setXRange(-HISTORY_SECONDS, 0, padding=0)
+        if y_range is not None:
+            item.setYRange(*y_range, padding=0.05)
+        else:
+            item.enableAutoRange(axis="y")
+        fill = QColor(color)
+        fill.setAlpha(45)
+        self.curve = item.plot(pen=pg.mkPen(color, width=1.6), brush=fill,
+                               fillLevel=y_range[0] if y_range else 0, connect="finite")
+        baseline = QColor(style.BORDER)
+        item.addItem(pg.InfiniteLine(pos=y_range[0] if y_range else 0, angle=0, pen=pg.mkPen(baseline)))
+        layout.addWidget(self.plot)
+
+    def set_range(self, y_range: tuple[float, float]) -> None:
+        if y_range != self._y_range:
+            self._y_range = y_range
+            self.plot.getPlotItem().setYRange(*y_range, padding=0.05)
+
+    def set_data(self, seconds_ago: np.ndarray, values: np.ndarray, text: str) -> None:
+        self.curve.setData(seconds_ago, values)
+        self.value.setText(text)
+
+
+class History:
+    """Fixed-length samples (time, util, VRAM used, temperature) for one GPU."""
+
+    def __init__(self, seconds: int = HISTORY_SECONDS):
+        self._samples: deque[tuple[float, float, float, float]] = deque(maxlen=seconds + 5)
+        self._seconds = seconds
+
+    def add(self, gpu: GpuInfo, now: float) -> None:
+        nan = float("nan")
+        self._samples.append((now, nan if gpu.utilization_pct is None else gpu.utilization_pct,
+                              nan if gpu.used_gb is None else gpu.used_gb,
+                              nan if gpu.temperature_c is None else gpu.temperature_c))
+
+    def arrays(self, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        data = np.array(self._samples, dtype=float).reshape(-1, 4)
+        keep = data[:, 0] >= now - self._seconds
+        data = data[keep]
+        return data[:, 0] - now, data[:, 1], data[:, 2], data[:, 3]
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+
+class GpuCard(QFrame):
+    """Name, driver, compute capability, the VRAM bar, live readings and 5-minute sparklines."""
+
+    def __init__(self, gpu: GpuInfo, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setProperty("card", True)
+        self.history = History()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(18, 16, 18, 16)
+        layout.setSpacing(10)
+
+        head = QHBoxLayout()
+        self.title = label("", "cardTitle")
+        self.title.setFont(style.scaled_font(self.font(), 1.15, bold=True))
+        self.badge = label("", "pill")
+        head.addWidget(self.title)
+        head.addStretch(1)
+        head.addWidget(self.badge)
+        layout.addLayout(head)
+        self.details = label("", "muted", wrap=True)
+        layout.addWidget(self.details)
+
+        vram_head = QHBoxLayout()
+        vram_head.addWidget(label("Video memory", "caption"))
+        vram_head.addStretch(1)
+        self.vram_total = label("", "statValue")
+        vram_head.addWidget(self.vram_total)
+        layout.addLayout(vram_head)
+        self.vram_bar = StackedBar()
+        layout.addWidget(self.vram_bar)
+        self.vram_legend = label("", "muted")
+        self.vram_legend.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(self.vram_legend)
+
+        stats = QGridLayout()
+        stats.setHorizontalSpacing(24)
+        self.stat_values: dict[str, QLabel] = {}
+        for col, (key, caption) in enumerate((("util", "Utilisation"), ("temp", "Temperature"),
+                                              ("power", "Power"), ("clock", "SM clock"))):
+            stats.addWidget(label(caption, "caption"), 0, col)
+            value = label("n/a", "statValue")
+            value.setFont(style.scaled_font(self.font(), 1.25, bold=True))
+            self.stat_values[key] = value
+            stats.addWidget(value, 1, col)
+        layout.addLayout(stats)
+
+        sparks = QHBoxLayout()
+        sparks.setSpacing(18)
+        self.spark_util = Sparkline("Utilisation, 5 min", style.UTIL, (0, 100))
+        self.spark_vram = Sparkline("VRAM used, 5 min", style.VRAM, (0, max(1.0, gpu.total_gb or 1.0)))
+        self.spark_temp = Sparkline("Temperature, 5 min", style.TEMP, (20, 100))
+        for spark in (self.spark_util, self.spark_vram, self.spark_temp):
+            sparks.addWidget(spark, 1)
+        layout.addLayout(sparks)
+        self.notes = label("", "warning", wrap=True)
+        self.notes.hide()
+        layout.addWidget(self.notes)
+
+    def update_gpu(self, gpu: GpuInfo, snapshot: HardwareSnapshot, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.title.setText(f"GPU {gpu.index} · {gpu.name}")
+        cc = gpu.compute_capability
+        self.badge.setText("bf16" if gpu.supports_bf16 else ("fp16" if cc else "n/a"))
+        self.badge.setToolTip("Native bf16 (compute capability 8.0 or newer)" if gpu.supports_bf16 else
+                              "No native bf16: mixed precision uses fp16 with loss scaling")
+        parts = [f"Driver {snapshot.driver_version or 'n/a'}"]
+        if snapshot.cuda_driver_version:
+            parts.append(f"CUDA {snapshot.cuda_driver_version}")
+        parts.append(f"Compute capability {cc[0]}.{cc[1]}" if cc else "Compute capability n/a")
+        if gpu.memory_bandwidth_gbs:
+            parts.append(f"~{gpu.memory_bandwidth_gbs:.0f} GB/s memory")
+        self.details.setText(" · ".join(parts))
+
+        ours = gpu.used_by_this_process_gb or 0.0
+        others = gpu.used_by_others_gb
+        self.vram_total.setText(f"{fmt(gpu.used_gb, digits=1)} / {fmt(gpu.total_gb, 'GB', 1)}")
+        self.vram_bar.set_segments(gpu.total_gb, [(ours, style.OURS), (others, style.OTHERS)])
+        self.vram_legend.setText(
+            f"{swatch(style.OURS)} This app {fmt(ours, 'GB', 1)} &nbsp;&nbsp; "
+            f"{swatch(style.OTHERS)} Other programs {fmt(others, 'GB', 1)} &nbsp;&nbsp; "
+            f"{swatch(style.FREE)} Free {fmt(gpu.free_gb, 'GB', 1)}")
+
+        self.stat_values["util"].setText(fmt(gpu.utilization_pct, "%"))
+        self.stat_values["temp"].setText(fmt(gpu.temperature_c, "°C"))
+        power = fmt(gpu.power_w, digits=0)
+        self.stat_values["power"].setText(
+            f"{power} / {fmt(gpu.power_limit_w, 'W')}" if gpu.power_limit_w else fmt(gpu.power_w, "W"))
+        self.stat_values["clock"].setText(fmt(gpu.sm_clock_mhz, "MHz"))
+
+        self.history.add(gpu, now)
+        ago, util, vram, temp = self.history.arrays(now)
+        self.spark_vram.set_range((0, max(1.0, gpu.total_gb or float(np.nanmax(vram, initial=1.0)))))
+        self.spark_util.set_data(ago, util, fmt(gpu.utilization_pct, "%"))
+        self.spark_vram.set_data(ago, vram, fmt(gpu.used_gb, "GB", 1))
+        self.spark_temp.set_data(ago, temp, fmt(gpu.temperature_c, "°C"))
+
+        notes = []
+        if gpu.mig_enabled:
+            notes.append("MIG is enabled: figures are for the whole card, not your slice.")
+        if gpu.throttle_reasons:
+            notes.append("Clocks reduced: " + ", ".join(gpu.throttle_reasons) + ".")
+        self.notes.setText(" ".join(notes))
+        self.notes.setVisible(bool(notes))
+
+
+class CpuCard(QFrame):
+    """Shown when no GPU can be read: says why, and what the CPU and RAM offer instead."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setProperty("card", True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(18, 16, 18, 16)
+        layout.setSpacing(10)
+        head = QHBoxLayout()
+        title = label("CPU mode", "cardTitle")
+        title.setFont(style.scaled_font(self.font(), 1.15, bold=True))
+        head.addWidget(title)
+        head.addStretch(1)
+        head.addWidget(label("No usable GPU", "cpuPill"))
+        layout.addLayout(head)
+        self.reason = label("", "warning", wrap=True)
+        layout.addWidget(self.reason)
+        self.cpu = label("", "muted", wrap=True)
+        layout.addWidget(self.cpu)
+        ram_head = QHBoxLayout()
+        ram_head.addWidget(label("Memory (RAM)", "caption"))
+        ram_head.addStretch(1)
+        self.ram_total = label("", "statValue")
+        ram_head.addWidget(self.ram_total)
+        layout.addLayout(ram_head)
+        self.ram_bar = StackedBar()
+        layout.addWidget(self.ram_bar)
+        self.ram_legend = label("", "muted")
+        self.ram_legend.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(self.ram_legend)
+
+    def update_snapshot(self, snapshot: HardwareSnapshot) -> None:
+        reason = snapshot.nvml_error or "No NVIDIA GPU was found."
+        self.reason.setText(f"{reason[0].upper()}{reason[1:]}")
+        self.cpu.setText(f"{snapshot.cpu_name} · {snapshot.cpu_count} cores · {snapshot.os_name}")
+        total, avail = snapshot.ram_total_gb, snapshot.ram_available_gb
+        used = None if total is None or avail is None else total - avail
+        self.ram_total.setText(f"{fmt(used, digits=1)} / {fmt(total, 'GB', 1)}")
+        self.ram_bar.set_segments(total, [(used, style.OTHERS)])
+        self.ram_legend.setText(f"{swatch(style.OTHERS)} In use {fmt(used, 'GB', 1)} &nbsp;&nbsp; "
+                                f"{swatch(style.FREE)} Available {fmt(avail, 'GB', 1)}")
+
+
+class RecommendationCard(QFrame):
+    """The recommended tier, its key settings, why, what to watch out for, and a what-if control."""
+
+    SETTINGS = (("Model", "model"), ("Batch", "batch"), ("Image size", "image"), ("Epochs", "epochs"),
+                ("Learning rate", "lr"), ("LR scheduler", "scheduler"), ("Precision", "precision"),
+                ("Device", "device"), ("Data workers", "workers"))
+
+    def __init__(self, state: AppState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.setProperty("card", True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(18, 16, 18, 16)
+        layout.setSpacing(10)
+
+        head = QHBoxLayout()
+        title = label("Recommended configuration", "cardTitle")
+        title.setFont(style.scaled_font(self.font(), 1.15, bold=True))
+        head.addWidget(title)
+        head.addStretch(1)
+        layout.addLayout(head)
+        tier_row = QHBoxLayout()
+        self.tier = label("", "pill")
+        tier_row.addWidget(self.tier)
+        tier_row.addStretch(1)
+        layout.addLayout(tier_row)
+        self.source = label("Waiting for the first hardware reading…", "muted", wrap=True)
+        layout.addWidget(self.source)
+
+        what_if = QHBoxLayout()
+        self.use_gpu = QCheckBox("Use my GPU")
+        self.use_gpu.setChecked(True)
+        self.use_gpu.setToolTip("Plan for the free memory of this machine's GPU. Untick to plan for "
+                                "another card (a server, a colleague's machine, a MIG slice).")
+        self.vram = QDoubleSpinBox()
+        self.vram.setRange(0.0, 512.0)
+        self.vram.setDecimals(1)
+        self.vram.setSingleStep(1.0)
+        self.vram.setValue(8.0)
+        self.vram.setSuffix(" GB free")
+        self.vram.setEnabled(False)
+        self.vram.setToolTip("What if the card had this much free memory? 0 means no GPU.")
+        what_if.addWidget(label("What if:", "caption"))
+        what_if.addWidget(self.use_gpu)
+        what_if.addWidget(self.vram)
+        what_if.addStretch(1)
+        layout.addLayout(what_if)
+
+        self.grid = QGridLayout()
+        self.grid.setHorizontalSpacing(16)
+        self.grid.setVerticalSpacing(6)
+        self.values: dict[str, QLabel] = {}
+        for i, (caption, key) in enumerate(self.SETTINGS):
+            row, col = divmod(i, 3)
+            box = QVBoxLayout()
+            box.setSpacing(0)
+            box.addWidget(label(caption, "caption"))
+            value = label("–", "statValue")
+            self.values[key] = value
+            box.addWidget(value)
+            self.grid.addLayout(box, row, col)
+        layout.addLayout(self.grid)
+
+        layout.addWidget(label("Why", "cardTitle"))
+        self.reasons = label("", wrap=True)
+        self.reasons.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(self.reasons)
+        self.warnings = label("", "warning", wrap=True)
+        self.warnings.setTextFormat(Qt.TextFormat.RichText)
+        self.warnings.hide()
+        layout.addWidget(self.warnings)
+
+        self.status = label("", "muted", wrap=True)
+        layout.addWidget(self.status)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        self.use_button = QPushButton("Use this configuration")
+        self.use_button.setProperty("primary", True)
+        self.use_button.setEnabled(False)
+        self.use_button.clicked.connect(state.use_recommendation)
+        buttons.addWidget(self.use_button)
+        layout.addLayout(buttons)
+
+        self.use_gpu.toggled.connect(self._what_if_edited)
+        self.vram.valueChanged.connect(self._what_if_edited)
+        state.recommendation_changed.connect(self.show_recommendation)
+        state.config_changed.connect(lambda _c: self._update_button())
+        state.what_if_changed.connect(self._show_what_if)
+        self._show_what_if(state.what_if_vram_gb)
+        self.show_recommendation(state.recommendation)
+
+    # widget -> state
+    def _what_if_edited(self, *_args) -> None:
+        self.vram.setEnabled(not self.use_gpu.isChecked())
+        self.state.set_what_if(None if self.use_gpu.isChecked() else float(self.vram.value()))
+
+    # state -> widget
+    def _show_what_if(self, vram_gb: float | None) -> None:
+        for widget in (self.use_gpu, self.vram):
+            widget.blockSignals(True)
+        self.use_gpu.setChecked(vram_gb is None)
+        if vram_gb is not None:
+            self.vram.setValue(vram_gb)
+        self.vram.setEnabled(vram_gb is not None)
+        for widget in (self.use_gpu, self.vram):
+            widget.blockSignals(False)
+
+    def show_recommendation(self, rec: Recommendation | None) -> None:
+        if rec is None:
+            self.tier.setText("…")
+            self._update_button()
+            return
+        tr, ds = rec.config.training, rec.config.dataset
+        self.tier.setText(rec.tier.label)
+        self.tier.setToolTip(f"Typical cards: {rec.tier.example_gpus}")
+        if rec.vram_source == "override":
+            self.source.setText(f"Planned for a card with {rec.free_gb or 0:g} GB free (what-if).")
+        elif rec.gpu is not None:
+            self.source.setText(f"Planned for GPU {rec.gpu.index} ({rec.gpu.name}) with "
+                                f"{fmt(rec.free_gb, 'GB', 1)} free; budget {fmt(rec.budget_gb, 'GB', 1)}.")
+        else:
+            self.source.setText("Planned for the CPU.")
+        batch = str(tr.batch_size)
+        if tr.accumulate_grad_batches > 1:
+            batch += f" × {tr.accumulate_grad_batches} accum."
+        values = {"model": f"SegFormer-{tr.variant}", "batch": batch, "image": f"{ds.image_size} px",
+                  "epochs": str(tr.epochs), "lr": f"{tr.lr:g}", "scheduler": "on" if tr.use_scheduler else "off",
+                  "precision": tr.precision, "device": tr.accelerator.upper() if tr.accelerator != "auto" else "auto",
+                  "workers": str(tr.num_workers)}
+        for key, value in values.items():
+            self.values[key].setText(value)
+        if rec.predicted_peak_gb is not None:
+            self.values["batch"].setToolTip(f"Predicted peak {rec.predicted_peak_gb:.1f} GB")
+        self.reasons.setText("<ul style='margin-left:-20px'>" + "".join(
+            f"<li style='margin-bottom:3px'>{html.escape(r)}</li>" for r in rec.reasons) + "</ul>")
+        self.warnings.setText("<br>".join(f"⚠ {html.escape(w)}" for w in rec.warnings))
+        self.warnings.setVisible(bool(rec.warnings))
+        self._update_button()
+
+    def _update_button(self) -> None:
+        rec = self.state.recommendation
+        differs = bool(self.state.differences()) if rec is not None else False
+        self.use_button.setEnabled(rec is not None and differs)
+        if rec is None:
+            self.status.setText("")
+        elif differs:
+            count = len(self.state.differences())
+            self.status.setText(f"Your configuration differs in {count} setting{'s' if count != 1 else ''}.")
+        else:
+            self.status.setText("✓ Your configuration matches this recommendation.")
+
+
+class HardwarePanel(QWidget):
+    """The page: cards on the left (one per GPU, or CPU mode), the recommendation on the right."""
+
+    def __init__(self, state: AppState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("page")
+        self.state = state
+        self.gpu_cards: dict[tuple, GpuCard] = {}
+        self.cpu_card: CpuCard | None = None
+        self._gpu_key: tuple | None = None
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(24, 20, 24, 16)
+        outer.setSpacing(12)
+        title = label("Hardware", "pageTitle")
+        title.setFont(style.scaled_font(self.font(), 1.6, bold=True))
+        outer.addWidget(title)
+        self.subtitle = label("Reading the GPUs…", "muted")
+        outer.addWidget(self.subtitle)
+
+        body = QHBoxLayout()
+        body.setSpacing(16)
+        left = QScrollArea()
+        left.setWidgetResizable(True)
+        left.setFrameShape(QFrame.Shape.NoFrame)
+        holder = QWidget()
+        self.cards = QVBoxLayout(holder)
+        self.cards.setContentsMargins(0, 0, 4, 0)
+        self.cards.setSpacing(14)
+        self.waiting = label("Reading hardware…", "muted")
+        self.cards.addWidget(self.waiting)
+        self.cards.addStretch(1)
+        left.setWidget(holder)
+        body.addWidget(left, 3)
+
+        right = QScrollArea()
+        right.setWidgetResizable(True)
+        right.setFrameShape(QFrame.Shape.NoFrame)
+        right_holder = QWidget()
+        right_box = QVBoxLayout(right_holder)
+        right_box.setContentsMargins(0, 0, 4, 0)
+        self.recommendation = RecommendationCard(state)
+        right_box.addWidget(self.recommendation)
+        right_box.addStretch(1)
+        right.setWidget(right_holder)
+        right.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        right.setMinimumWidth(420)
+        body.addWidget(right, 2)
+        outer.addLayout(body, 1)
+
+        state.snapshot_changed.connect(self.show_snapshot)
+        if state.snapshot is not None:
+            self.show_snapshot(state.snapshot)
+
+    def show_snapshot(self, snapshot: HardwareSnapshot) -> None:
+        self.waiting.hide()
+        key = tuple((g.index, g.uuid, g.name) for g in snapshot.gpus)
+        if key != self._gpu_key:
+            self._rebuild(snapshot, key)
+        now = time.monotonic()
+        if snapshot.gpus:
+            for gpu in snapshot.gpus:
+                self.gpu_cards[(gpu.index, gpu.uuid, gpu.name)].update_gpu(gpu, snapshot, now)
+            count = len(snapshot.gpus)
+            self.subtitle.setText(f"{count} NVIDIA GPU{'s' if count > 1 else ''} · driver "
+                                  f"{snapshot.driver_version or 'n/a'} · {snapshot.cpu_count} CPU cores · "
+                                  f"{fmt(snapshot.ram_total_gb, 'GB', 0)} RAM · updated every second")
+        else:
+            assert self.cpu_card is not None
+            self.cpu_card.update_snapshot(snapshot)
+            self.subtitle.setText(f"No usable GPU · {snapshot.cpu_count} CPU cores · "
+                                  f"{fmt(snapshot.ram_total_gb, 'GB', 0)} RAM · updated every second")
+
+    def _rebuild(self, snapshot: HardwareSnapshot, key: tuple) -> None:
+        for card in list(self.gpu_cards.values()) + ([self.cpu_card] if self.cpu_card else []):
+            self.cards.removeWidget(card)
+            card.deleteLater()
+        self.gpu_cards.clear()
+        self.cpu_card = None
+        insert_at = self.cards.count() - 1  # before the stretch
+        if snapshot.gpus:
+            for offset, gpu in enumerate(snapshot.gpus):
+                card = GpuCard(gpu)
+                self.gpu_cards[(gpu.index, gpu.uuid, gpu.name)] = card
+                self.cards.insertWidget(insert_at + offset, card)
+        else:
+            self.cpu_card = CpuCard()
+            self.cards.insertWidget(insert_at, self.cpu_card)
+        self._gpu_key = key

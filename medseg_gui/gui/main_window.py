@@ -1,0 +1,324 @@
+"""The main window: a sidebar of pages, menus, shortcuts, status bar and remembered geometry.
+
+Pages are registered with ``add_page`` and swapped with ``replace_page``, so the Training and Viewer
+tabs plug in without editing this file's internals; until they do, their places hold placeholders
+that say plainly that the feature is not available yet.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+
+from PySide6.QtCore import QSettings, QSize, Qt, __version__ as pyside_version, qVersion
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget)
+
+from medseg_gui import __version__
+from medseg_gui.core.hardware import HardwareSnapshot
+from medseg_gui.core.paths import app_home
+from medseg_gui.gui import style
+from medseg_gui.gui.config_editor import ConfigEditor
+from medseg_gui.gui.hardware_panel import HardwarePanel
+from medseg_gui.gui.resources import app_icon, icon
+from medseg_gui.gui.state import AppState
+from medseg_gui.gui.workers import PollerThread, ProbeFn
+
+HEAVY_MODULES = ("torch", "lightning", "transformers", "albumentations")
+
+
+def settings() -> QSettings:
+    """An INI file in the app's home, so MEDSEG_HOME isolates tests and portable installs."""
+    return QSettings(str(app_home() / "settings.ini"), QSettings.Format.IniFormat)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions for the About box; heavy libraries are reported only if something already loaded them."""
+    import numpy
+
+    versions = {"medseg-gui": __version__, "Python": platform.python_version(), "Qt": qVersion(),
+                "PySide6": pyside_version, "NumPy": numpy.__version__}
+    try:
+        import pyqtgraph
+
+        versions["pyqtgraph"] = pyqtgraph.__version__
+    except ImportError:  # pragma: no cover - a dependency
+        versions["pyqtgraph"] = "missing"
+    for name in HEAVY_MODULES:
+        module = sys.modules.get(name)
+        versions[name] = getattr(module, "__version__", "loaded") if module is not None else "not loaded yet"
+    return versions
+
+
+def about_text() -> str:
+    rows = "".join(f"<tr><td style='padding-right:14px'>{k}</td><td>{v}</td></tr>"
+                   for k, v in library_versions().items())
+    return ("<h3>medseg-gui</h3><p>Train SegFormer segmentation models that fit your GPU, watch them "
+            f"learn, and view their masks.</p><table>{rows}</table>")
+
+
+class PlaceholderPage(QWidget):
+    """Stands in for a page another part of the app provides; says so instead of pretending."""
+
+    def __init__(self, title: str, text: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("page")
+        self.is_placeholder = True
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(24, 20, 24, 16)
+        heading = QLabel(title)
+        heading.setProperty("role", "pageTitle")
+        heading.setFont(style.scaled_font(self.font(), 1.6, bold=True))
+        layout.addWidget(heading)
+        self.message = QLabel(text)
+        self.message.setProperty("role", "muted")
+        self.message.setWordWrap(True)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+
+
+class MainWindow(QMainWindow):
+    PAGE_SHORTCUTS = 9
+
+    def __init__(self, state: AppState | None = None, *, probe_fn: ProbeFn | None = None,
+                 poll_hardware: bool = True, poll_interval_ms: int = 1000, persist: bool = True):
+        super().__init__()
+        self.state = state or AppState(parent=self)
+        self._persist = persist
+        self._pages: dict[str, int] = {}
+        self._page_actions: list[QAction] = []
+        self.run_opener: Callable[[str], None] | None = None  # set by the Training tab
+        self.setWindowTitle("medseg-gui")
+        self.setWindowIcon(app_icon())
+
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self._sidebar())
+        self.stack = QStackedWidget()
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.sidebar.currentRowChanged.connect(self.stack.setCurrentIndex)
+
+        self.hardware_panel = HardwarePanel(self.state)
+        self.config_editor = ConfigEditor(self.state)
+        self.add_page("Hardware", self.hardware_panel, icon("page_hardware"))
+        self.add_page("Configuration", self.config_editor, icon("page_config"))
+        self.add_page("Training", PlaceholderPage(
+            "Training", "The Training tab is not yet available in this build. Use the Configuration page "
+            "to prepare a run; `medseg train` will run it from a terminal once the training engine lands."),
+            icon("page_training"))
+        self.add_page("Viewer", PlaceholderPage(
+            "Viewer", "The mask viewer is not yet available in this build."), icon("page_viewer"))
+        self.sidebar.setCurrentRow(0)
+
+        self._menus()
+        self._status_bar()
+        self.state.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.state.snapshot_changed.connect(self._show_hardware_status)
+        self.state.dataset_changed.connect(self._show_dataset_status)
+        self.config_editor.validity_changed.connect(self._show_validity)
+        self._show_dataset_status(self.state.dataset_path)
+        self._show_validity(self.config_editor.is_valid())
+
+        self.poller: PollerThread | None = None
+        if poll_hardware:
+            self.poller = PollerThread(probe_fn, poll_interval_ms, parent=self)
+            self.poller.snapshot_ready.connect(self.state.set_snapshot)
+            self.poller.errored.connect(lambda text: self.statusBar().showMessage(text, 6000))
+        self.resize(1360, 860)
+        if persist:
+            self._restore_settings()
+
+    # ----- pages ---------------------------------------------------------------------------------
+    def _sidebar(self) -> QWidget:
+        box = QWidget()
+        box.setObjectName("sidebarBox")
+        box.setFixedWidth(200)
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 16, 0, 12)
+        layout.setSpacing(0)
+        brand = QHBoxLayout()
+        brand.setContentsMargins(18, 0, 12, 10)
+        logo = QLabel()
+        logo.setPixmap(app_icon().pixmap(QSize(30, 30)))
+        brand.addWidget(logo)
+        names = QVBoxLayout()
+        names.setSpacing(0)
+        title = QLabel("medseg-gui")
+        title.setObjectName("brand")
+        title.setFont(style.scaled_font(self.font(), 1.1, bold=True))
+        names.addWidget(title)
+        sub = QLabel(f"version {__version__}")
+        sub.setObjectName("brandSub")
+        names.addWidget(sub)
+        brand.addLayout(names, 1)
+        layout.addLayout(brand)
+        self.sidebar = QListWidget()
+        self.sidebar.setObjectName("sidebar")
+        self.sidebar.setIconSize(QSize(20, 20))
+        self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        layout.addWidget(self.sidebar, 1)
+        return box
+
+    def add_page(self, name: str, widget: QWidget, page_icon: QIcon | None = None) -> int:
+        """Append a page to the sidebar; Ctrl+N selects the N-th page. Returns its index."""
+        if name in self._pages:
+            raise ValueError(f"a page named {name!r} already exists; use replace_page")
+        index = self.stack.addWidget(widget)
+        item = QListWidgetItem(page_icon or QIcon(), name)
+        item.setSizeHint(QSize(180, 40))
+        self.sidebar.addItem(item)
+        self._pages[name] = index
+        if index < self.PAGE_SHORTCUTS:
+            action = QAction(name, self)
+            action.setShortcut(QKeySequence(f"Ctrl+{index + 1}"))
+            action.triggered.connect(lambda _=False, n=name: self.show_page(n))
+            self.addAction(action)
+            self._page_actions.append(action)
+            if hasattr(self, "view_menu"):
+                self.view_menu.addAction(action)
+        return index
+
+    def replace_page(self, name: str, widget: QWidget) -> None:
+        """Put the real page where a placeholder (or an older page) stood, keeping its place and shortcut."""
+        index = self._pages[name]
+        old = self.stack.widget(index)
+        current = self.stack.currentIndex()
+        self.stack.insertWidget(index, widget)
+        self.stack.removeWidget(old)
+        old.deleteLater()
+        self.stack.setCurrentIndex(current)
+
+    def page(self, name: str) -> QWidget:
+        return self.stack.widget(self._pages[name])
+
+    def page_names(self) -> list[str]:
+        return sorted(self._pages, key=self._pages.get)
+
+    def show_page(self, name: str) -> None:
+        self.sidebar.setCurrentRow(self._pages[name])
+
+    def current_page(self) -> str:
+        index = self.stack.currentIndex()
+        return next(n for n, i in self._pages.items() if i == index)
+
+    # ----- menus and status ----------------------------------------------------------------------
+    def _menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self.open_dataset_action = self._action(file_menu, "Open &dataset…", self.open_dataset_dialog,
+                                                QKeySequence.StandardKey.Open)
+        self._action(file_menu, "Use the &demo dataset", lambda: self.state.set_dataset("demo"))
+        self._action(file_menu, "Open &run…", self.open_run_dialog, "Ctrl+R")
+        file_menu.addSeparator()
+        self._action(file_menu, "Open &config…", self.open_config_dialog, "Ctrl+Shift+O")
+        self.save_config_action = self._action(file_menu, "&Save config…", self.save_config_dialog,
+                                               QKeySequence.StandardKey.Save)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.view_menu = bar.addMenu("&View")
+        for action in self._page_actions:
+            self.view_menu.addAction(action)
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "&About medseg-gui", self.show_about)
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(lambda _=False: slot())
+        menu.addAction(action)
+        return action
+
+    def _status_bar(self) -> None:
+        bar = self.statusBar()
+        self.dataset_status = QLabel()
+        self.hardware_status = QLabel("Reading hardware…")
+        self.validity_status = QLabel()
+        for widget in (self.dataset_status, self.hardware_status, self.validity_status):
+            bar.addPermanentWidget(widget)
+        bar.showMessage("Ready", 3000)
+
+    def _show_dataset_status(self, path: str) -> None:
+        self.dataset_status.setText("Dataset: built-in demo" if path == "demo" else f"Dataset: {path}")
+
+    def _show_hardware_status(self, snapshot: HardwareSnapshot) -> None:
+        if snapshot.gpus:
+            gpu = max(snapshot.gpus, key=lambda g: g.free_gb or 0.0)
+            free = "n/a" if gpu.free_gb is None else f"{gpu.free_gb:.1f} GB free"
+            more = f" (+{len(snapshot.gpus) - 1})" if len(snapshot.gpus) > 1 else ""
+            self.hardware_status.setText(f"GPU {gpu.index}: {free}{more}")
+        else:
+            self.hardware_status.setText("CPU mode")
+        self.hardware_status.setToolTip(snapshot.nvml_error or "")
+
+    def _show_validity(self, valid: bool) -> None:
+        count = len(self.state.problems())
+        self.validity_status.setText("Config ready" if valid else
+                                     f"Config: {count} problem{'s' if count != 1 else ''}")
+
+    # ----- intents -------------------------------------------------------------------------------
+    def open_dataset_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open dataset folder")
+        if path:
+            self.state.set_dataset(path)
+            self.statusBar().showMessage(f"Dataset: {path}", 5000)
+
+    def open_run_dialog(self) -> None:
+        if self.run_opener is None:
+            self.statusBar().showMessage("Opening past runs needs the Training tab, which is not yet "
+                                         "available in this build.", 8000)
+            return
+        path = QFileDialog.getExistingDirectory(self, "Open run folder")
+        if path:
+            self.run_opener(path)
+
+    def open_config_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open configuration", "", "TOML files (*.toml)")
+        if path and self.config_editor.load_toml(path):
+            self.show_page("Configuration")
+        elif path:
+            self.show_page("Configuration")  # the banner there explains what is wrong with the file
+
+    def save_config_dialog(self) -> None:
+        self.config_editor._save_clicked()
+
+    def show_about(self) -> None:
+        box = QMessageBox(self)
+        box.setWindowTitle("About medseg-gui")
+        box.setIconPixmap(app_icon().pixmap(QSize(64, 64)))
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(about_text())
+        box.exec()
+
+    # ----- lifecycle -----------------------------------------------------------------------------
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().showEvent(event)
+        if self.poller is not None and not self.poller.is_running():
+            self.poller.start()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        if self._persist:
+            s = settings()
+            s.setValue("window/geometry", self.saveGeometry())
+            s.setValue("window/page", self.current_page())
+            s.sync()
+        self.stop_workers()
+        super().closeEvent(event)
+
+    def stop_workers(self) -> None:
+        if self.poller is not None:
+            self.poller.stop()
+
+    def _restore_settings(self) -> None:
+        s = settings()
+        geometry = s.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        page = s.value("window/page")
+        if isinstance(page, str) and page in self._pages:
+            self.show_page(page)
