@@ -1,0 +1,110 @@
+"""Writing predictions: mask PNGs (class ids), NIfTI label volumes, overlay PNGs — all atomic.
+
+Shared by the viewer's Export buttons and ``medseg predict`` so a mask exported either way is the
+same file. Mask PNGs hold raw class ids (0, 1, 2, …: they look black in a photo viewer, and that is
+what training and other tools read); overlay PNGs are for people.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medseg_gui.core.atomic import atomic_write
+from medseg_gui.core.overlay import FILLED, blend, label_overlay
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medseg_gui.core.imageio import Volume
+
+
+@dataclass
+class ExportResult:
+    """What one export wrote (paths), for the CLI summary and the viewer's status line."""
+
+    masks: list[Path] = field(default_factory=list)
+    nifti: Path | None = None
+    overlays: list[Path] = field(default_factory=list)
+
+
+def safe_stem(path: str | os.PathLike) -> str:
+    """A file-name stem for outputs derived from an input name (``scan.nii.gz`` → ``scan``)."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
+
+
+def export_mask_png(path: str | os.PathLike, labels2d: np.ndarray) -> Path:
+    """A 2D mask as a single-channel PNG of class ids."""
+    from medseg_gui.core.imageio import write_mask_png
+
+    return write_mask_png(path, labels2d)
+
+
+def export_mask_nifti(path: str | os.PathLike, labels_zyx: np.ndarray, reference: "Volume") -> Path:
+    """A label volume as NIfTI in the source volume's space (same grid and affine)."""
+    from medseg_gui.core.imageio import write_nifti_like
+
+    return write_nifti_like(path, labels_zyx, reference)
+
+
+def write_rgb_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    from PIL import Image
+
+    arr = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"{path}: expected an RGB(A) image [H, W, 3|4], got shape {arr.shape}")
+    img = Image.fromarray(arr)
+    return atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))
+
+
+def overlay_picture(image_u8: np.ndarray, labels2d: np.ndarray, colours: Sequence[str], opacity: float = 0.5,
+                    mode: str = FILLED, visible: Sequence[bool] | None = None) -> np.ndarray:
+    """The displayed slice with its mask blended in, as RGB uint8."""
+    return blend(image_u8, label_overlay(labels2d, colours, opacity, mode, visible))
+
+
+def export_overlay_png(path: str | os.PathLike, image_u8: np.ndarray, labels2d: np.ndarray,
+                       colours: Sequence[str], opacity: float = 0.5, mode: str = FILLED,
+                       visible: Sequence[bool] | None = None) -> Path:
+    return write_rgb_png(path, overlay_picture(image_u8, labels2d, colours, opacity, mode, visible))
+
+
+def nifti_possible(volume: "Volume") -> bool:
+    """NIfTI needs geometry: a NIfTI or DICOM source (a PNG stack has no affine)."""
+    return volume.affine is not None or (volume.kind == "nifti" and "source_affine" in volume.meta)
+
+
+def export_volume(out_dir: str | os.PathLike, stem: str, volume: "Volume", labels_zyx: np.ndarray,
+                  display_u8: np.ndarray | None = None, colours: Sequence[str] = (), *,
+                  overlay: bool = False, opacity: float = 0.5, mode: str = FILLED) -> ExportResult:
+    """Masks of a whole input: NIfTI when the source has geometry, PNG per slice otherwise (and for
+    single 2D images), plus one overlay PNG per slice when ``overlay``.
+
+    ``display_u8`` is the uint8 picture the overlays are drawn on (``[Z, H, W(, 3)]``).
+    """
+    out = Path(out_dir)
+    result = ExportResult()
+    labels = np.asarray(labels_zyx)
+    z = labels.shape[0]
+    if nifti_possible(volume):
+        result.nifti = export_mask_nifti(out / f"{stem}_mask.nii.gz", labels, volume)
+    else:
+        for i in range(z):
+            name = f"{stem}_mask.png" if z == 1 else f"{stem}_{i + 1:04d}_mask.png"
+            result.masks.append(export_mask_png(out / name, labels[i]))
+    if overlay:
+        if display_u8 is None:
+            raise ValueError("overlay export needs the display image (display_u8)")
+        for i in range(z):
+            name = f"{stem}_overlay.png" if z == 1 else f"{stem}_overlay/{stem}_{i + 1:04d}_overlay.png"
+            result.overlays.append(export_overlay_png(out / name, display_u8[i], labels[i], colours, opacity, mode))
+    return result
