@@ -15,6 +15,8 @@ from medseg_gui import __version__
 COMMAND_MODULES = [
     "medseg_gui.cli.hardware_cmd",
     "medseg_gui.cli.config_cmd",
+    "medseg_gui.cli.predict_cmd",
+    "medseg_gui.cli.export_cmd",
     "medseg_gui.cli.data_cmd",
 ]
 
