@@ -201,8 +201,9 @@ class _Case:
 
 
 def _case_slices(n: int) -> list[int]:
-    """Slices per case: about :data:`SLICES_PER_CASE` each, at least two cases when n >= 2."""
-    n_cases = max(2 if n >= 2 else 1, math.ceil(n / SLICES_PER_CASE))
+    """Slices per case: up to :data:`SLICES_PER_CASE` each, and at least 5 cases when n >= 5 so the
+    case-wise 20 % validation share stays near 20 % for small n."""
+    n_cases = max(min(n, 5), math.ceil(n / SLICES_PER_CASE))
     return [len(part) for part in np.array_split(np.arange(n), n_cases)]
 
 
