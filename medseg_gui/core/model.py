@@ -137,10 +137,14 @@ def _quiet_transformers():
     class _Quiet:
         def __enter__(self):
             self.level = hf_logging.get_verbosity()
+            self.bars = hf_logging.is_progress_bar_enabled()
             hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
 
         def __exit__(self, *exc):
             hf_logging.set_verbosity(self.level)
+            if self.bars:
+                hf_logging.enable_progress_bar()
 
     return _Quiet()
 
@@ -199,38 +203,51 @@ def _from_folder(config: RunConfig, path: Path, log: Log) -> "SegformerForSemant
 
 
 def _from_safetensors(config: RunConfig, path: Path, log: Log) -> "SegformerForSemanticSegmentation":
-    """A bare state dict: architecture from a config.json beside it, else from the variant."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+    """A bare state dict: architecture from a config.json beside it, else from the variant.
 
-    id2label, label2id = label_maps(config)
+    Loading goes through ``from_pretrained`` on a temporary folder so transformers' key renaming
+    applies: state dicts saved by transformers 4 (``encoder.block.N``) load into 5.x (``stages.N``).
+    """
+    from transformers import SegformerConfig
+
     beside = path.parent / "config.json"
     if beside.is_file():
-        hf_config = SegformerConfig.from_json_file(str(beside))
-        hf_config.num_labels = config.dataset.num_classes
-        hf_config.id2label, hf_config.label2id = id2label, label2id
+        try:
+            hf_config = SegformerConfig.from_json_file(str(beside))
+        except (OSError, ValueError) as exc:
+            raise ModelSourceError(f"training.pretrained: {beside} cannot be read: {exc}") from exc
     else:
-        hf_config = scratch_config(config.training.variant, config.dataset.num_classes, id2label)
-    model = SegformerForSemanticSegmentation(hf_config)
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise ModelSourceError(f"training.pretrained: {path} is not a readable .safetensors file: {exc}") from exc
-    stats = load_matching(model, state)
-    if stats["loaded"] == 0:
+        hf_config = scratch_config(config.training.variant, config.dataset.num_classes)
+    model, info = load_with_config(hf_config, path, **_head_kwargs(config))
+    total = len(model.state_dict())
+    missing, mismatched = len(info.get("missing_keys", ())), len(info.get("mismatched_keys", ()))
+    if missing >= total - 2:  # nothing but (perhaps) the head matched
         raise ModelSourceError(
             f"training.pretrained: no tensor of {path} matches SegFormer-{config.training.variant}; "
             f"is it a SegFormer state dict of this variant?")
-    log("info", f"initial weights from {path}: {stats['loaded']} tensors loaded, "
-                f"{stats['skipped']} skipped (shape mismatch, e.g. the class head), {stats['missing']} missing")
+    log("info", f"initial weights from {path}: {total - missing - mismatched} tensors loaded, "
+                f"{mismatched} re-initialised (shape mismatch, e.g. the class head), {missing} missing")
     return model
 
 
-def load_matching(model: Any, state: dict[str, Any]) -> dict[str, int]:
-    """Load every tensor whose name and shape match; the rest (a resized head) keep their init."""
-    own = model.state_dict()
-    keep = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
-    model.load_state_dict(keep, strict=False)
-    return {"loaded": len(keep), "skipped": sum(1 for k in state if k in own) - len(keep),
-            "missing": len(own) - len(keep)}
+def load_with_config(hf_config: Any, weights: Path, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """``from_pretrained`` of ``weights`` (a .safetensors file) with ``hf_config``; returns loading info."""
+    import shutil
+    import tempfile
+
+    from safetensors import SafetensorError
+    from transformers import SegformerForSemanticSegmentation
+
+    with tempfile.TemporaryDirectory(prefix="medseg-weights-") as tmp:
+        hf_config.save_pretrained(tmp)
+        target = Path(tmp) / "model.safetensors"
+        try:
+            os.symlink(weights.resolve(), target)
+        except OSError:  # Windows without symlink rights
+            shutil.copyfile(weights, target)
+        try:
+            with _quiet_transformers():
+                return SegformerForSemanticSegmentation.from_pretrained(
+                    tmp, local_files_only=True, output_loading_info=True, **kwargs)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise ModelSourceError(f"{weights} is not a readable SegFormer .safetensors file: {exc}") from exc

@@ -1,0 +1,189 @@
+"""The LightningModule: SegFormer forward, Dice+CE loss, AdamW, validation confusion counts.
+
+GPU-friendly step: batches arrive as uint8 and are normalised on the device; channels_last and fused
+AdamW on CUDA; losses and confusion counts accumulate in device tensors, so nothing forces a host
+sync inside a step. The event callback reads them every few steps or seconds (``read_train_loss``),
+which is the only sync. The model's forward lives in ``self.forward_fn`` so a compiled version
+(the speed issue) can be swapped in without touching the step code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+
+from medseg_gui.core.losses import dice_ce_loss, upsample_logits
+from medseg_gui.core.metrics import SegScores, confusion_matrix, scores_from_confusion
+
+
+@dataclass
+class OptimSettings:
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    use_scheduler: bool = True
+    total_epochs: int = 1  # the whole run's epochs (the scheduler milestone is half of it)
+    gamma: float = 0.1
+
+
+@dataclass
+class ValResult:
+    loss: float | None
+    scores: SegScores | None
+
+
+@dataclass
+class RunPosition:
+    """Where this fit() starts in the run: epochs done and batches done so far (resume, OOM restart)."""
+    epoch_offset: int = 0
+    step_offset: int = 0
+    optimizer_state: dict[str, Any] | None = field(default=None, repr=False)
+
+
+class SegModule(L.LightningModule):
+    def __init__(self, model: torch.nn.Module, num_classes: int, optim: OptimSettings,
+                 dice_include_background: bool = True, channels_last: bool = True,
+                 position: RunPosition | None = None):
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.optim = optim
+        self.dice_include_background = dice_include_background
+        self.use_channels_last = channels_last
+        self.position = position or RunPosition()
+        self.forward_fn: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
+        self.batches_done = self.position.step_offset  # host counter, no sync needed
+        self.fault_hook: Callable[[SegModule, int], None] | None = None  # tests inject OOMs here
+        self._reset_train_accumulators()
+        self._val_loss_sum: torch.Tensor | None = None
+        self._val_batches = 0
+        self._confusion: torch.Tensor | None = None
+        self.last_val: ValResult = ValResult(None, None)
+
+    # ---- position in the run -------------------------------------------------------------------
+    @property
+    def run_epoch(self) -> int:
+        """0-based epoch index within the whole run (continues across resume/restart)."""
+        return self.position.epoch_offset + self.trainer.current_epoch
+
+    # ---- forward -------------------------------------------------------------------------------
+    def _eager_forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Logits at the input's resolution (SegFormer predicts at 1/4; upsampled bilinearly)."""
+        return upsample_logits(self.forward_fn(pixel_values), tuple(pixel_values.shape[-2:]))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        from medseg_gui.core.data.normalize import to_model_input
+
+        images, masks = batch
+        return to_model_input(images, channels_last=self._cuda_channels_last()), masks.long()
+
+    def _cuda_channels_last(self) -> bool:
+        return self.use_channels_last and self.device.type == "cuda"
+
+    def setup(self, stage: str) -> None:
+        if self._cuda_channels_last():
+            self.model.to(memory_format=torch.channels_last)
+
+    # ---- training ------------------------------------------------------------------------------
+    def _reset_train_accumulators(self) -> None:
+        self._train_loss_sum: torch.Tensor | None = None
+        self._train_batches = 0
+        self._window_sum: torch.Tensor | None = None
+        self._window_batches = 0
+
+    def on_train_epoch_start(self) -> None:
+        self._reset_train_accumulators()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.fault_hook is not None:
+            self.fault_hook(self, batch[0].shape[0])
+        images, masks = batch
+        logits = upsample_logits(self.forward_fn(images), tuple(masks.shape[-2:]))
+        loss = dice_ce_loss(logits, masks, self.num_classes, self.dice_include_background)
+        detached = loss.detach()
+        self._train_loss_sum = detached if self._train_loss_sum is None else self._train_loss_sum + detached
+        self._window_sum = detached if self._window_sum is None else self._window_sum + detached
+        self._train_batches += 1
+        self._window_batches += 1
+        return loss
+
+    def read_window_loss(self) -> float | None:
+        """Mean loss since the last read (one host sync); resets the window."""
+        if self._window_sum is None or not self._window_batches:
+            return None
+        value = float(self._window_sum) / self._window_batches
+        self._window_sum, self._window_batches = None, 0
+        return value
+
+    def read_epoch_train_loss(self) -> float | None:
+        if self._train_loss_sum is None or not self._train_batches:
+            return None
+        total = self.trainer.strategy.reduce(self._train_loss_sum / self._train_batches, reduce_op="mean")
+        return float(total)
+
+    # ---- validation ----------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_loss_sum = None
+        self._val_batches = 0
+        self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long, device=self.device)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, masks = batch
+        logits = upsample_logits(self.forward_fn(images), tuple(masks.shape[-2:]))
+        loss = dice_ce_loss(logits, masks, self.num_classes, self.dice_include_background).detach()
+        self._val_loss_sum = loss if self._val_loss_sum is None else self._val_loss_sum + loss
+        self._val_batches += 1
+        assert self._confusion is not None
+        self._confusion += confusion_matrix(logits.argmax(1), masks, self.num_classes)
+
+    def on_validation_epoch_end(self) -> None:
+        """Sum counts over DDP ranks (every rank calls this), then read them once."""
+        if self._confusion is None or not self._val_batches:
+            self.last_val = ValResult(None, None)
+            return
+        strategy = self.trainer.strategy
+        confusion = strategy.reduce(self._confusion, reduce_op="sum")
+        mean_loss = strategy.reduce(self._val_loss_sum / self._val_batches, reduce_op="mean")
+        self.last_val = ValResult(float(mean_loss), scores_from_confusion(confusion))
+
+    # ---- optimiser -----------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        fused = self.device.type == "cuda"
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr,
+                                      weight_decay=self.optim.weight_decay, fused=fused or None)
+        if self.position.optimizer_state is not None:
+            optimizer.load_state_dict(self.position.optimizer_state)
+            for group in optimizer.param_groups:  # the config's lr wins over the saved one
+                group["lr"] = self.optim.lr
+            self.position.optimizer_state = None
+        if not self.optim.use_scheduler:
+            return optimizer
+        factor = lr_factor_fn(self.optim.total_epochs, self.position.epoch_offset, self.optim.gamma)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def current_lr(self) -> float | None:
+        try:
+            return float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        except (IndexError, AttributeError, RuntimeError):
+            return None
+
+
+def lr_factor_fn(total_epochs: int, epoch_offset: int, gamma: float = 0.1) -> Callable[[int], float]:
+    """The tutorial's MultiStepLR(milestones=[epochs // 2], gamma=0.1), in run epochs.
+
+    A LambdaLR over ``epoch_offset + local epoch`` gives the same schedule after a resume without
+    saving scheduler objects in checkpoints (which must stay plain tensors and numbers).
+    """
+    milestone = max(1, total_epochs // 2)
+
+    def factor(local_epoch: int) -> float:
+        return gamma if epoch_offset + local_epoch >= milestone else 1.0
+
+    return factor

@@ -1,0 +1,520 @@
+"""A training run from start to finish: ``TrainingSession(config, sink).run()``.
+
+The session owns everything around Lightning's ``fit``: the run folder, the event stream, resume,
+checkpoints, the cooperative stop, out-of-memory recovery and the final bundle. ``run()`` returns
+the terminal event (RunFinished or RunFailed) and does not raise for expected failures, so the GUI
+worker and the CLI handle one value. ``stop()`` may be called from any thread.
+
+Out-of-memory recovery: a CUDA OOM inside ``fit`` unwinds to here; we free the trainer, restore the
+last good state (last.ckpt, or the initial weights before the first epoch ended), halve the batch,
+double gradient accumulation (same effective batch) and start ``fit`` again. Restarting ``fit`` is
+simpler and more robust than patching Lightning's loops mid-flight.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medseg_gui.core import config as cfg
+from medseg_gui.core import runs
+from medseg_gui.core.events import (Checkpointed, Event, JsonlWriter, LogMessage, OomRecovered, PhaseChanged,
+                                    RunFailed, RunFinished, RunStarted, Sink, fan_out)
+
+RUN_DIR_ENV = "MEDSEG_RUN_DIR"  # passes rank 0's run folder to the DDP processes Lightning starts
+
+
+class _Failure(Exception):
+    """An expected failure, carried to ``run()`` which turns it into a RunFailed event."""
+
+    def __init__(self, reason: str, hint: str = "", kind: str = "error", detail: str = ""):
+        super().__init__(reason)
+        self.reason, self.hint, self.kind, self.detail = reason, hint, kind, detail
+
+
+@dataclass
+class _State:
+    """The last good state to restart from after an OOM (and what a resume loads)."""
+    model: dict[str, Any] | None
+    optimizer: dict[str, Any] | None
+    epochs_completed: int
+    step: int
+    best_f1: float | None
+
+
+def process_rank(num_nodes: int = 1, devices: int = 1) -> int:
+    """This process's global rank before Lightning sets up (env vars of torchrun/SLURM/Lightning)."""
+    for key in ("RANK", "SLURM_PROCID", "PMI_RANK"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")) or 0)
+    return node * devices + local
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class _DefaultDataModules:
+    """The data layer's DataModule; the dataset's validation report is reused when the OOM recovery
+    rebuilds it with a smaller batch (checking a dataset can take seconds)."""
+
+    def __init__(self) -> None:
+        self.report = None
+
+    def __call__(self, config: cfg.RunConfig) -> Any:
+        from medseg_gui.core.data.datamodule import build_datamodule
+
+        dm = build_datamodule(config, self.report)
+        dm.prepare()
+        self.report = dm.report
+        return dm
+
+
+class TrainingSession:
+    """One training run. Construct, call ``run()`` (blocking), ``stop()`` from elsewhere to end early.
+
+    ``datamodule_factory(config)`` builds the LightningDataModule for a config (whose batch size the
+    OOM recovery changes); the default is the data layer's ``build_datamodule``.
+    ``fault_hook(module, batch_size)`` is called at each training step (fault injection in tests).
+    """
+
+    def __init__(self, config: cfg.RunConfig, sink: Sink | None = None, run_dir: str | Path | None = None,
+                 resume_from: str | Path | None = None, *, strategy: str = "auto", num_nodes: int = 1,
+                 datamodule_factory: Callable[[cfg.RunConfig], Any] | None = None,
+                 step_event_interval_s: float = 0.5,
+                 fault_hook: Callable[[Any, int], None] | None = None):
+        self.config = config.copy()
+        self.user_sink = sink or (lambda event: None)
+        self.requested_run_dir = Path(run_dir) if run_dir is not None else None
+        self.resume_from = Path(resume_from) if resume_from is not None else None
+        self.strategy = strategy
+        self.num_nodes = num_nodes
+        self.datamodule_factory = datamodule_factory or _DefaultDataModules()
+        self.step_event_interval_s = step_event_interval_s
+        self.fault_hook = fault_hook
+        self._stop = threading.Event()
+        self.run_dir: Path | None = None
+        self.rank = process_rank(num_nodes, config.training.devices)
+        self._emit: Sink = self.user_sink
+        self._events_file = None
+        self._started_emitted = False
+        self._csv: runs.MetricsCsv | None = None
+        self._model: Any = None
+        self._module: Any = None
+        self._trainer: Any = None
+        self._initial_state: _State | None = None
+        self.best_f1: float | None = None
+        self.epochs_completed = 0
+        self.step = 0
+        self.batch_size = config.training.batch_size
+        self.accumulate = config.training.accumulate_grad_batches
+
+    # ---- public --------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the run to end after the current batch (thread-safe, returns at once)."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> RunFinished | RunFailed:
+        start = time.time()
+        try:
+            with warnings.catch_warnings():
+                _quiet_known_warnings()
+                result: RunFinished | RunFailed = self._run(start)
+        except _Failure as failure:
+            result = RunFailed(run_dir=str(self.run_dir or ""), reason=failure.reason, hint=failure.hint,
+                               kind=failure.kind, detail=failure.detail)
+        except Exception as exc:  # noqa: BLE001 — the contract: a terminal event, never a raise
+            result = _classify_failure(exc, str(self.run_dir or ""))
+        self._safe_emit(result)
+        self._close()
+        return result
+
+    # ---- the run -------------------------------------------------------------------------------
+    def _run(self, start: float) -> RunFinished | RunFailed:
+        problems = cfg.validate(self.config)
+        if problems:
+            raise _Failure("the configuration has problems: " + "; ".join(str(p) for p in problems),
+                           hint="fix the listed settings and start again", kind="config")
+        resume = self._resolve_resume()
+        self._open_run_dir(resume)
+        tr = self.config.training
+        if tr.compile != "off":
+            self._log("info", f"training.compile = '{tr.compile}': compilation is not available in this version "
+                              f"yet; running the eager model")
+        if self._stop.is_set():
+            return self._finished(start, stopped=True)
+
+        self._emit(PhaseChanged(phase="loading_model", message=f"SegFormer-{tr.variant}"))
+        import lightning as L
+
+        L.seed_everything(tr.seed, verbose=False)
+        model, state = self._initial_model(resume)
+        self._model = model
+        self._initial_state = state
+        while True:
+            if self._stop.is_set():
+                break
+            try:
+                self._fit_once(model, state)
+                break
+            except Exception as exc:  # noqa: BLE001 — OOM is recovered, the rest re-raised
+                if not is_oom(exc):
+                    raise
+                state = self._recover_from_oom(model, exc)
+        return self._finished(start, stopped=self._stop.is_set())
+
+    def _resolve_resume(self) -> dict[str, Any] | None:
+        if self.resume_from is None:
+            return None
+        path = self.resume_from
+        ckpt = path / runs.CHECKPOINT_DIR / "last.ckpt" if path.is_dir() else path
+        if path.is_dir() and not runs.is_run_dir(path):
+            raise _Failure(f"cannot resume: {path} is not a run folder (no {runs.CONFIG_FILE} and checkpoints/)",
+                           hint="choose a folder created by a previous run", kind="config")
+        try:
+            data = runs.load_checkpoint(ckpt)
+        except runs.CheckpointError as exc:
+            raise _Failure(f"cannot resume: {exc}", hint="start a new run or pick another run folder",
+                           kind="config") from None
+        saved = data.get("config", {}).get("training", {}), data.get("config", {}).get("dataset", {})
+        tr, ds = self.config.training, self.config.dataset
+        for where, mine, theirs in (("training.variant", tr.variant, saved[0].get("variant")),
+                                    ("dataset.num_classes", ds.num_classes, saved[1].get("num_classes"))):
+            if theirs is not None and mine != theirs:
+                raise _Failure(f"cannot resume from {ckpt}: {where} is {theirs!r} there but {mine!r} now",
+                               hint=f"set {where} back to {theirs!r} or start a new run", kind="config")
+        if self.requested_run_dir is None:
+            self.requested_run_dir = ckpt.parent.parent if ckpt.parent.name == runs.CHECKPOINT_DIR else None
+        data["_path"] = str(ckpt)
+        return data
+
+    def _open_run_dir(self, resume: dict[str, Any] | None) -> None:
+        """Rank 0 creates/reuses the folder and opens events.jsonl; other ranks only learn its path."""
+        inherited = os.environ.get(RUN_DIR_ENV)
+        if self.rank != 0:
+            self.run_dir = Path(inherited) if inherited else self.requested_run_dir
+            self._emit = lambda event: None
+            return
+        if self.requested_run_dir is not None and (resume is not None or runs.is_run_dir(self.requested_run_dir)):
+            self.run_dir = self.requested_run_dir
+            (self.run_dir / runs.CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+            cfg.save(self.config, self.run_dir / runs.CONFIG_FILE)
+        elif self.requested_run_dir is not None:
+            self.run_dir = self.requested_run_dir
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / runs.CHECKPOINT_DIR).mkdir(exist_ok=True)
+            cfg.save(self.config, self.run_dir / runs.CONFIG_FILE)
+        else:
+            self.run_dir = runs.create_run_dir(self.config)
+        os.environ[RUN_DIR_ENV] = str(self.run_dir)
+        self._events_file = open(self.run_dir / runs.EVENTS_FILE, "a", encoding="utf-8")
+        self._emit = fan_out(JsonlWriter(self._events_file), self.user_sink)
+        self._csv = runs.MetricsCsv(self.run_dir / runs.METRICS_FILE, self.config.dataset.class_names)
+        if resume is not None:
+            self._csv.truncate_after(int(resume["epochs_completed"]))
+        runs.write_environment(self.run_dir, {"strategy": self.strategy, "num_nodes": self.num_nodes,
+                                              "devices": self.config.training.devices})
+
+    def _initial_model(self, resume: dict[str, Any] | None) -> tuple[Any, _State]:
+        from medseg_gui.core.model import ModelSourceError, build_model
+
+        build_config = self.config
+        if resume is not None and self.config.training.pretrained in ("auto", "hub"):
+            build_config = self.config.copy()  # the checkpoint has the weights: no download
+            build_config.training.pretrained = "scratch"
+        try:
+            model = build_model(build_config, log=self._log)
+        except ModelSourceError as exc:
+            raise _Failure(str(exc), hint="check training.pretrained", kind="config") from None
+        if resume is None:
+            initial = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            return model, _State(initial, None, 0, 0, None)
+        try:
+            model.load_state_dict(resume["model"], strict=True)
+        except RuntimeError as exc:
+            raise _Failure(f"cannot resume from {resume['_path']}: its weights do not fit this model "
+                           f"({str(exc).splitlines()[0]})", kind="config") from None
+        self.best_f1 = resume.get("best_f1")
+        self.epochs_completed, self.step = int(resume["epochs_completed"]), int(resume["step"])
+        saved_batch, saved_acc = int(resume["batch_size"]), int(resume["accumulate_grad_batches"])
+        tr = self.config.training
+        if saved_batch * saved_acc == tr.batch_size * tr.accumulate_grad_batches and saved_batch < tr.batch_size:
+            self.batch_size, self.accumulate = saved_batch, saved_acc  # keep an OOM-reduced batch
+            self._log("info", f"keeping the batch size {saved_batch} x {saved_acc} accumulation the run "
+                              f"reduced to after running out of memory")
+        self._log("info", f"resuming from {resume['_path']}: {self.epochs_completed} epochs, step {self.step}")
+        return model, _State(None, resume.get("optimizer"), self.epochs_completed, self.step, self.best_f1)
+
+    def _fit_once(self, model: Any, state: _State) -> None:
+        import lightning as L
+
+        from medseg_gui.core.callbacks import CallbackHooks, EventCallback, cuda_vram_probe
+        from medseg_gui.core.lit_module import OptimSettings, RunPosition, SegModule
+        from medseg_gui.core.precision import resolve_accelerator, resolve_precision
+
+        tr = self.config.training
+        if state.model is not None:
+            model.load_state_dict(state.model)
+        model.train()  # from_pretrained returns eval mode (dropout off, frozen BatchNorm statistics)
+        self.epochs_completed, self.step, self.best_f1 = state.epochs_completed, state.step, state.best_f1
+        remaining = tr.epochs - self.epochs_completed
+        if remaining <= 0:
+            self._log("info", f"all {tr.epochs} epochs are already done; raise training.epochs to train more")
+            return
+        data_config = self.config.copy()
+        data_config.training.batch_size = self.batch_size
+        datamodule = self.datamodule_factory(data_config)
+        accelerator = resolve_accelerator(tr.accelerator)
+        precision = resolve_precision(tr.precision, accelerator)
+        module = SegModule(model, self.config.dataset.num_classes,
+                           OptimSettings(lr=tr.lr, weight_decay=tr.weight_decay, use_scheduler=tr.use_scheduler,
+                                         total_epochs=tr.epochs),
+                           dice_include_background=tr.dice_include_background, channels_last=tr.channels_last,
+                           position=RunPosition(self.epochs_completed, self.step, state.optimizer))
+        module.fault_hook = self.fault_hook
+        self._module = module
+        vram = None
+        if accelerator == "gpu":
+            import torch
+
+            vram = cuda_vram_probe(torch.cuda.current_device())
+        hooks = CallbackHooks(emit=self._emit, stop_event=self._stop, on_epoch_done=self._on_epoch_done,
+                              run_started=self._run_started, is_rank_zero=self.rank == 0,
+                              step_interval_s=self.step_event_interval_s, vram_probe=vram)
+        callback = EventCallback(hooks, total_epochs=tr.epochs)
+        strategy = self.strategy
+        if strategy == "auto" and tr.devices * self.num_nodes > 1:
+            strategy = "ddp"  # never ddp_spawn: it would pickle the model and the GUI's objects
+        trainer = L.Trainer(
+            accelerator=accelerator, devices=tr.devices, num_nodes=self.num_nodes, strategy=strategy,
+            precision=precision, max_epochs=remaining, accumulate_grad_batches=self.accumulate,
+            limit_train_batches=tr.max_steps_per_epoch or 1.0, num_sanity_val_steps=0, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=[callback], default_root_dir=str(self.run_dir), benchmark=accelerator == "gpu")
+        self._trainer = trainer
+        self._in_channels = int(getattr(datamodule, "in_channels", 3) or 3)
+        from medseg_gui.core.callbacks import StopRequested
+
+        try:
+            trainer.fit(module, datamodule=datamodule)
+        except StopRequested:
+            pass
+        finally:
+            self.step = module.batches_done
+        if callback.stopping and self.rank == 0 and module.batches_done > state.step and self.run_dir:
+            self._save_last(module, trainer, note="stopped")
+
+    def _run_started(self, trainer: Any, module: Any) -> RunStarted | None:
+        if self._started_emitted:
+            return None
+        self._started_emitted = True
+        dm = trainer.datamodule
+        return RunStarted(run_dir=str(self.run_dir), config=self.config.to_dict(), device=_device_name(trainer),
+                          epochs=self.config.training.epochs, steps_per_epoch=int(trainer.num_training_batches),
+                          train_images=_dataset_len(dm, "train"), val_images=_dataset_len(dm, "val"),
+                          resumed_from_step=self.step, vram_total_gb=_vram_total(trainer))
+
+    def _on_epoch_done(self, trainer: Any, module: Any, record: Any) -> list[Checkpointed]:
+        """Rank 0 after each epoch: metrics.csv row, last.ckpt, best.ckpt when val F1 improved."""
+        self.epochs_completed, self.step = record.epoch, record.step
+        names = self.config.dataset.class_names
+        row = {"epoch": record.epoch, "step": record.step, "train_loss": record.train_loss,
+               "val_loss": record.val_loss, "val_f1": record.val_f1, "lr": record.lr,
+               "epoch_time_s": record.epoch_time_s, "batch_size": self.batch_size,
+               "accumulate_grad_batches": self.accumulate}
+        for i, name in enumerate(names):
+            row[f"dice_{name}"] = record.dice[i] if i < len(record.dice) else None
+            row[f"iou_{name}"] = record.iou[i] if i < len(record.iou) else None
+        assert self._csv is not None and self.run_dir is not None
+        self._csv.append(row)
+        improved = record.val_f1 is not None and (self.best_f1 is None or record.val_f1 > self.best_f1)
+        if improved:
+            self.best_f1 = record.val_f1
+        best_path, last_path = runs.checkpoint_paths(self.run_dir)
+        events = []
+        self._save_last(module, trainer, val_f1=record.val_f1)
+        events.append(Checkpointed(path=str(last_path), epoch=record.epoch, step=record.step,
+                                   is_best=False, metric=record.val_f1))
+        if improved or (record.val_f1 is None and not best_path.exists()):
+            _copy_atomic(last_path, best_path)
+            events.append(Checkpointed(path=str(best_path), epoch=record.epoch, step=record.step,
+                                       is_best=True, metric=record.val_f1))
+        return events
+
+    def _save_last(self, module: Any, trainer: Any, val_f1: float | None = None, note: str = "") -> None:
+        assert self.run_dir is not None
+        optimizer = trainer.optimizers[0].state_dict() if trainer.optimizers else None
+        _, last_path = runs.checkpoint_paths(self.run_dir)
+        runs.save_checkpoint(last_path, model_state=module.model.state_dict(), optimizer_state=optimizer,
+                             epochs_completed=self.epochs_completed, step=module.batches_done,
+                             best_f1=self.best_f1, batch_size=self.batch_size,
+                             accumulate_grad_batches=self.accumulate, config=self.config, val_f1=val_f1)
+        if note:
+            self._log("info", f"saved the {note} state to {last_path} (resume restarts epoch "
+                              f"{self.epochs_completed + 1} from these weights)")
+
+    def _recover_from_oom(self, model: Any, exc: BaseException) -> _State:
+        tr = self.config.training
+        old = self.batch_size
+        step_at_oom = getattr(getattr(self, "_module", None), "batches_done", self.step)
+        self._trainer = self._module = None  # type: ignore[assignment]
+        _free_memory()
+        if tr.devices * self.num_nodes > 1:
+            raise _Failure("out of GPU memory on one of the devices", kind="oom", detail=str(exc),
+                           hint="lower training.batch_size (or image size / variant) and start again; "
+                                "automatic recovery works on a single device only")
+        if old <= 1:
+            raise _Failure("out of GPU memory even with a batch of 1", kind="oom", detail=str(exc),
+                           hint="choose a smaller model variant or image size, close other programs using the "
+                                "GPU, or train on the CPU")
+        state = self._last_good_state()
+        self.batch_size = old // 2
+        self.accumulate *= 2
+        message = (f"out of memory at step {step_at_oom} with batch {old}: continuing with batch {self.batch_size} "
+                   f"x {self.accumulate} accumulation (same effective batch) from step {state.step}")
+        self._emit(OomRecovered(step=state.step, old_batch_size=old, new_batch_size=self.batch_size,
+                                accumulate_grad_batches=self.accumulate, message=message))
+        self._log("warning", message)
+        return state
+
+    def _last_good_state(self) -> _State:
+        assert self.run_dir is not None
+        _, last_path = runs.checkpoint_paths(self.run_dir)
+        if last_path.exists():
+            data = runs.load_checkpoint(last_path)
+            return _State(data["model"], data.get("optimizer"), int(data["epochs_completed"]), int(data["step"]),
+                          data.get("best_f1"))
+        return self._initial_state
+
+    def _finished(self, start: float, stopped: bool) -> RunFinished:
+        bundle_dir = None
+        best_path = last_path = None
+        if self.run_dir is not None:
+            best_path, last_path = runs.checkpoint_paths(self.run_dir)
+        if self.rank == 0 and best_path is not None:
+            source = best_path if best_path.exists() else None
+            if source is not None:
+                self._emit(PhaseChanged(phase="exporting"))
+                bundle_dir = str(self._export_bundle(source))
+        return RunFinished(run_dir=str(self.run_dir or ""), stopped_early=stopped, best_f1=self.best_f1,
+                           best_checkpoint=str(best_path) if best_path is not None and best_path.exists() else None,
+                           bundle_dir=bundle_dir, epochs_done=self.epochs_completed, steps_done=self.step,
+                           duration_s=time.time() - start)
+
+    def _export_bundle(self, checkpoint: Path) -> Path:
+        """The best weights into ``run_dir/bundle`` (the training model object is reused: the run is over)."""
+        from medseg_gui.core.bundle import save_bundle
+
+        assert self.run_dir is not None and self._model is not None
+        data = runs.load_checkpoint(checkpoint)
+        self._model.load_state_dict(data["model"])
+        in_channels = getattr(self, "_in_channels", 3)
+        return save_bundle(self._model, self.config, self.run_dir / runs.BUNDLE_DIR, source_run=self.run_dir.name,
+                           in_channels_hint=in_channels)
+
+    # ---- events --------------------------------------------------------------------------------
+    def _log(self, level: str, message: str) -> None:
+        self._emit(LogMessage(level=level, message=message))
+
+    def _safe_emit(self, event: Event) -> None:
+        try:
+            self._emit(event)
+        except Exception:  # noqa: BLE001 — a broken sink must not hide the result
+            pass
+
+    def _close(self) -> None:
+        if self._events_file is not None:
+            self._events_file.close()
+            self._events_file = None
+
+
+def _quiet_known_warnings() -> None:
+    """Lightning's advice that does not apply here (we choose workers and logging on purpose)."""
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*LightningModule.log.*")
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+def _classify_failure(exc: BaseException, run_dir: str) -> RunFailed:
+    """Unexpected exceptions → RunFailed with a one-line reason, a hint and the traceback."""
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    name = type(exc).__name__
+    module = type(exc).__module__ or ""
+    if is_oom(exc):
+        return RunFailed(run_dir=run_dir, reason="out of memory", kind="oom", detail=detail,
+                         hint="lower training.batch_size, the image size or the model variant")
+    if ".data" in module or "Dataset" in name or "Data" in name:
+        return RunFailed(run_dir=run_dir, reason=f"dataset problem: {exc}", kind="data", detail=detail,
+                         hint="run 'medseg data check' on the dataset folder")
+    if isinstance(exc, cfg.ConfigError):
+        return RunFailed(run_dir=run_dir, reason=str(exc), kind="config", detail=detail)
+    return RunFailed(run_dir=run_dir, reason=f"{name}: {exc}", kind="error", detail=detail,
+                     hint="see the details; the run folder keeps the last good checkpoint")
+
+
+def _device_name(trainer: Any) -> str:
+    root = getattr(trainer.strategy, "root_device", None)
+    if root is not None and root.type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(root)
+    return "cpu" if root is None else root.type
+
+
+def _vram_total(trainer: Any) -> float | None:
+    root = getattr(trainer.strategy, "root_device", None)
+    if root is None or root.type != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.get_device_properties(root).total_memory / 1024**3
+
+
+def _dataset_len(datamodule: Any, which: str) -> int:
+    """Dataset sizes for RunStarted, from the datamodule's usual attribute names (0 if unknown)."""
+    for name in (f"{which}_dataset", f"{which}_set", f"{which}_ds", f"_{which}_dataset"):
+        ds = getattr(datamodule, name, None)
+        if ds is not None:
+            try:
+                return len(ds)
+            except TypeError:
+                return 0
+    return 0
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    from medseg_gui.core.atomic import atomic_write
+
+    atomic_write(dst, lambda tmp: tmp.write_bytes(src.read_bytes()))
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass
