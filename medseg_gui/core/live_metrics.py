@@ -240,6 +240,7 @@ class LiveMetrics:
         self._ema = Ema(self._ema_weight)
         self.epochs = EpochTable()
         self.log: deque[LogEntry] = deque(maxlen=self._max_log)
+        self.log_count = 0  # entries ever added (the deque keeps the last max_log)
         self.run_dir: str | None = None
         self.config: dict[str, Any] = {}
         self.class_names: list[str] = []
@@ -285,6 +286,11 @@ class LiveMetrics:
             return 0.0
         done = max(0, self.epoch - 1) + self.epoch_progress
         return max(0.0, min(1.0, done / self.total_epochs))
+
+    def log_since(self, count: int) -> list[LogEntry]:
+        """Entries added after the first ``count`` (what a view that showed ``count`` entries lacks)."""
+        new = min(len(self.log), max(0, self.log_count - count))
+        return list(self.log)[len(self.log) - new:] if new else []
 
     @property
     def is_terminal(self) -> bool:
@@ -423,6 +429,7 @@ class LiveMetrics:
 
     def _add_log(self, t: float, level: str, text: str) -> None:
         self.log.append(LogEntry(t, level, text))
+        self.log_count += 1
         self._mark("log")
 
 

@@ -113,6 +113,9 @@ class MainWindow(QMainWindow):
             icon("page_training"))
         self.add_page("Viewer", PlaceholderPage(
             "Viewer", "The mask viewer is not yet available in this build."), icon("page_viewer"))
+        from medseg_gui.gui.training import install_training_tab  # replaces the Training placeholder
+
+        self.training_tab = install_training_tab(self)
         self.sidebar.setCurrentRow(0)
 
         self._menus()

@@ -1,0 +1,41 @@
+"""The Training tab: live training in the GUI (worker thread or child process, live plots, run history).
+
+``install_training_tab(window)`` puts the tab in the main window's "Training" page, lets File > Open
+run re-plot a past run, routes "Open best model in viewer" to the Viewer page, and guards closing the
+window while a run is going.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medseg_gui.gui.training.tab import CloseGuard, TrainingTab
+
+__all__ = ["TrainingTab", "CloseGuard", "install_training_tab"]
+
+VIEWER_OPENERS = ("open_bundle", "load_bundle", "open_model")
+
+
+def install_training_tab(window: Any, **tab_kwargs: Any) -> TrainingTab:
+    tab = TrainingTab(window.state, **tab_kwargs)
+    window.replace_page("Training", tab)
+
+    def open_run(path: str) -> None:
+        window.show_page("Training")
+        tab.open_run(path)
+
+    def open_in_viewer(bundle: str) -> None:
+        viewer = window.page("Viewer")
+        opener = next((getattr(viewer, n) for n in VIEWER_OPENERS if callable(getattr(viewer, n, None))), None)
+        if opener is None:
+            window.statusBar().showMessage(f"The viewer is not available in this build; the model is in {bundle}",
+                                           8000)
+            return
+        window.show_page("Viewer")
+        opener(bundle)
+
+    window.run_opener = open_run
+    tab.open_in_viewer.connect(open_in_viewer)
+    window.training_close_guard = CloseGuard(tab, window)
+    window.installEventFilter(window.training_close_guard)
+    return tab

@@ -1,0 +1,451 @@
+"""Training transports for the GUI: a worker object in a QThread that feeds one event queue.
+
+Two transports, one stream (DESIGN.md, "Training transport"):
+
+* one device: :class:`InProcessWorker` runs ``core.session.TrainingSession`` in the worker thread with
+  a sink that puts every event on a ``queue.Queue``;
+* several GPUs: Lightning's DDP re-executes ``sys.argv`` (it would relaunch the GUI), so
+  :class:`ChildProcessWorker` starts ``medseg train --config FILE --events-json`` and turns the JSON
+  lines of its stdout into the same events on the same queue.
+
+The GUI thread never blocks on either: it drains the queue with a timer (see ``tab.py``). Whatever
+goes wrong in the worker — an exception, a child that dies without a word — becomes a ``RunFailed``
+event with a reason and a hint, so the window shows a dialog instead of crashing or freezing.
+The worker-object shape (QObject moved to a QThread, ``done`` signal, cooperative ``stop``) follows
+superqt's ``_qthreading``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from medseg_gui.core import config as cfg
+from medseg_gui.core.events import (TERMINAL_EVENTS, Event, EventDecodeError, LogMessage, PhaseChanged, RunFailed,
+                                    RunFinished, RunStarted, from_json)
+
+# What to do about a failure, by kind, when the failure itself carries no hint.
+HINTS = {
+    "oom": "reduce the batch size (or image size / model variant), or press 'Use this configuration' on "
+           "the Hardware page to take the recommendation that fits this GPU",
+    "data": "run the dataset check (File > Open dataset, or `medseg data check PATH`) and fix or remove the "
+            "files it lists",
+    "config": "fix the listed settings on the Configuration page and start again",
+    "error": "see the details below; the run folder keeps the last good checkpoint, so you can resume",
+}
+
+SessionFactory = Callable[..., Any]  # (config, sink, run_dir=, resume_from=, datamodule_factory=) -> session
+
+
+def hint_for(failure: RunFailed) -> str:
+    return failure.hint or HINTS.get(failure.kind, HINTS["error"])
+
+
+def failure_from_exception(exc: BaseException, run_dir: str = "") -> RunFailed:
+    """An unexpected exception in the worker as a RunFailed the user can act on (never re-raised)."""
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    name, text = type(exc).__name__, str(exc)
+    if name == "OutOfMemoryError" or "out of memory" in text.lower() or isinstance(exc, MemoryError):
+        return RunFailed(run_dir=run_dir, reason=f"out of memory: {text or name}", kind="oom", detail=detail,
+                         hint=HINTS["oom"])
+    module = type(exc).__module__ or ""
+    if ".data" in module or isinstance(exc, (FileNotFoundError, NotADirectoryError, PermissionError)):
+        return RunFailed(run_dir=run_dir, reason=f"dataset problem: {text or name}", kind="data", detail=detail,
+                         hint=HINTS["data"])
+    if isinstance(exc, cfg.ConfigError):
+        return RunFailed(run_dir=run_dir, reason=str(exc), kind="config", detail=detail, hint=HINTS["config"])
+    return RunFailed(run_dir=run_dir, reason=f"{name}: {text}", kind="error", detail=detail, hint=HINTS["error"])
+
+
+def check_dataset(config: cfg.RunConfig) -> tuple[Any, RunFailed | None]:
+    """The data layer's validation report for the config's dataset, or the RunFailed that stops the start.
+
+    Runs in the worker thread: the demo may be generated on first use and a big folder takes seconds.
+    The report is handed to the DataModule so the dataset is not checked twice.
+    """
+    from medseg_gui.core.data.formats import resolve_dataset_path
+    from medseg_gui.core.data.validate import validate_dataset
+
+    ds, tr = config.dataset, config.training
+    try:
+        root = resolve_dataset_path(ds.path, ds.image_size)
+        if not root.exists():
+            raise FileNotFoundError(f"dataset folder {root} does not exist")
+        report = validate_dataset(root, ds.num_classes, class_names=ds.class_names, val_fraction=ds.val_fraction,
+                                  seed=tr.seed)
+    except Exception as exc:  # noqa: BLE001 — any reason the data cannot be read stops the start
+        failure = failure_from_exception(exc)
+        failure.kind, failure.hint = "data", HINTS["data"]
+        failure.reason = f"dataset {ds.path!r} cannot be used: {exc}"
+        return None, failure
+    if not report.can_train:
+        return report, RunFailed(run_dir="", reason=f"dataset {report.root} cannot be used: {report.verdict}",
+                                 kind="data", hint=HINTS["data"], detail=report.to_text())
+    return report, None
+
+
+class _QueueSink:
+    """The session's sink: put events on the queue (thread-safe, never blocks the training thread)."""
+
+    def __init__(self, events: queue.Queue):
+        self.events = events
+
+    def __call__(self, event: Event) -> None:
+        self.events.put(event)
+
+
+class TrainingWorker(QObject):
+    """Base of both transports: lives in the worker thread; ``run`` blocks it until the run ends.
+
+    ``stop()`` is called directly from the GUI thread (the worker thread is busy inside ``run``, so a
+    queued slot would only run afterwards); it only sets flags and signals, so it is thread-safe.
+    """
+
+    done = Signal(object)  # the terminal event (RunFinished or RunFailed)
+
+    def __init__(self, config: cfg.RunConfig, events: queue.Queue, *, resume_from: str | None = None,
+                 run_dir: str | None = None, check_data: bool = True):
+        super().__init__()
+        self.config = config.copy()
+        self.events = events
+        self.resume_from = resume_from
+        self.run_dir = run_dir
+        self.check_data = check_data
+        self._stop = threading.Event()
+        self.result: RunFinished | RunFailed | None = None
+
+    def put(self, event: Event) -> None:
+        self.events.put(event)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            result = self._run()
+        except BaseException as exc:  # noqa: BLE001 — the contract: a terminal event, never a raise into Qt
+            result = failure_from_exception(exc, self.run_dir or "")
+            self.put(result)
+        self.result = result
+        self.done.emit(result)
+
+    def _preflight(self) -> tuple[Any, RunFailed | None]:
+        if not self.check_data:
+            return None, None
+        self.put(PhaseChanged(phase="checking_data", message=f"checking dataset {self.config.dataset.path}"))
+        report, failure = check_dataset(self.config)
+        if failure is None and report is not None and report.problems:
+            self.put(LogMessage(level="warning", message=report.verdict))
+        return report, failure
+
+    def _run(self) -> RunFinished | RunFailed:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class InProcessWorker(TrainingWorker):
+    """One device: the core session in this thread, its events on the queue."""
+
+    def __init__(self, config: cfg.RunConfig, events: queue.Queue, *, resume_from: str | None = None,
+                 run_dir: str | None = None, check_data: bool = True,
+                 session_factory: SessionFactory | None = None, session_kwargs: dict[str, Any] | None = None,
+                 torch_threads: int | None = None):
+        super().__init__(config, events, resume_from=resume_from, run_dir=run_dir, check_data=check_data)
+        self.session_factory = session_factory
+        self.session_kwargs = dict(session_kwargs or {})
+        self.torch_threads = torch_threads
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        super().stop()
+        with self._lock:
+            if self._session is not None:
+                self._session.stop()
+
+    def _run(self) -> RunFinished | RunFailed:
+        report, failure = self._preflight()
+        if failure is not None:
+            self.put(failure)
+            return failure
+        if self._stop.is_set():
+            result = RunFinished(run_dir="", stopped_early=True)
+            self.put(result)
+            return result
+        factory = self.session_factory
+        if factory is None:
+            from medseg_gui.core.session import TrainingSession
+
+            factory = TrainingSession
+        kwargs = dict(self.session_kwargs)
+        if report is not None and "datamodule_factory" not in kwargs:
+            def datamodule_factory(config: cfg.RunConfig, report: Any = report) -> Any:
+                from medseg_gui.core.data.datamodule import build_datamodule
+
+                return build_datamodule(config, report)
+
+            kwargs["datamodule_factory"] = datamodule_factory
+        if self.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+        session = factory(self.config, _QueueSink(self.events), run_dir=self.run_dir, resume_from=self.resume_from,
+                          **kwargs)
+        with self._lock:
+            self._session = session
+            if self._stop.is_set():
+                session.stop()
+        return session.run()  # emits its own terminal event into the sink
+
+
+def child_command(config_path: str | Path, resume_from: str | None = None,
+                  run_dir: str | None = None) -> list[str]:
+    """``medseg train --config FILE --events-json`` with this interpreter (works in venvs and frozen apps)."""
+    cmd = [sys.executable, "-m", "medseg_gui.cli", "train", "--config", str(config_path), "--events-json"]
+    if resume_from:
+        cmd += ["--resume", str(resume_from)]
+    if run_dir:
+        cmd += ["--run-dir", str(run_dir)]
+    return cmd
+
+
+class ChildProcessWorker(TrainingWorker):
+    """Several GPUs: supervise ``medseg train --events-json`` and parse its stdout into events.
+
+    Stop asks nicely first (SIGINT on POSIX, CTRL_BREAK on Windows — the CLI turns either into a
+    cooperative stop with a checkpoint), then terminates after ``stop_timeout_s`` and kills after
+    ``kill_timeout_s`` more. A child that ends without a terminal event becomes a RunFailed carrying
+    the tail of its stderr.
+    """
+
+    def __init__(self, config: cfg.RunConfig, events: queue.Queue, *, resume_from: str | None = None,
+                 run_dir: str | None = None, check_data: bool = True, command: list[str] | None = None,
+                 stop_timeout_s: float = 60.0, kill_timeout_s: float = 10.0, env: dict[str, str] | None = None):
+        super().__init__(config, events, resume_from=resume_from, run_dir=run_dir, check_data=check_data)
+        self.command = command
+        self.stop_timeout_s = stop_timeout_s
+        self.kill_timeout_s = kill_timeout_s
+        self.extra_env = dict(env or {})
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.returncode: int | None = None
+
+    def stop(self) -> None:
+        super().stop()
+        with self._lock:
+            proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            if os.name == "nt":
+                proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
+            else:
+                proc.send_signal(signal.SIGINT)
+        except (OSError, ValueError):
+            pass
+        threading.Thread(target=self._escalate, args=(proc,), name="medseg-child-stop", daemon=True).start()
+
+    def _escalate(self, proc: subprocess.Popen) -> None:
+        """terminate() if the child ignores the polite stop, kill() if it ignores that too."""
+        try:
+            proc.wait(self.stop_timeout_s)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        self.put(LogMessage(level="warning", message=f"the training process did not stop within "
+                                                     f"{self.stop_timeout_s:.0f} s; terminating it"))
+        proc.terminate()
+        try:
+            proc.wait(self.kill_timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    def _run(self) -> RunFinished | RunFailed:
+        _, failure = self._preflight()
+        if failure is not None:
+            self.put(failure)
+            return failure
+        if self._stop.is_set():
+            result = RunFinished(run_dir="", stopped_early=True)
+            self.put(result)
+            return result
+        with tempfile.TemporaryDirectory(prefix="medseg-train-") as tmp:
+            config_path = cfg.save(self.config, Path(tmp) / "config.toml")
+            command = self.command or child_command(config_path, self.resume_from, self.run_dir)
+            return self._supervise(command)
+
+    def _supervise(self, command: list[str]) -> RunFinished | RunFailed:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", NO_ALBUMENTATIONS_UPDATE="1", **self.extra_env)
+        kwargs: dict[str, Any] = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        else:
+            kwargs["start_new_session"] = True  # the terminal's Ctrl+C goes to the GUI, not the child
+        self.put(PhaseChanged(phase="starting", message="starting the training process: " + " ".join(command[1:])))
+        try:
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                    text=True, encoding="utf-8", errors="replace", bufsize=1, env=env, **kwargs)
+        except OSError as exc:
+            failure = RunFailed(run_dir="", reason=f"cannot start the training process: {exc}", kind="error",
+                                hint="check that medseg is installed in this Python environment",
+                                detail=" ".join(command))
+            self.put(failure)
+            return failure
+        with self._lock:
+            self._proc = proc
+        if self._stop.is_set():
+            self.stop()
+        err_reader = threading.Thread(target=self._read_stderr, args=(proc,), name="medseg-child-stderr",
+                                      daemon=True)
+        err_reader.start()
+        terminal: RunFinished | RunFailed | None = None
+        run_dir = ""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = parse_child_line(line)
+            if event is None:
+                continue
+            if isinstance(event, RunStarted):
+                run_dir = event.run_dir
+            if isinstance(event, TERMINAL_EVENTS):
+                terminal = event  # type: ignore[assignment]
+            self.put(event)
+        self.returncode = proc.wait()
+        err_reader.join(timeout=2.0)
+        if terminal is not None:
+            return terminal
+        tail = "".join(self.stderr_tail).strip()
+        if self._stop.is_set():
+            result: RunFinished | RunFailed = RunFinished(run_dir=run_dir, stopped_early=True)
+            self.put(LogMessage(level="warning", message=f"the training process ended (exit code "
+                                                         f"{self.returncode}) without a final report"))
+        else:
+            last = tail.splitlines()[-1] if tail else ""
+            result = RunFailed(run_dir=run_dir, kind="error", detail=tail,
+                               reason=f"the training process exited with code {self.returncode} without "
+                                      f"finishing" + (f": {last}" if last else ""),
+                               hint="see the details; run the same `medseg train` command in a terminal to "
+                                    "see its full output")
+        self.put(result)
+        return result
+
+    def _read_stderr(self, proc: subprocess.Popen) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.stderr_tail.append(line)
+
+
+def parse_child_line(line: str) -> Event | None:
+    """One stdout line of the child: an event, or (for stray prints) a log message; blank → None."""
+    text = line.strip()
+    if not text:
+        return None
+    if text.startswith("{"):
+        try:
+            return from_json(text)
+        except EventDecodeError:
+            pass
+    return LogMessage(level="info", message=text)
+
+
+class TrainingRunner(QObject):
+    """Owns the worker thread on the GUI side: start, stop, wait; the events arrive on ``events``.
+
+    ``ended`` is emitted on the GUI thread with the terminal event once the thread has finished.
+    ``in_process_factory``/``child_factory`` build the workers (tests inject fakes and tiny models).
+    """
+
+    ended = Signal(object)
+
+    def __init__(self, parent: QObject | None = None, *,
+                 in_process_factory: Callable[..., TrainingWorker] | None = None,
+                 child_factory: Callable[..., TrainingWorker] | None = None):
+        super().__init__(parent)
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.in_process_factory = in_process_factory or InProcessWorker
+        self.child_factory = child_factory or ChildProcessWorker
+        self._thread: QThread | None = None
+        self._worker: TrainingWorker | None = None
+        self.started_at: float | None = None
+        self.stop_requested_at: float | None = None
+
+    @staticmethod
+    def uses_child_process(config: cfg.RunConfig) -> bool:
+        return config.training.devices > 1
+
+    def is_running(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def worker(self) -> TrainingWorker | None:
+        return self._worker
+
+    def start(self, config: cfg.RunConfig, *, resume_from: str | None = None, run_dir: str | None = None) -> None:
+        if self.is_running():
+            raise RuntimeError("a training run is already going; stop it first")
+        factory = self.child_factory if self.uses_child_process(config) else self.in_process_factory
+        worker = factory(config, self.events, resume_from=resume_from, run_dir=run_dir)
+        thread = QThread()
+        thread.setObjectName("medseg-training")
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        # Direct: quit from the worker thread, so wait() on a blocked GUI thread (window closing) ends too.
+        worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+        thread.finished.connect(worker.deleteLater)
+        thread.finished.connect(self._on_thread_finished)
+        self._thread, self._worker = thread, worker
+        self.started_at, self.stop_requested_at = time.monotonic(), None
+        thread.start()
+
+    def stop(self) -> None:
+        """Cooperative stop; returns at once (the session saves a checkpoint and ends after this batch)."""
+        if self._worker is not None:
+            self.stop_requested_at = self.stop_requested_at or time.monotonic()
+            self._worker.stop()
+
+    def wait(self, timeout_ms: int) -> bool:
+        """Block until the worker thread has ended (used when the window closes); True if it did."""
+        if self._thread is None:
+            return True
+        ok = self._thread.wait(timeout_ms)
+        if ok:
+            self._on_thread_finished()
+        return ok
+
+    def drain(self, limit: int = 20_000) -> list[Event]:
+        out: list[Event] = []
+        try:
+            while len(out) < limit:
+                out.append(self.events.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        thread, worker = self._thread, self._worker
+        if thread is None or worker is None:
+            return
+        self._thread = self._worker = None
+        result = worker.result or RunFailed(run_dir="", reason="the training thread ended without a result",
+                                            hint=HINTS["error"])
+        thread.deleteLater()
+        self.ended.emit(result)
