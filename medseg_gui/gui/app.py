@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "qt": qVersion(),
             "platform": QApplication.platformName(),
+            "dataset": state.dataset_path,
         })
         if args.self_test:
             window.close()

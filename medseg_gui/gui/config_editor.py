@@ -460,6 +460,8 @@ class ConfigEditor(QWidget):
             help_text = f.metadata.get("help", "")
             label_text = f.metadata.get("label") or f.name
             if dotted == CLASS_FIELDS[0]:
+                colours_help = cfg.DatasetConfig.__dataclass_fields__["class_colors"].metadata["help"]
+                help_text = f"{help_text} {colours_help}"
                 self.class_table = ClassTable()
                 self.class_table.edited.connect(self._classes_edited)
                 row = FieldRow(dotted, None, self.class_table, "Classes (name, colour)", help_text)

@@ -222,7 +222,7 @@ class MainWindow(QMainWindow):
         self.save_config_action = self._action(file_menu, "&Save config…", self.save_config_dialog,
                                                QKeySequence.StandardKey.Save)
         file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._action(file_menu, "&Quit", self.close, "Ctrl+Q")  # StandardKey.Quit is empty on some platforms
         self.view_menu = bar.addMenu("&View")
         for action in self._page_actions:
             self.view_menu.addAction(action)

@@ -1,0 +1,156 @@
+"""Main window: pages and placeholders, shortcuts, menus, status bar, settings; start-up self-test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel
+
+from fake_nvml import FakeGpu, make_nvml
+from gui_fakes import cpu_snapshot, gpu, snapshot
+from medseg_gui.core.hardware import probe
+from medseg_gui.gui import main_window as mw
+from medseg_gui.gui.main_window import MainWindow, PlaceholderPage
+from medseg_gui.gui.state import AppState
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "lightning", "transformers", "albumentations")
+
+
+@pytest.fixture
+def window(qtbot):
+    win = MainWindow(AppState(), poll_hardware=False, persist=False)
+    qtbot.addWidget(win)
+    return win
+
+
+def subprocess_env(**extra) -> dict:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def show_active(window, qtbot):
+    """Window shortcuts only fire in the active window."""
+    window.show()
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+
+
+def test_pages_and_honest_placeholders(window):
+    assert window.page_names() == ["Hardware", "Configuration", "Training", "Viewer"]
+    assert window.page("Hardware") is window.hardware_panel
+    for name in ("Training", "Viewer"):
+        page = window.page(name)
+        assert isinstance(page, PlaceholderPage)
+        assert "not yet available" in page.message.text()
+
+
+def test_replace_page_keeps_place_and_shortcut(window, qtbot):
+    real = QLabel("real training tab")
+    window.replace_page("Training", real)
+    assert window.page("Training") is real
+    assert window.page_names()[2] == "Training"
+    show_active(window, qtbot)
+    qtbot.keyClick(window, Qt.Key.Key_3, Qt.KeyboardModifier.ControlModifier)
+    assert window.stack.currentWidget() is real
+    with pytest.raises(ValueError):
+        window.add_page("Training", QLabel())
+
+
+def test_shortcuts_switch_pages(window, qtbot):
+    show_active(window, qtbot)
+    for key, name in ((Qt.Key.Key_2, "Configuration"), (Qt.Key.Key_4, "Viewer"), (Qt.Key.Key_1, "Hardware")):
+        qtbot.keyClick(window, key, Qt.KeyboardModifier.ControlModifier)
+        assert window.current_page() == name
+    shortcuts = {a.text(): a.shortcut().toString() for a in window.findChildren(type(window._page_actions[0]))}
+    assert shortcuts["&Quit"] == "Ctrl+Q" and shortcuts["&Save config…"] == "Ctrl+S"
+    assert shortcuts["Open &dataset…"] == "Ctrl+O"
+
+
+def test_status_bar_follows_state(window):
+    window.state.set_snapshot(cpu_snapshot())
+    assert window.hardware_status.text() == "CPU mode"
+    assert "no NVIDIA driver" in window.hardware_status.toolTip()
+    window.state.set_snapshot(snapshot(gpu(used=2.0)))
+    assert window.hardware_status.text() == "GPU 0: 10.0 GB free"
+    window.state.set_dataset("/data/uw-madison")
+    assert window.dataset_status.text() == "Dataset: /data/uw-madison"
+    assert window.state.config.dataset.path == "/data/uw-madison"
+    window.state.set_value("training.batch_size", 0)
+    assert window.validity_status.text() == "Config: 1 problem"
+
+
+def test_open_run_without_training_tab_says_so(window):
+    window.open_run_dialog()
+    assert "not yet available" in window.statusBar().currentMessage()
+
+
+def test_about_reports_versions_without_importing_heavy_modules():
+    before = {m for m in HEAVY if m in sys.modules}
+    text = mw.about_text()
+    assert {m for m in HEAVY if m in sys.modules} == before
+    assert "Python" in text and "PySide6" in text
+    for name in HEAVY:
+        if name not in before:
+            assert f">{name}</td><td>not loaded yet</td>" in text
+
+
+def test_geometry_and_page_are_remembered(qtbot, _isolated_home):
+    first = MainWindow(AppState(), poll_hardware=False)
+    qtbot.addWidget(first)
+    first.show()
+    first.resize(780, 560)  # the offscreen screen is 800x600 and restoreGeometry clamps to it
+    first.show_page("Configuration")
+    first.close()
+    assert (_isolated_home / "settings.ini").exists()
+    second = MainWindow(AppState(), poll_hardware=False)
+    qtbot.addWidget(second)
+    assert (second.width(), second.height()) == (780, 560)
+    assert second.current_page() == "Configuration"
+
+
+def test_live_poller_feeds_the_window_and_stops_on_close(qtbot):
+    nvml = make_nvml([FakeGpu(name="Fake RTX 4090", total_gb=24.0, used_gb=1.0, cc=(8, 9))])
+    win = MainWindow(AppState(), probe_fn=lambda: probe(nvml=nvml), poll_interval_ms=50, persist=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.state.recommendation_changed, timeout=5000):
+        win.show()
+    assert "Fake RTX 4090" in next(iter(win.hardware_panel.gpu_cards.values())).title.text()
+    assert win.state.recommendation.tier.name == "high"
+    win.close()
+    assert not win.poller.is_running()
+
+
+def run_self_test(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "medseg_gui", "--self-test", *args], cwd=ROOT,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_self_test_prints_json_with_no_heavy_modules(tmp_path):
+    result = run_self_test(str(tmp_path))
+    assert result["heavy_modules_loaded"] == {name: False for name in HEAVY}
+    assert 0 < result["first_paint_ms_since_app_import"] <= result["first_paint_ms"] < 60_000
+    assert result["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert result["qt"] and result["platform"] == "offscreen"
+    assert result["dataset"] == str(tmp_path)
+
+
+def test_gui_modules_import_no_heavy_libraries():
+    code = ("import sys, importlib, pkgutil, medseg_gui.gui as g\n"
+            "for m in pkgutil.iter_modules(g.__path__):\n"
+            "    importlib.import_module('medseg_gui.gui.' + m.name)\n"
+            "import medseg_gui.gui.main_window\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
