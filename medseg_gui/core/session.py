@@ -301,6 +301,9 @@ class TrainingSession:
                               run_started=self._run_started, is_rank_zero=self.rank == 0,
                               step_interval_s=self.step_event_interval_s, vram_probe=vram)
         callback = EventCallback(hooks, total_epochs=tr.epochs)
+        # -- slowdown diagnosis (core/diagnosis.py, tools issue 11): last, so other callbacks count as compute
+        from medseg_gui.core.diagnosis import diagnosis_callback
+        tool_callbacks = [diagnosis_callback(self._emit, accelerator, self.config)] if self.rank == 0 else []
         strategy = self.strategy
         if strategy == "auto" and tr.devices * self.num_nodes > 1:
             strategy = "ddp"  # never ddp_spawn: it would pickle the model and the GUI's objects
@@ -309,7 +312,7 @@ class TrainingSession:
             precision=precision, max_epochs=remaining, accumulate_grad_batches=self.accumulate,
             limit_train_batches=tr.max_steps_per_epoch or 1.0, num_sanity_val_steps=0, logger=False,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[callback], default_root_dir=str(self.run_dir), benchmark=accelerator == "gpu")
+            callbacks=[callback, *tool_callbacks], default_root_dir=str(self.run_dir), benchmark=accelerator == "gpu")
         self._trainer = trainer
         self._in_channels = int(getattr(datamodule, "in_channels", 3) or 3)
         from medseg_gui.core.callbacks import StopRequested

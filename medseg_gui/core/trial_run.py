@@ -1,0 +1,166 @@
+"""Throwaway trainers for the tools (LR finder, benchmark): the real run's parts, none of its side effects.
+
+Why a separate module: the tools must measure *the run the user is about to start* — same model
+source, same LightningModule, same data pipeline, same precision — so they build those parts the way
+``core.session`` does. But they must leave nothing behind: no checkpoints or events in a run folder,
+no change to the user's config. So the trainer lives in a temporary folder that is deleted after,
+with checkpointing and logging off, on a private copy of the config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medseg_gui.core import config as cfg
+
+DatamoduleFactory = Callable[[cfg.RunConfig], Any]
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+class ToolCancelled(Exception):
+    """The user cancelled a tool run (the stop event was set)."""
+
+
+class ToolError(RuntimeError):
+    """A tool could not run; the message says why and what to do."""
+
+
+@dataclass
+class EngineParts:
+    """What a trainer needs, built exactly as the training session builds them."""
+    config: cfg.RunConfig  # a private copy
+    module: Any  # SegModule
+    datamodule: Any
+    accelerator: str  # "gpu" | "cpu"
+    precision: str  # resolved: "32", "16-mixed", "bf16-mixed"
+
+
+def default_datamodule(config: cfg.RunConfig) -> Any:
+    from medseg_gui.core.data.datamodule import build_datamodule
+
+    return build_datamodule(config)
+
+
+def build_parts(config: cfg.RunConfig, datamodule_factory: DatamoduleFactory | None = None,
+                log: Callable[[str, str], None] | None = None, module_class: type | None = None) -> EngineParts:
+    """Model, SegModule and DataModule for ``config`` the way ``TrainingSession._fit_once`` makes them.
+
+    ``module_class``: a SegModule subclass (the LR finder adds per-batch hooks that Lightning's tuner
+    would not call on callbacks). Raises ToolError for configuration problems a user can fix.
+    """
+    from medseg_gui.core.lit_module import OptimSettings, SegModule
+    from medseg_gui.core.model import ModelSourceError, build_model
+    from medseg_gui.core.precision import resolve_accelerator, resolve_precision
+
+    config = config.copy()
+    problems = cfg.validate(config)
+    if problems:
+        raise ToolError("the configuration has problems: " + "; ".join(str(p) for p in problems))
+    tr = config.training
+    accelerator = resolve_accelerator(tr.accelerator)
+    precision = resolve_precision(tr.precision, accelerator)
+    try:
+        model = build_model(config, log=log)
+    except ModelSourceError as exc:
+        raise ToolError(str(exc)) from None
+    cls = module_class or SegModule
+    module = cls(model, config.dataset.num_classes,
+                 OptimSettings(lr=tr.lr, weight_decay=tr.weight_decay, use_scheduler=tr.use_scheduler,
+                               total_epochs=tr.epochs),
+                 dice_include_background=tr.dice_include_background, channels_last=tr.channels_last)
+    datamodule = (datamodule_factory or default_datamodule)(config)
+    return EngineParts(config, module, datamodule, accelerator, precision)
+
+
+def dataset_sizes(datamodule: Any) -> tuple[int, int]:
+    """(train, validation) sample counts, from the data layer's properties or the usual attributes."""
+    sizes = []
+    for which in ("train", "val"):
+        value = None
+        try:
+            value = getattr(datamodule, f"{which}_size", None)
+        except Exception:  # noqa: BLE001 — a property that prepares the data may fail; fall through
+            value = None
+        if not isinstance(value, int):
+            ds = getattr(datamodule, f"{which}_dataset", None)
+            try:
+                value = len(ds) if ds is not None else 0
+            except TypeError:
+                value = 0
+        sizes.append(int(value))
+    return sizes[0], sizes[1]
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary default_root_dir, deleted afterwards (Lightning's tuner writes a checkpoint there)."""
+    path = Path(tempfile.mkdtemp(prefix=f"medseg-{prefix}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def trainer_kwargs(parts: EngineParts, root: Path, **overrides: Any) -> dict[str, Any]:
+    """Single-device trainer settings matching the session's, minus everything that writes files."""
+    tr = parts.config.training
+    kwargs: dict[str, Any] = dict(
+        accelerator=parts.accelerator, devices=1, precision=parts.precision,
+        accumulate_grad_batches=tr.accumulate_grad_batches, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(root), benchmark=parts.accelerator == "gpu")
+    kwargs.update(overrides)
+    return kwargs
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's advice that does not apply to a short trial (workers, logging, lr_find chatter)."""
+    import logging
+
+    names = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.tuner.lr_finder",
+             "lightning.pytorch.utilities.rank_zero")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for pattern in (r".*does not have many workers.*", r".*LightningModule.log.*",
+                        r".*smaller than the logging interval.*", r".*validation_step.*val_dataloader.*",
+                        r".*max_epochs.*not set.*", r".*GPU available but not used.*",
+                        r".*Checkpoint directory.*", r".*exists and is not empty.*",
+                        r".*module\(s\) in eval mode.*", r".*LeafSpec.*is deprecated.*",
+                        r".*overridden `on_after_batch_transfer`.*"):
+            warnings.filterwarnings("ignore", message=pattern)
+        for lg in loggers:
+            lg.setLevel(logging.ERROR + 10)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def check_cancel(stop_event: threading.Event | None) -> None:
+    if stop_event is not None and stop_event.is_set():
+        raise ToolCancelled("cancelled")
+
+
+def free_cuda() -> None:
+    """Give the trial's memory back before the real run or the next trial."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass
