@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "medseg_gui.cli.predict_cmd",
     "medseg_gui.cli.export_cmd",
     "medseg_gui.cli.data_cmd",
+    "medseg_gui.cli.train_cmd",
 ]
 
 

@@ -118,6 +118,7 @@ class TrainingSession:
         self._module: Any = None
         self._trainer: Any = None
         self._initial_state: _State | None = None
+        self._previous_run_dir_env: str | None = None
         self.best_f1: float | None = None
         self.epochs_completed = 0
         self.step = 0
@@ -213,6 +214,9 @@ class TrainingSession:
         if self.rank != 0:
             self.run_dir = Path(inherited) if inherited else self.requested_run_dir
             self._emit = lambda event: None
+            if self.run_dir is not None and (self.run_dir / runs.CONFIG_FILE).is_file():
+                # rank 0 may have resolved 'auto' settings from the hardware it saw: train the same run
+                self.config = cfg.load(self.run_dir / runs.CONFIG_FILE)
             return
         if self.requested_run_dir is not None and (resume is not None or runs.is_run_dir(self.requested_run_dir)):
             self.run_dir = self.requested_run_dir
@@ -225,6 +229,7 @@ class TrainingSession:
             cfg.save(self.config, self.run_dir / runs.CONFIG_FILE)
         else:
             self.run_dir = runs.create_run_dir(self.config)
+        self._previous_run_dir_env = os.environ.get(RUN_DIR_ENV)
         os.environ[RUN_DIR_ENV] = str(self.run_dir)
         self._events_file = open(self.run_dir / runs.EVENTS_FILE, "a", encoding="utf-8")
         self._emit = fan_out(JsonlWriter(self._events_file), self.user_sink)
@@ -445,6 +450,11 @@ class TrainingSession:
             pass
 
     def _close(self) -> None:
+        if self.rank == 0 and self.run_dir is not None and os.environ.get(RUN_DIR_ENV) == str(self.run_dir):
+            if self._previous_run_dir_env is None:
+                os.environ.pop(RUN_DIR_ENV, None)
+            else:
+                os.environ[RUN_DIR_ENV] = self._previous_run_dir_env
         if self._events_file is not None:
             self._events_file.close()
             self._events_file = None
@@ -456,6 +466,7 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*LightningModule.log.*")
     warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
+    warnings.filterwarnings("ignore", message=r"Grad strides do not match bucket view strides.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 

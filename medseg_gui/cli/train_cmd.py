@@ -1,0 +1,269 @@
+"""`medseg train`: run a training session headless, with a progress bar or JSON-lines events.
+
+``--events-json`` prints one event per line on stdout for the GUI's child-process transport (used for
+several GPUs, where Lightning's DDP re-executes the command line). Everything else that would reach
+stdout — library prints, DDP child processes — is redirected to stderr so the stream stays parseable.
+Stop cooperatively with Ctrl-C (SIGINT), SIGBREAK on Windows, or a line ``stop`` on stdin with
+``--stop-on-stdin``; a second Ctrl-C aborts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from medseg_gui.cli.common import fail
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a SegFormer model (progress bar, or JSON-lines events)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", metavar="FILE", help="run configuration TOML (see `medseg config default`)")
+    src.add_argument("--demo", action="store_true",
+                     help="train on the built-in synthetic demo dataset with the configuration recommended "
+                          "for this machine (override any setting below)")
+    src.add_argument("--resume", metavar="RUN_DIR", help="continue a previous run from its last checkpoint")
+    o = p.add_argument_group("overrides")
+    o.add_argument("--dataset", metavar="PATH", help="dataset folder (or 'demo')")
+    o.add_argument("--epochs", type=int)
+    o.add_argument("--batch-size", type=int)
+    o.add_argument("--accumulate", type=int, dest="accumulate_grad_batches", metavar="N",
+                   help="gradient accumulation steps")
+    o.add_argument("--lr", type=float)
+    o.add_argument("--variant", choices=("b0", "b1", "b2", "b3", "b4", "b5"))
+    o.add_argument("--pretrained", metavar="SOURCE", help="auto | hub | scratch | model folder | .safetensors")
+    o.add_argument("--image-size", type=int)
+    o.add_argument("--precision", choices=("auto", "32", "16-mixed", "bf16-mixed"))
+    o.add_argument("--accelerator", choices=("auto", "gpu", "cpu"))
+    o.add_argument("--devices", type=int, help="number of GPUs (or CPU processes); more than 1 runs DDP")
+    o.add_argument("--strategy", default="auto", help="Lightning strategy (default: ddp for several devices)")
+    o.add_argument("--num-nodes", type=int, default=1)
+    o.add_argument("--workers", type=int, dest="num_workers", metavar="N", help="data-loading processes")
+    o.add_argument("--max-steps-per-epoch", type=int, metavar="N", help="cap training batches per epoch")
+    o.add_argument("--seed", type=int)
+    o.add_argument("--output", metavar="DIR", help="folder receiving the run folder (training.output_dir)")
+    p.add_argument("--run-dir", metavar="DIR", help="use exactly this run folder (created if missing)")
+    p.add_argument("--events-json", action="store_true", help="print events as JSON lines on stdout")
+    p.add_argument("--stop-on-stdin", action="store_true", help="stop cooperatively when stdin reads 'stop'")
+    p.set_defaults(handler=run_train)
+
+
+OVERRIDES = {"epochs": "training.epochs", "batch_size": "training.batch_size",
+             "accumulate_grad_batches": "training.accumulate_grad_batches", "lr": "training.lr",
+             "variant": "training.variant", "pretrained": "training.pretrained",
+             "image_size": "dataset.image_size", "precision": "training.precision",
+             "accelerator": "training.accelerator", "devices": "training.devices",
+             "num_workers": "training.num_workers", "max_steps_per_epoch": "training.max_steps_per_epoch",
+             "seed": "training.seed", "output": "training.output_dir", "dataset": "dataset.path"}
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The run's config: a file, a resumed run's, or the recommendation for --demo; then overrides."""
+    from medseg_gui.core import config as cfg
+
+    if args.config:
+        config = cfg.load(args.config)
+    elif args.resume:
+        from medseg_gui.core.runs import CONFIG_FILE
+
+        config = cfg.load(os.path.join(args.resume, CONFIG_FILE))
+    else:
+        config = demo_config()
+    for attr, dotted in OVERRIDES.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            cfg.set_value(config, dotted, value)
+    return config
+
+
+def demo_config() -> Any:
+    """What the app would recommend for this machine, on the demo dataset."""
+    from medseg_gui.core.config import RunConfig
+
+    try:
+        from medseg_gui.core.hardware import probe
+        from medseg_gui.core.recommend import recommend
+
+        config = recommend(probe()).config
+    except Exception:  # noqa: BLE001 — a recommendation problem must not block the demo
+        config = RunConfig()
+        config.training.variant, config.dataset.image_size, config.training.epochs = "b0", 224, 5
+    config.dataset.path = "demo"
+    return config
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from medseg_gui.core.config import ConfigError, validate
+    from medseg_gui.core.session import TrainingSession, process_rank
+
+    events_out = _claim_stdout() if args.events_json else None
+    _quiet_lightning()
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        return fail(str(exc), "fix the named settings")
+    problems = validate(config)
+    if problems:
+        return fail("the configuration has problems:\n" + "\n".join(f"  - {p}" for p in problems),
+                    "fix the named settings")
+    rank = process_rank(args.num_nodes, config.training.devices)
+    if events_out is not None:
+        sink = _json_sink(events_out)
+    else:
+        sink = ProgressPrinter(sys.stderr) if rank == 0 else (lambda event: None)
+    session = TrainingSession(config, sink, run_dir=args.run_dir, resume_from=args.resume,
+                              strategy=args.strategy, num_nodes=args.num_nodes)
+    restore = _install_stop_signals(session, quiet=events_out is not None)
+    if args.stop_on_stdin and rank == 0:
+        _watch_stdin(session)
+    try:
+        result = session.run()
+    finally:
+        restore()
+    from medseg_gui.core.events import RunFinished
+
+    return 0 if isinstance(result, RunFinished) else 1
+
+
+def _quiet_lightning() -> None:
+    """Lightning's info banners (GPU available, tips) would interleave with the progress bar."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _claim_stdout() -> TextIO:
+    """Keep the real stdout for events; point fd 1 and sys.stdout at stderr for everything else."""
+    sys.stdout.flush()
+    events_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(events_fd, "w", encoding="utf-8", buffering=1)
+
+
+def _json_sink(stream: TextIO):
+    from medseg_gui.core.events import JsonlWriter
+
+    writer = JsonlWriter(stream)
+    lock = threading.Lock()
+
+    def emit(event: Any) -> None:
+        with lock:
+            writer(event)
+
+    return emit
+
+
+def _install_stop_signals(session: Any, quiet: bool) -> Any:
+    """First Ctrl-C (or SIGBREAK) stops after the current batch; the second aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    names = ["SIGINT"] + (["SIGBREAK"] if hasattr(signal, "SIGBREAK") else [])
+    previous = {name: signal.getsignal(getattr(signal, name)) for name in names}
+
+    def handler(signum: int, frame: Any) -> None:
+        if session.stop_requested:
+            signal.signal(signum, signal.default_int_handler)
+            raise KeyboardInterrupt
+        session.stop()
+        if not quiet:
+            print("\nstopping after this batch (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    for name in names:
+        signal.signal(getattr(signal, name), handler)
+
+    def restore() -> None:
+        for name, old in previous.items():
+            signal.signal(getattr(signal, name), old)
+
+    return restore
+
+
+def _watch_stdin(session: Any) -> None:
+    def watch() -> None:
+        for line in sys.stdin:
+            if line.strip().lower() == "stop":
+                session.stop()
+                return
+
+    threading.Thread(target=watch, daemon=True, name="stdin-stop").start()
+
+
+class ProgressPrinter:
+    """A one-line progress bar on a terminal; plain lines (at most every 10 s) when piped to a file."""
+
+    WIDTH = 24
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.epochs = 0
+        self._last_plain = 0.0
+        self._open_line = False
+
+    def __call__(self, event: Any) -> None:
+        from medseg_gui.core import events as ev
+
+        if isinstance(event, ev.RunStarted):
+            self.epochs = event.epochs
+            self._line(f"run folder {event.run_dir}\ndevice {event.device}: {event.epochs} epochs x "
+                       f"{event.steps_per_epoch} steps, {event.train_images} training / {event.val_images} "
+                       f"validation images" + (f", resuming at step {event.resumed_from_step}"
+                                               if event.resumed_from_step else ""))
+        elif isinstance(event, ev.StepMetrics):
+            self._step(event)
+        elif isinstance(event, ev.EpochMetrics):
+            dice = " ".join(f"{d:.3f}" for d in event.per_class_dice)
+            self._line(f"epoch {event.epoch}/{self.epochs}: train loss {_f(event.train_loss)}, val loss "
+                       f"{_f(event.val_loss)}, val F1 {_f(event.val_f1)} (Dice per class {dice}), "
+                       f"{_f(event.epoch_time_s, '.1f')} s")
+        elif isinstance(event, ev.LogMessage):
+            self._line(f"{event.level}: {event.message}" if event.level != "info" else event.message)
+        elif isinstance(event, ev.OomRecovered):
+            self._line(f"warning: {event.message}")
+        elif isinstance(event, ev.Checkpointed) and event.is_best:
+            self._line(f"best checkpoint (val F1 {_f(event.metric)}) -> {event.path}")
+        elif isinstance(event, ev.RunFinished):
+            state = "stopped" if event.stopped_early else "finished"
+            self._line(f"{state}: {event.epochs_done} epochs, {event.steps_done} steps in "
+                       f"{event.duration_s:.0f} s; best val F1 {_f(event.best_f1)}; bundle {event.bundle_dir}")
+        elif isinstance(event, ev.RunFailed):
+            self._line(f"error: {event.reason}" + (f"\nhint: {event.hint}" if event.hint else ""))
+
+    def _step(self, e: Any) -> None:
+        filled = int(self.WIDTH * e.epoch_progress)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        text = (f"epoch {e.epoch}/{self.epochs} [{bar}] {e.epoch_progress * 100:3.0f}% step {e.step} "
+                f"loss {_f(e.loss)} {_f(e.images_per_s, '.1f')} img/s ETA {_eta(e.eta_s)}")
+        if self.tty:
+            self.stream.write("\r" + text.ljust(100))
+            self.stream.flush()
+            self._open_line = True
+        elif time.monotonic() - self._last_plain >= 10:
+            self._last_plain = time.monotonic()
+            self._line(text)
+
+    def _line(self, text: str) -> None:
+        if self._open_line:
+            self.stream.write("\n")
+            self._open_line = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _f(value: float | None, fmt: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
