@@ -12,6 +12,19 @@ from medseg_gui.core.diagnosis import DiagContext, DiagSample, StepTimer, diagno
 from medseg_gui.core.events import LogMessage
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP spin-waits
+    make each step seconds instead of milliseconds; restore the setting for other tests."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
 def _gpu(wait=0.1, compute=1.0, **kw) -> DiagSample:
     return DiagSample(steps=10, data_wait_s=wait, compute_s=compute, device="gpu", gpu_util_pct=kw.pop("util", 97.0),
                       **kw)
