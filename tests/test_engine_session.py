@@ -99,6 +99,22 @@ def test_stop_from_another_thread_ends_within_one_batch_without_validation(tmp_p
     assert last["step"] == 2 and last["epochs_completed"] == 0
 
 
+def test_stop_during_validation_ends_at_the_next_validation_batch(tmp_path):
+    config = tiny_config(tmp_path, epochs=3)
+    events = []
+
+    def sink(event):
+        events.append(event)
+        if isinstance(event, PhaseChanged) and event.phase == "validating":
+            session.stop()  # the sink runs on the training thread, inside on_validation_start
+
+    session = TrainingSession(config, sink, datamodule_factory=FakeDataModule(16, 4))
+    result = session.run()
+    assert isinstance(result, RunFinished) and result.stopped_early, getattr(result, "detail", result)
+    assert not _of(events, EpochMetrics) and result.steps_done == 4
+    assert runs.load_checkpoint(session.run_dir / "checkpoints/last.ckpt")["step"] == 4
+
+
 def test_injected_oom_halves_batch_doubles_accumulation_and_continues(tmp_path):
     config = tiny_config(tmp_path, epochs=2, batch_size=4, accumulate_grad_batches=1)
     fired = []

@@ -134,6 +134,8 @@ def _quiet_lightning() -> None:
     """Lightning's info banners (GPU available, tips) would interleave with the progress bar."""
     import logging
 
+    import lightning.pytorch  # noqa: F401 — it sets its own level on import; override after
+
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -180,7 +180,9 @@ class TrainingSession:
             except Exception as exc:  # noqa: BLE001 — OOM is recovered, the rest re-raised
                 if not is_oom(exc):
                     raise
-                state = self._recover_from_oom(model, exc)
+                detail = str(exc)
+            # outside the except block: the traceback (and the tensors its frames hold) is gone
+            state = self._recover_from_oom(model, detail)
         return self._finished(start, stopped=self._stop.is_set())
 
     def _resolve_resume(self) -> dict[str, Any] | None:
@@ -337,7 +339,7 @@ class TrainingSession:
         self._started_emitted = True
         dm = trainer.datamodule
         return RunStarted(run_dir=str(self.run_dir), config=self.config.to_dict(), device=_device_name(trainer),
-                          epochs=self.config.training.epochs, steps_per_epoch=int(trainer.num_training_batches),
+                          epochs=self.config.training.epochs, steps_per_epoch=_finite_int(trainer.num_training_batches),
                           train_images=_dataset_len(dm, "train"), val_images=_dataset_len(dm, "val"),
                           resumed_from_step=self.step, vram_total_gb=_vram_total(trainer))
 
@@ -380,18 +382,20 @@ class TrainingSession:
             self._log("info", f"saved the {note} state to {last_path} (resume restarts epoch "
                               f"{self.epochs_completed + 1} from these weights)")
 
-    def _recover_from_oom(self, model: Any, exc: BaseException) -> _State:
+    def _recover_from_oom(self, model: Any, detail: str) -> _State:
         tr = self.config.training
         old = self.batch_size
         step_at_oom = getattr(getattr(self, "_module", None), "batches_done", self.step)
         self._trainer = self._module = None  # type: ignore[assignment]
+        for param in model.parameters():
+            param.grad = None  # the failed step's partial gradients must not leak into the restart
         _free_memory()
         if tr.devices * self.num_nodes > 1:
-            raise _Failure("out of GPU memory on one of the devices", kind="oom", detail=str(exc),
+            raise _Failure("out of GPU memory on one of the devices", kind="oom", detail=detail,
                            hint="lower training.batch_size (or image size / variant) and start again; "
                                 "automatic recovery works on a single device only")
         if old <= 1:
-            raise _Failure("out of GPU memory even with a batch of 1", kind="oom", detail=str(exc),
+            raise _Failure("out of GPU memory even with a batch of 1", kind="oom", detail=detail,
                            hint="choose a smaller model variant or image size, close other programs using the "
                                 "GPU, or train on the CPU")
         state = self._last_good_state()
@@ -485,6 +489,11 @@ def _classify_failure(exc: BaseException, run_dir: str) -> RunFailed:
         return RunFailed(run_dir=run_dir, reason=str(exc), kind="config", detail=detail)
     return RunFailed(run_dir=run_dir, reason=f"{name}: {exc}", kind="error", detail=detail,
                      hint="see the details; the run folder keeps the last good checkpoint")
+
+
+def _finite_int(value: float) -> int:
+    """Batches per epoch; 0 when unknown (an iterable dataset without a length reports inf)."""
+    return int(value) if math.isfinite(value) else 0
 
 
 def _device_name(trainer: Any) -> str:
