@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "medseg_gui.cli.export_cmd",
     "medseg_gui.cli.data_cmd",
     "medseg_gui.cli.train_cmd",
+    "medseg_gui.cli.tools_cmd",
 ]
 
 
