@@ -30,7 +30,10 @@ def tiny_model(num_classes: int = 4, seed: int = 0):
     from medseg_gui.core.model import scratch_config
 
     torch.manual_seed(seed)
-    return SegformerForSemanticSegmentation(scratch_config("b0", num_classes, **TINY_ARCH)).eval()
+    model = SegformerForSemanticSegmentation(scratch_config("b0", num_classes, **TINY_ARCH)).eval()
+    with torch.no_grad():  # random heads give near-uniform probabilities; make the classes distinct
+        model.decode_head.classifier.weight.mul_(40.0)
+    return model
 
 
 def tiny_bundle(root: Path, num_classes: int = 4, size: int = 64, name: str = "bundle") -> Path:

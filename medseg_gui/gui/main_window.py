@@ -116,6 +116,10 @@ class MainWindow(QMainWindow):
         from medseg_gui.gui.training import install_training_tab  # replaces the Training placeholder
 
         self.training_tab = install_training_tab(self)
+        from medseg_gui.gui.viewer import ViewerWidget  # replaces the Viewer placeholder
+
+        self.viewer = ViewerWidget()
+        self.replace_page("Viewer", self.viewer)
         self.sidebar.setCurrentRow(0)
 
         self._menus()
@@ -316,6 +320,8 @@ class MainWindow(QMainWindow):
     def stop_workers(self) -> None:
         if self.poller is not None:
             self.poller.stop()
+        if getattr(self, "viewer", None) is not None:
+            self.viewer.shutdown()
 
     def _restore_settings(self) -> None:
         s = settings()

@@ -130,6 +130,9 @@ class SliceCanvas(QWidget):
             self.second.view.setXLink(self.main.view)
             self.second.view.setYLink(self.main.view)
             self.second.image.hoverEvent = self._hover_event  # type: ignore[method-assign]
+            grid = self.graphics.ci.layout
+            grid.setColumnStretchFactor(0, 1)
+            grid.setColumnStretchFactor(1, 1)
         elif not on and self.second is not None:
             self.graphics.ci.removeItem(self.second.view)
             self.graphics.ci.removeItem(self.second.caption)

@@ -82,38 +82,45 @@ class ErrorLegend(QWidget):
 
 
 class MetricsTable(QTableWidget):
-    HEADERS = ["Class", "Dice slice", "IoU slice", "Dice vol.", "IoU vol."]
-    KEYS = ["dice_slice", "iou_slice", "dice_volume", "iou_volume"]
+    """Per-class Dice and IoU, each as "slice / volume" so the table fits the side panel."""
+
+    HEADERS = ["Class", "Dice  slice / vol.", "IoU  slice / vol."]
+    PAIRS = {"dice": ("dice_slice", "dice_volume"), "iou": ("iou_slice", "iou_volume")}
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(0, len(self.HEADERS), parent)
         self.setHorizontalHeaderLabels(self.HEADERS)
         self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(22)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         header = self.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for c in range(1, len(self.HEADERS)):
             header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
-        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self.values: list[dict] = []
 
     def set_rows(self, rows: list[dict]) -> None:
+        self.values = rows
         self.setRowCount(len(rows))
         for r, row in enumerate(rows):
-            name = QTableWidgetItem(swatch(row["colour"]), row["class"])
-            self.setItem(r, 0, name)
-            for c, key in enumerate(self.KEYS, start=1):
-                value = row.get(key)
-                item = QTableWidgetItem("–" if value is None else f"{value:.3f}")
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.setItem(r, 0, QTableWidgetItem(swatch(row["colour"]), row["class"]))
+            for c, (a, b) in enumerate(self.PAIRS.values(), start=1):
+                item = QTableWidgetItem(f"{_cell(row.get(a))} / {_cell(row.get(b))}")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 self.setItem(r, c, item)
-        height = self.horizontalHeader().height() + sum(self.rowHeight(r) for r in range(len(rows))) + 4
-        self.setFixedHeight(max(height, 40))
+        header_h = max(self.horizontalHeader().sizeHint().height(), 24)
+        self.setFixedHeight(header_h + self.verticalHeader().defaultSectionSize() * len(rows) + 4)
 
-    def value(self, row: int, key: str) -> str:
-        item = self.item(row, 1 + self.KEYS.index(key))
-        return item.text() if item is not None else ""
+    def value(self, row: int, key: str) -> float | None:
+        return self.values[row].get(key)
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 class ControlsPanel(QScrollArea):

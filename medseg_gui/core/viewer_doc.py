@@ -1,0 +1,416 @@
+"""What the mask viewer shows, without Qt: the image/volume, its window, the prediction, the ground
+truth, overlay settings, and the numbers derived from them (hover readout, Dice/IoU).
+
+The viewer's widgets only render what this object returns and call its methods with the user's
+intents, so every behaviour here is testable headless and the widgets stay thin.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg_gui.core.imageio import Volume, default_window, percentile_window, read_volume, to_uint8
+from medseg_gui.core.inference import ClassCountError, check_truth_classes, volume_to_uint8
+from medseg_gui.core.overlay import FILLED, MODES, error_overlay, label_overlay
+from medseg_gui.core.seg_metrics import ClassScores, class_scores, confusion_matrix, scores_from_confusion
+
+#: Radiology window presets (centre, width) in HU.
+CT_PRESETS: dict[str, tuple[float, float]] = {
+    "CT soft tissue": (40.0, 400.0),
+    "CT lung": (-600.0, 1500.0),
+    "CT bone": (400.0, 1800.0),
+}
+AUTO = "Auto (percentile)"
+FILE_DEFAULT = "File default"
+
+#: What the overlay shows: the prediction, the ground truth, an error map, or both side by side.
+SHOW_PREDICTION = "prediction"
+SHOW_TRUTH = "truth"
+SHOW_ERRORS = "errors"
+SIDE_BY_SIDE = "side by side"
+COMPARE_MODES = (SHOW_PREDICTION, SHOW_TRUTH, SHOW_ERRORS, SIDE_BY_SIDE)
+
+FALLBACK_COLOURS = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
+                    "#bcf60c", "#fabebe", "#008080", "#e6beff"]
+
+
+class TruthError(ValueError):
+    """A ground truth that does not fit the open image; the message names the file and the mismatch."""
+
+
+@dataclass
+class HoverInfo:
+    x: int
+    y: int
+    value: str
+    predicted: str | None = None
+    probability: float | None = None
+    truth: str | None = None
+
+    def text(self) -> str:
+        parts = [f"x {self.x}  y {self.y}", f"value {self.value}"]
+        if self.predicted is not None:
+            prob = "" if self.probability is None else f" ({self.probability:.0%})"
+            parts.append(f"class {self.predicted}{prob}")
+        if self.truth is not None:
+            parts.append(f"truth {self.truth}")
+        return "   ".join(parts)
+
+
+@dataclass
+class ViewerDocument:
+    volume: Volume | None = None
+    name: str = ""
+    slice_index: int = 0
+    window: tuple[float, float] = (127.5, 255.0)
+    window_preset: str = FILE_DEFAULT
+    # model metadata (from the bundle) — names/colours drive the legend
+    model_source: str | None = None
+    class_names: list[str] = field(default_factory=list)
+    class_colors: list[str] = field(default_factory=list)
+    # prediction [Z, H, W] and which slices hold one
+    labels: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    predicted: np.ndarray | None = None
+    # ground truth [Z, H, W]
+    truth: np.ndarray | None = None
+    truth_source: str | None = None
+    truth_names: list[str] | None = None
+    # overlay settings
+    opacity: float = 0.5
+    mode: str = FILLED
+    visible: list[bool] = field(default_factory=list)
+    compare: str = SHOW_PREDICTION
+    _model_input: np.ndarray | None = field(default=None, repr=False)
+    _range: tuple[float, float] = (0.0, 255.0)
+
+    # ----- opening ------------------------------------------------------------------------------
+    def open(self, path: str | os.PathLike) -> Volume:
+        """Read ``path`` (image, slice folder, DICOM, NIfTI) and show it; prediction and truth reset."""
+        return self.set_volume(read_volume(path))
+
+    def set_volume(self, volume: Volume, name: str | None = None) -> Volume:
+        self.volume = volume
+        self.name = name or Path(volume.source).name
+        self.slice_index = volume.n_slices // 2
+        self.labels = self.confidence = self.predicted = None
+        self.truth = self.truth_source = self.truth_names = None
+        self._model_input = None
+        finite = volume.data[np.isfinite(volume.data)] if volume.data.dtype.kind == "f" else volume.data
+        self._range = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        self.reset_window()
+        return volume
+
+    @property
+    def is_open(self) -> bool:
+        return self.volume is not None
+
+    @property
+    def n_slices(self) -> int:
+        return self.volume.n_slices if self.volume is not None else 0
+
+    def set_slice(self, z: int) -> int:
+        self.slice_index = int(min(max(0, z), max(0, self.n_slices - 1)))
+        return self.slice_index
+
+    def step(self, delta: int) -> int:
+        return self.set_slice(self.slice_index + delta)
+
+    # ----- window / level -----------------------------------------------------------------------
+    @property
+    def is_ct(self) -> bool:
+        return self.volume is not None and self.volume.meta.get("modality") == "CT"
+
+    @property
+    def windowable(self) -> bool:
+        """RGB images are shown as they are; grey images of any depth take a window."""
+        return self.volume is not None and not self.volume.is_rgb
+
+    def window_presets(self) -> list[str]:
+        return [FILE_DEFAULT, AUTO] + list(CT_PRESETS)
+
+    def reset_window(self) -> None:
+        self.apply_preset(FILE_DEFAULT)
+
+    def apply_preset(self, name: str) -> tuple[float, float]:
+        if self.volume is None:
+            return self.window
+        if name in CT_PRESETS:
+            self.window = CT_PRESETS[name]
+        elif name == AUTO:
+            self.window = percentile_window(self.volume.data)
+        elif name == FILE_DEFAULT:
+            if self.volume.data.dtype == np.uint8:
+                self.window = (127.5, 255.0)
+            else:
+                self.window = default_window(self.volume)
+        else:
+            raise ValueError(f"unknown window preset {name!r}; choose one of {self.window_presets()}")
+        self.window_preset = name
+        return self.window
+
+    def set_window(self, centre: float, width: float) -> tuple[float, float]:
+        if not (math.isfinite(centre) and math.isfinite(width)) or width <= 0:
+            raise ValueError(f"window width must be positive, got centre={centre}, width={width}")
+        self.window = (float(centre), float(width))
+        self.window_preset = "custom"
+        return self.window
+
+    def drag_window(self, dx: float, dy: float) -> tuple[float, float]:
+        """Right-drag as in radiology viewers: right widens, left narrows; up raises the level.
+
+        One pixel moves about 1/400 of the image's intensity range, so a drag across the image spans
+        the useful range for 8-bit photos and 12-bit CT alike.
+        """
+        lo, hi = self._range
+        step = max(hi - lo, 1.0) / 400.0
+        centre, width = self.window
+        return self.set_window(centre - dy * step, max(step, width + dx * step))
+
+    @property
+    def intensity_range(self) -> tuple[float, float]:
+        return self._range
+
+    # ----- pictures -----------------------------------------------------------------------------
+    def raw_slice(self, z: int | None = None) -> np.ndarray:
+        assert self.volume is not None
+        return self.volume.data[self.slice_index if z is None else z]
+
+    def display_slice(self, z: int | None = None) -> np.ndarray:
+        """uint8 ``[H, W]`` (or RGB) of the slice under the current window."""
+        raw = self.raw_slice(z)
+        if self.volume is not None and self.volume.is_rgb:
+            return raw if raw.dtype == np.uint8 else to_uint8(raw)
+        return to_uint8(raw, self.window)
+
+    def model_input(self) -> np.ndarray:
+        """The uint8 volume fed to the model (training's windowing, not the display window)."""
+        assert self.volume is not None
+        if self._model_input is None:
+            self._model_input = volume_to_uint8(self.volume)
+        return self._model_input
+
+    # ----- model and prediction -----------------------------------------------------------------
+    def set_model(self, source: str, class_names: list[str], class_colors: list[str]) -> None:
+        """A newly loaded model: checked against a loaded truth, its legend replaces the old one."""
+        if self.truth is not None:
+            check_truth_classes(self.truth, len(class_names), truth_source=self.truth_source or "ground truth",
+                                model_source=source, class_names=class_names, truth_names=self.truth_names)
+        if self.model_source != source:
+            self.labels = self.confidence = self.predicted = None
+        self.model_source = source
+        self.class_names = list(class_names)
+        self.class_colors = list(class_colors)
+        self.visible = [True] * len(class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _ensure_prediction_arrays(self) -> None:
+        assert self.volume is not None
+        if self.labels is None:
+            shape = self.volume.data.shape[:3]
+            self.labels = np.zeros(shape, np.uint8)
+            self.confidence = np.zeros(shape, np.float16)
+            self.predicted = np.zeros(shape[0], bool)
+
+    def set_slice_prediction(self, z: int, labels: np.ndarray, confidence: np.ndarray) -> None:
+        self._ensure_prediction_arrays()
+        assert self.labels is not None and self.confidence is not None and self.predicted is not None
+        self.labels[z] = labels
+        self.confidence[z] = confidence
+        self.predicted[z] = True
+
+    def set_volume_prediction(self, labels: np.ndarray, confidence: np.ndarray, done: int) -> None:
+        self._ensure_prediction_arrays()
+        assert self.labels is not None and self.confidence is not None and self.predicted is not None
+        self.labels[:done] = labels[:done]
+        self.confidence[:done] = confidence[:done]
+        self.predicted[:done] = True
+
+    def has_prediction(self, z: int | None = None) -> bool:
+        if self.predicted is None:
+            return False
+        return bool(self.predicted.any() if z is None else self.predicted[z])
+
+    def slice_has_prediction(self) -> bool:
+        return self.predicted is not None and bool(self.predicted[self.slice_index])
+
+    # ----- ground truth -------------------------------------------------------------------------
+    def load_truth(self, path: str | os.PathLike) -> np.ndarray:
+        """A mask PNG (for the current slice of a volume, or a 2D image), a NIfTI/slice folder of the
+        same grid, or a DICOM SEG with as many slices as the image. Checked against the model's classes."""
+        from medseg_gui.core.imageio import ImageReadError, is_dicom_seg, read_dicom_seg, read_image
+
+        if self.volume is None:
+            raise TruthError("open an image before loading its ground truth")
+        path = Path(path)
+        names = None
+        shape = self.volume.data.shape[:3]
+        try:
+            if path.is_file() and is_dicom_seg(path):
+                data, names = read_dicom_seg(path)
+            elif path.is_file() and path.name.lower().endswith((".png", ".bmp", ".tif", ".tiff")) and shape[0] > 1:
+                data = read_image(path)
+                if data.ndim != 2:
+                    raise TruthError(f"{path}: a mask must be single-channel class ids, got shape {data.shape}")
+                if data.shape != shape[1:]:
+                    raise TruthError(f"{path}: mask is {data.shape[1]}x{data.shape[0]} but the slice is "
+                                     f"{shape[2]}x{shape[1]} — choose the mask of this slice")
+                full = np.zeros(shape, np.int64) if self.truth is None else self.truth.astype(np.int64)
+                full[self.slice_index] = data
+                data = full
+            else:
+                data = read_volume(path).data
+        except ImageReadError as exc:
+            raise TruthError(str(exc)) from None
+        if data.ndim == 4:
+            raise TruthError(f"{path}: a ground truth must hold class ids (one channel), not colour")
+        if data.dtype.kind == "f":
+            if not np.all(np.isfinite(data)) or not np.all(np.mod(data, 1) == 0):
+                raise TruthError(f"{path}: mask values must be whole class ids, found fractions")
+        if data.shape != shape:
+            raise TruthError(f"{path}: ground truth has shape {data.shape} (slices, rows, columns) but the "
+                             f"image {self.name} has {shape} — load the mask made for this image")
+        if self.num_classes:
+            check_truth_classes(data, self.num_classes, truth_source=path, model_source=self.model_source or "",
+                                class_names=self.class_names, truth_names=names)
+        elif data.size and (data.min() < 0 or data.max() > 255):
+            raise TruthError(f"{path}: mask values {int(data.min())}..{int(data.max())} are not class ids 0..255")
+        self.truth = data.astype(np.uint8)
+        self.truth_source = str(path)
+        self.truth_names = names
+        if not self.class_names:  # no model yet: a legend from the truth itself
+            n = max(int(self.truth.max()) + 1, len(names or []), 2)
+            self.class_names = list(names) if names and len(names) == n else (
+                ["background"] + [f"class {k}" for k in range(1, n)])
+            self.class_colors = [FALLBACK_COLOURS[k % len(FALLBACK_COLOURS)] for k in range(n)]
+            self.visible = [True] * n
+        return self.truth
+
+    def clear_truth(self) -> None:
+        self.truth = self.truth_source = self.truth_names = None
+
+    # ----- overlays -----------------------------------------------------------------------------
+    def set_opacity(self, opacity: float) -> None:
+        if not 0.0 <= opacity <= 1.0:
+            raise ValueError(f"opacity must be within 0..1, got {opacity}")
+        self.opacity = float(opacity)
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"overlay mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+
+    def set_visible(self, class_id: int, shown: bool) -> None:
+        if not 0 <= class_id < len(self.visible):
+            raise ValueError(f"class {class_id} does not exist (0..{len(self.visible) - 1})")
+        self.visible[class_id] = bool(shown)
+
+    def set_compare(self, compare: str) -> None:
+        if compare not in COMPARE_MODES:
+            raise ValueError(f"compare mode must be one of {COMPARE_MODES}, got {compare!r}")
+        self.compare = compare
+
+    def _colours(self) -> list[str]:
+        return self.class_colors or FALLBACK_COLOURS
+
+    def prediction_overlay(self, z: int | None = None) -> np.ndarray | None:
+        z = self.slice_index if z is None else z
+        if self.labels is None or self.predicted is None or not self.predicted[z]:
+            return None
+        return label_overlay(self.labels[z], self._colours(), self.opacity, self.mode, self.visible or None)
+
+    def truth_overlay(self, z: int | None = None) -> np.ndarray | None:
+        z = self.slice_index if z is None else z
+        if self.truth is None:
+            return None
+        return label_overlay(self.truth[z], self._colours(), self.opacity, self.mode, self.visible or None)
+
+    def error_overlay(self, z: int | None = None) -> np.ndarray | None:
+        z = self.slice_index if z is None else z
+        if self.truth is None or self.labels is None or self.predicted is None or not self.predicted[z]:
+            return None
+        return error_overlay(self.labels[z], self.truth[z], max(self.opacity, 0.35), self.visible or None)
+
+    def main_overlay(self, z: int | None = None) -> np.ndarray | None:
+        """The overlay of the main view under the current compare mode."""
+        if self.compare == SHOW_TRUTH:
+            return self.truth_overlay(z)
+        if self.compare == SHOW_ERRORS:
+            return self.error_overlay(z)
+        return self.prediction_overlay(z)
+
+    # ----- readouts -----------------------------------------------------------------------------
+    def class_name(self, k: int) -> str:
+        return self.class_names[k] if 0 <= k < len(self.class_names) else f"class {k}"
+
+    def hover(self, x: int, y: int) -> HoverInfo | None:
+        if self.volume is None:
+            return None
+        z = self.slice_index
+        h, w = self.volume.slice_shape
+        if not (0 <= x < w and 0 <= y < h):
+            return None
+        raw = self.volume.data[z, y, x]
+        value = ("(" + ", ".join(_fmt(v) for v in raw) + ")") if np.ndim(raw) else _fmt(raw)
+        info = HoverInfo(x=x, y=y, value=value)
+        if self.slice_has_prediction():
+            assert self.labels is not None and self.confidence is not None
+            info.predicted = self.class_name(int(self.labels[z, y, x]))
+            info.probability = float(self.confidence[z, y, x])
+        if self.truth is not None:
+            info.truth = self.class_name(int(self.truth[z, y, x]))
+        return info
+
+    def _n_for_scores(self) -> int:
+        assert self.truth is not None and self.labels is not None
+        return max(self.num_classes, int(self.truth.max()) + 1, int(self.labels.max()) + 1)
+
+    def slice_scores(self, z: int | None = None) -> ClassScores | None:
+        z = self.slice_index if z is None else z
+        if self.truth is None or self.labels is None or self.predicted is None or not self.predicted[z]:
+            return None
+        return class_scores(self.labels[z], self.truth[z], self._n_for_scores())
+
+    def volume_scores(self) -> ClassScores | None:
+        """Scores over every predicted slice (a cancelled run counts what it finished)."""
+        if self.truth is None or self.labels is None or self.predicted is None or not self.predicted.any():
+            return None
+        n = self._n_for_scores()
+        cm = np.zeros((n, n), np.int64)
+        for z in np.flatnonzero(self.predicted):
+            cm += confusion_matrix(self.labels[z], self.truth[z], n)
+        return scores_from_confusion(cm)
+
+    def metrics_rows(self) -> list[dict[str, Any]]:
+        """One row per foreground class: name, colour, slice and volume Dice/IoU (None = undefined)."""
+        s, v = self.slice_scores(), self.volume_scores()
+        rows = []
+        for k in range(1, self.num_classes):
+            rows.append({"class": self.class_name(k), "colour": self._colours()[k % len(self._colours())],
+                         "dice_slice": _val(s.dice[k]) if s is not None else None,
+                         "iou_slice": _val(s.iou[k]) if s is not None else None,
+                         "dice_volume": _val(v.dice[k]) if v is not None else None,
+                         "iou_volume": _val(v.iou[k]) if v is not None else None})
+        return rows
+
+
+def _val(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _fmt(v: Any) -> str:
+    f = float(v)
+    return str(int(f)) if f.is_integer() else f"{f:.4g}"
+
+
+__all__ = ["ViewerDocument", "HoverInfo", "TruthError", "ClassCountError", "CT_PRESETS", "COMPARE_MODES",
+           "SHOW_PREDICTION", "SHOW_TRUTH", "SHOW_ERRORS", "SIDE_BY_SIDE", "AUTO", "FILE_DEFAULT"]
