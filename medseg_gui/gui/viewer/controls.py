@@ -82,10 +82,11 @@ class ErrorLegend(QWidget):
 
 
 class MetricsTable(QTableWidget):
-    """Per-class Dice and IoU, each as "slice / volume" so the table fits the side panel."""
+    """Per-class Dice and IoU for the current slice and the predicted volume (2 decimals; the tooltip
+    holds 4), narrow enough for the side panel."""
 
-    HEADERS = ["Class", "Dice  slice / vol.", "IoU  slice / vol."]
-    PAIRS = {"dice": ("dice_slice", "dice_volume"), "iou": ("iou_slice", "iou_volume")}
+    HEADERS = ["Class", "Dice\nslice", "Dice\nvol.", "IoU\nslice", "IoU\nvol."]
+    KEYS = ["dice_slice", "dice_volume", "iou_slice", "iou_volume"]
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(0, len(self.HEADERS), parent)
@@ -97,6 +98,7 @@ class MetricsTable(QTableWidget):
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setTextElideMode(Qt.TextElideMode.ElideRight)
         header = self.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for c in range(1, len(self.HEADERS)):
@@ -107,10 +109,14 @@ class MetricsTable(QTableWidget):
         self.values = rows
         self.setRowCount(len(rows))
         for r, row in enumerate(rows):
-            self.setItem(r, 0, QTableWidgetItem(swatch(row["colour"]), row["class"]))
-            for c, (a, b) in enumerate(self.PAIRS.values(), start=1):
-                item = QTableWidgetItem(f"{_cell(row.get(a))} / {_cell(row.get(b))}")
-                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+            name = QTableWidgetItem(swatch(row["colour"]), row["class"])
+            name.setToolTip(row["class"])
+            self.setItem(r, 0, name)
+            for c, key in enumerate(self.KEYS, start=1):
+                value = row.get(key)
+                item = QTableWidgetItem(_cell(value))
+                item.setToolTip("undefined: the class is in neither mask" if value is None else f"{value:.4f}")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.setItem(r, c, item)
         header_h = max(self.horizontalHeader().sizeHint().height(), 24)
         self.setFixedHeight(header_h + self.verticalHeader().defaultSectionSize() * len(rows) + 4)
@@ -120,7 +126,7 @@ class MetricsTable(QTableWidget):
 
 
 def _cell(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
+    return "–" if value is None else f"{value:.2f}"
 
 
 class ControlsPanel(QScrollArea):
@@ -130,8 +136,7 @@ class ControlsPanel(QScrollArea):
         super().__init__(parent)
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setMinimumWidth(300)
-        self.setMaximumWidth(360)
+        self.setFixedWidth(340)
         body = QWidget()
         body.setObjectName("page")
         self.setWidget(body)
@@ -237,6 +242,7 @@ class ControlsPanel(QScrollArea):
         self.metrics = MetricsTable()
         lay.addWidget(self.metrics)
         self.mean_label = QLabel("")
+        self.mean_label.setWordWrap(True)
         self.mean_label.setProperty("role", "caption")
         lay.addWidget(self.mean_label)
         col.addWidget(card)
