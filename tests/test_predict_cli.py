@@ -89,3 +89,29 @@ def test_export_copies_a_run_bundle(tmp_path, bundle, capsys):
     assert main(["export", str(run), str(tmp_path / "dst")]) == 2  # exists, no --force
     assert main(["export", str(run), str(tmp_path / "dst"), "--force"]) == 0
     assert (tmp_path / "dst" / "model.safetensors").read_bytes() == (bundle / "model.safetensors").read_bytes()
+
+
+def test_export_from_checkpoint_reexports_weights(tmp_path, capsys):
+    import torch
+
+    from medseg_gui.core import config as cfg
+    from medseg_gui.core import runs
+    from medseg_gui.core.inference import load_predictor
+    from viewer_helpers import tiny_model, tiny_run_config
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    config = tiny_run_config()
+    config.training.pretrained = str(tmp_path / "arch")
+    tiny_model().save_pretrained(tmp_path / "arch")
+    cfg.save(config, run / "config.toml")
+    model = tiny_model(seed=7)
+    runs.save_checkpoint(run / "checkpoints" / "last.ckpt", model_state=model.state_dict(), optimizer_state=None,
+                         epochs_completed=1, step=3, best_f1=None, batch_size=2, accumulate_grad_batches=1,
+                         config=config)
+    assert main(["export", str(run), str(tmp_path / "b"), "--from-checkpoint", "best"]) == 2
+    assert "best.ckpt does not exist" in capsys.readouterr().err
+    assert main(["export", str(run), str(tmp_path / "b"), "--from-checkpoint", "last"]) == 0
+    loaded = load_predictor(tmp_path / "b", device="cpu").model.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded[key], value), key
