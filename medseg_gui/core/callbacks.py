@@ -65,6 +65,7 @@ class EventCallback(L.Callback):
         self._val_seconds: float | None = None
         self._val_start = 0.0
         self._batches_this_epoch = 0
+        self._compiling_since: float | None = None
 
     # ---- helpers -------------------------------------------------------------------------------
     def _emit(self, event: Any) -> None:
@@ -91,7 +92,22 @@ class EventCallback(L.Callback):
         started = self.hooks.run_started(trainer, pl_module)
         if started is not None:
             self._emit(started)
-        self._emit(PhaseChanged(phase="training"))
+        if getattr(pl_module, "compile_mode", None):
+            self._compiling_since = time.monotonic()
+            self._emit(PhaseChanged(phase="compiling", message="compiling the model (the first run of a "
+                                    "configuration takes 1-3 minutes; later runs load it from the cache)"))
+        else:
+            self._emit(PhaseChanged(phase="training"))
+
+    def _warmup_done(self, pl_module: Any) -> None:
+        """The compiled step has been traced, compiled and recorded as CUDA graphs (3rd call)."""
+        pl_module.read_window_loss()  # a sync, so the warm-up time is real
+        now = time.monotonic()
+        took = now - (self._compiling_since or now)
+        self._compiling_since = None
+        self._epoch_start, self._batches_this_epoch = now, 0  # ETA from compiled steps only
+        self._last_emit, self._images_since = now, 0
+        self._emit(PhaseChanged(phase="training", message=f"compiled in {took:.0f} s"))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self._epoch_start = time.monotonic()
@@ -107,6 +123,9 @@ class EventCallback(L.Callback):
         self._images_since += int(batch[0].shape[0])
         if self._stop_requested(trainer, batch_idx):
             self.request_stop(trainer)
+            return
+        if self._compiling_since is not None and self._batches_this_epoch >= 3:
+            self._warmup_done(pl_module)
             return
         now = time.monotonic()
         elapsed = now - self._last_emit

@@ -46,7 +46,8 @@ class RunPosition:
 class SegModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, num_classes: int, optim: OptimSettings,
                  dice_include_background: bool = True, channels_last: bool = True,
-                 position: RunPosition | None = None):
+                 position: RunPosition | None = None, compile_mode: str | None = None,
+                 static_batch: int | None = None):
         super().__init__()
         self.model = model
         self.num_classes = num_classes
@@ -55,6 +56,12 @@ class SegModule(L.LightningModule):
         self.use_channels_last = channels_last
         self.position = position or RunPosition()
         self.forward_fn: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
+        # The fast path (core/speed.py): the whole step (forward, upsampling, loss) compiled as one
+        # graph so inductor fuses the full-resolution softmax/one-hot work, replayed as CUDA graphs.
+        self.compile_mode = compile_mode
+        self.static_batch = static_batch  # validation batches are padded to it (no recompiles)
+        self._train_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._train_loss
+        self._eval_fn: Callable[[torch.Tensor], torch.Tensor] = self._eval_logits
         self.batches_done = self.position.step_offset  # host counter, no sync needed
         self.fault_hook: Callable[[SegModule, int], None] | None = None  # tests inject OOMs here
         self._reset_train_accumulators()
@@ -86,9 +93,24 @@ class SegModule(L.LightningModule):
     def _cuda_channels_last(self) -> bool:
         return self.use_channels_last and self.device.type == "cuda"
 
-    def setup(self, stage: str) -> None:
+    def on_fit_start(self) -> None:
+        """After Lightning moved the model to its device (``setup`` still runs on the CPU copy)."""
         if self._cuda_channels_last():
             self.model.to(memory_format=torch.channels_last)
+        if self.compile_mode:
+            from medseg_gui.core.speed import compile_fn, configure_compile_cache, prepare_compiler
+
+            configure_compile_cache()
+            prepare_compiler()
+            self._train_fn = compile_fn(self._train_loss, self.compile_mode)
+            self._eval_fn = compile_fn(self._eval_logits, self.compile_mode)
+
+    def _train_loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        logits = upsample_logits(self.forward_fn(images), tuple(masks.shape[-2:]))
+        return dice_ce_loss(logits, masks, self.num_classes, self.dice_include_background)
+
+    def _eval_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return upsample_logits(self.forward_fn(images), tuple(images.shape[-2:]))
 
     # ---- training ------------------------------------------------------------------------------
     def _reset_train_accumulators(self) -> None:
@@ -104,9 +126,13 @@ class SegModule(L.LightningModule):
         if self.fault_hook is not None:
             self.fault_hook(self, batch[0].shape[0])
         images, masks = batch
-        logits = upsample_logits(self.forward_fn(images), tuple(masks.shape[-2:]))
-        loss = dice_ce_loss(logits, masks, self.num_classes, self.dice_include_background)
-        detached = loss.detach()
+        if self.compile_mode:
+            from medseg_gui.core.speed import mark_step
+
+            mark_step()
+        loss = self._train_fn(images, masks)
+        # A CUDA-graph output is overwritten by the next replay: keep a copy, not the buffer.
+        detached = loss.detach().clone() if self.compile_mode else loss.detach()
         self._train_loss_sum = detached if self._train_loss_sum is None else self._train_loss_sum + detached
         self._window_sum = detached if self._window_sum is None else self._window_sum + detached
         self._train_batches += 1
@@ -135,12 +161,27 @@ class SegModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, masks = batch
-        logits = upsample_logits(self.forward_fn(images), tuple(masks.shape[-2:]))
+        logits = self._validation_logits(images)
         loss = dice_ce_loss(logits, masks, self.num_classes, self.dice_include_background).detach()
         self._val_loss_sum = loss if self._val_loss_sum is None else self._val_loss_sum + loss
         self._val_batches += 1
         assert self._confusion is not None
         self._confusion += confusion_matrix(logits.argmax(1), masks, self.num_classes)
+
+    def _validation_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits at image size; a short last batch is padded to the static batch when compiled."""
+        if not self.compile_mode:
+            return self._eval_fn(images)
+        from medseg_gui.core.speed import mark_step
+
+        n = images.shape[0]
+        full = self.static_batch or n
+        if n < full:
+            pad = images.new_zeros((full - n, *images.shape[1:]))
+            layout = torch.channels_last if self._cuda_channels_last() else torch.contiguous_format
+            images = torch.cat([images, pad]).contiguous(memory_format=layout)
+        mark_step()
+        return self._eval_fn(images)[:n].clone()
 
     def on_validation_epoch_end(self) -> None:
         """Sum counts over DDP ranks (every rank calls this), then read them once."""

@@ -97,7 +97,8 @@ class TrainingSession:
                  resume_from: str | Path | None = None, *, strategy: str = "auto", num_nodes: int = 1,
                  datamodule_factory: Callable[[cfg.RunConfig], Any] | None = None,
                  step_event_interval_s: float = 0.5,
-                 fault_hook: Callable[[Any, int], None] | None = None):
+                 fault_hook: Callable[[Any, int], None] | None = None,
+                 callbacks: list[Any] | None = None):
         self.config = config.copy()
         self.user_sink = sink or (lambda event: None)
         self.requested_run_dir = Path(run_dir) if run_dir is not None else None
@@ -107,6 +108,7 @@ class TrainingSession:
         self.datamodule_factory = datamodule_factory or _DefaultDataModules()
         self.step_event_interval_s = step_event_interval_s
         self.fault_hook = fault_hook
+        self.extra_callbacks = list(callbacks or [])  # e.g. the speed benchmark's step timer
         self._stop = threading.Event()
         self.run_dir: Path | None = None
         self.rank = process_rank(num_nodes, config.training.devices)
@@ -158,9 +160,6 @@ class TrainingSession:
         resume = self._resolve_resume()
         self._open_run_dir(resume)
         tr = self.config.training
-        if tr.compile != "off":
-            self._log("info", f"training.compile = '{tr.compile}': compilation is not available in this version "
-                              f"yet; running the eager model")
         if self._stop.is_set():
             return self._finished(start, stopped=True)
 
@@ -292,11 +291,13 @@ class TrainingSession:
         datamodule = self.datamodule_factory(data_config)
         accelerator = resolve_accelerator(tr.accelerator)
         precision = resolve_precision(tr.precision, accelerator)
+        plan = self._compile_plan(accelerator, datamodule, remaining)
         module = SegModule(model, self.config.dataset.num_classes,
                            OptimSettings(lr=tr.lr, weight_decay=tr.weight_decay, use_scheduler=tr.use_scheduler,
                                          total_epochs=tr.epochs),
                            dice_include_background=tr.dice_include_background, channels_last=tr.channels_last,
-                           position=RunPosition(self.epochs_completed, self.step, state.optimizer))
+                           position=RunPosition(self.epochs_completed, self.step, state.optimizer),
+                           compile_mode=plan.mode, static_batch=self.batch_size)
         module.fault_hook = self.fault_hook
         self._module = module
         vram = None
@@ -319,7 +320,9 @@ class TrainingSession:
             precision=precision, max_epochs=remaining, accumulate_grad_batches=self.accumulate,
             limit_train_batches=tr.max_steps_per_epoch or 1.0, num_sanity_val_steps=0, logger=False,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[callback, *tool_callbacks], default_root_dir=str(self.run_dir), benchmark=accelerator == "gpu")
+            callbacks=[callback, *tool_callbacks, *self.extra_callbacks], default_root_dir=str(self.run_dir),
+            benchmark=accelerator == "gpu",
+            inference_mode=not plan.enabled)  # compiled graphs are traced under no_grad, not inference mode
         self._trainer = trainer
         self._in_channels = int(getattr(datamodule, "in_channels", 3) or 3)
         from medseg_gui.core.callbacks import StopRequested
@@ -332,6 +335,20 @@ class TrainingSession:
             self.step = module.batches_done
         if callback.stopping and self.rank == 0 and module.batches_done > state.step and self.run_dir:
             self._save_last(module, trainer, note="stopped")
+
+    def _compile_plan(self, accelerator: str, datamodule: Any, remaining_epochs: int) -> Any:
+        """Whether this fit compiles (core/speed.py), logged with its reason."""
+        from medseg_gui.core.speed import plan_compile
+
+        tr = self.config.training
+        steps = _dataset_len(datamodule, "train") // max(1, self.batch_size)
+        if tr.max_steps_per_epoch:
+            steps = min(steps, tr.max_steps_per_epoch)
+        plan = plan_compile(tr.compile, on_cuda=accelerator == "gpu", devices=tr.devices * self.num_nodes,
+                            total_steps=steps * remaining_epochs // max(1, self.accumulate) * self.accumulate)
+        if tr.compile != "off" or plan.enabled:
+            self._log("info", plan.reason)
+        return plan
 
     def _run_started(self, trainer: Any, module: Any) -> RunStarted | None:
         if self._started_emitted:

@@ -1,0 +1,272 @@
+"""Training throughput: the brief's recipe against our engine, end to end, on one GPU, in one run.
+
+Both sides go through the real Lightning Trainer and a real DataLoader reading PNG files (the demo
+generator's, at the case's image size) with the full augmentation set; the training set is the
+same files repeated so a run is long enough to measure. Each case runs in a fresh process (a
+second compile in one process recompiles with dynamic shapes; separate processes also keep the
+peak-memory counters honest).
+
+    python benchmarks/bench_train_speed.py                    # all cases, writes results JSON
+    python benchmarks/bench_train_speed.py --cases b0-2-224 --impls brief,ours-compiled
+
+impls: ``brief`` (tutorial: fp16-mixed + GradScaler, eager, CPU normalisation, float32 batches),
+``ours-eager`` (our engine, compile off), ``ours-compiled`` (compile on: CUDA graphs), and
+``ours-compiled-warm`` (the same again: the compile cache is warm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+TIER_CASES = ["b0-2-224", "b2-4-256", "b4-8-288", "b5-16-288"]
+BATCH32_CASES = ["b0-32-288", "b2-32-288", "b4-32-288", "b5-32-288"]
+IMPLS = ["brief", "ours-eager", "ours-compiled", "ours-compiled-warm"]
+
+
+def parse_case(case: str) -> tuple[str, int, int]:
+    variant, batch, size = case.split("-")
+    return variant, int(batch), int(size)
+
+
+# ------------------------------------------------------------------------------------------------
+# worker side: one case, one implementation, prints one JSON line
+# ------------------------------------------------------------------------------------------------
+def _timer_callback(warm_steps: int, batch: int):
+    import lightning as L
+    import torch
+
+    class StepTimer(L.Callback):
+        """Host time at batch ends; syncs the GPU only at the warm mark and at the end."""
+
+        def __init__(self):
+            self.t0 = None
+            self.t_warm = None
+            self.n = 0
+            self.t_end = None
+            self.warm_steps = warm_steps
+
+        def on_train_start(self, trainer, module):
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, module, outputs, b, batch_idx):
+            self.n += 1
+            if self.n == self.warm_steps:
+                torch.cuda.synchronize()
+                self.t_warm = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module):
+            torch.cuda.synchronize()
+            self.t_end = time.perf_counter()
+
+        def result(self):
+            steps = self.n - self.warm_steps
+            return {"steps_timed": steps, "warmup_s": self.t_warm - self.t0,
+                    "images_per_s": steps * batch / (self.t_end - self.t_warm)}
+
+    return StepTimer()
+
+
+def _nvml_peak_sampler():
+    """Samples the card's used memory (as nvidia-smi shows it) every 50 ms in a thread."""
+    import threading
+
+    from medseg_gui.core.hardware import probe
+
+    state = {"peak": 0.0, "stop": False}
+
+    def loop():
+        while not state["stop"]:
+            snap = probe()
+            if snap.gpus and snap.gpus[0].used_gb is not None:
+                state["peak"] = max(state["peak"], snap.gpus[0].used_gb)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return state
+
+
+def run_brief(data: Path, variant: str, batch: int, size: int, steps: int, workers: int, warm: int) -> dict:
+    import lightning as L
+    import torch
+
+    from brief_recipe import TutorialModule, tutorial_loader
+    from medseg_gui.core.data.formats import resolve_dataset_path
+    from medseg_gui.core.model import build_model
+    from medseg_gui.core.config import RunConfig
+
+    cfg = RunConfig()
+    cfg.training.variant, cfg.training.pretrained = variant, "scratch"
+    model = build_model(cfg)
+    root = resolve_dataset_path(str(data), size)
+    images = sorted((root / "train" / "images").glob("*.png"))
+    pairs = [(str(p), str(root / "train" / "masks" / p.name)) for p in images]
+    repeat = max(1, -(-(steps * batch) // len(pairs)))
+    loader = tutorial_loader(pairs * repeat, size, batch, workers, is_train=True)
+    timer = _timer_callback(warm, batch)
+    trainer = L.Trainer(accelerator="gpu", devices=1, precision="16-mixed", max_epochs=1, limit_train_batches=steps,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
+    trainer.fit(TutorialModule(model, 4), train_dataloaders=loader)
+    return timer.result()
+
+
+def run_ours(data: Path, variant: str, batch: int, size: int, steps: int, workers: int, warm: int,
+             compile_mode: str) -> dict:
+    from medseg_gui.core.config import RunConfig
+    from medseg_gui.core.data.datamodule import build_datamodule
+    from medseg_gui.core.session import TrainingSession
+
+    cfg = RunConfig()
+    cfg.dataset.path, cfg.dataset.image_size = str(data), size
+    tr = cfg.training
+    tr.variant, tr.batch_size, tr.pretrained, tr.epochs = variant, batch, "scratch", 1
+    tr.max_steps_per_epoch, tr.num_workers, tr.compile, tr.accelerator = steps, workers, compile_mode, "gpu"
+    tr.output_dir = tempfile.mkdtemp(prefix="bench_runs_")
+
+    def datamodule_factory(config):
+        dm = build_datamodule(config)
+        dm.prepare()
+        pairs = dm.train_dataset.pairs
+        dm.train_dataset.pairs = pairs * max(1, -(-(steps * batch) // len(pairs)))
+        return dm
+
+    timer = _timer_callback(warm, batch)
+    events = []
+    session = TrainingSession(cfg, events.append, datamodule_factory=datamodule_factory, callbacks=[timer])
+    result = session.run()
+    if type(result).__name__ == "RunFailed":
+        raise RuntimeError(f"{result.reason}\n{result.detail}")
+    out = timer.result()
+    phases = [e for e in events if type(e).__name__ == "PhaseChanged"]
+    out["phases"] = [(p.phase, round(p.time - events[0].time, 1)) for p in phases]
+    return out
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+
+    variant, batch, size = parse_case(args.case)
+    torch.cuda.reset_peak_memory_stats()
+    nvml = _nvml_peak_sampler()
+    t = time.perf_counter()
+    if args.impl == "brief":
+        res = run_brief(Path(args.data), variant, batch, size, args.steps, args.workers, args.warm)
+    else:
+        mode = "off" if args.impl == "ours-eager" else "on"
+        res = run_ours(Path(args.data), variant, batch, size, args.steps, args.workers, args.warm, mode)
+    nvml["stop"] = True
+    res.update(case=args.case, impl=args.impl, variant=variant, batch=batch, image_size=size,
+               total_s=time.perf_counter() - t,
+               peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
+               peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30,
+               peak_nvml_used_gib=nvml["peak"], gpu=torch.cuda.get_device_name(0),
+               torch=torch.__version__)
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# parent side
+# ------------------------------------------------------------------------------------------------
+def ensure_data(path: Path, sizes: set[int], n: int) -> None:
+    from medseg_gui.core.data.demo import generate_demo
+
+    for size in sorted(sizes):
+        target = path / f"demo{size}"
+        if not target.exists():
+            t = time.perf_counter()
+            generate_demo(target, n=n, size=size, seed=0)
+            print(f"generated {n} demo slices at {size}px in {time.perf_counter() - t:.1f}s", flush=True)
+
+
+def run_case(case: str, impl: str, args: argparse.Namespace) -> dict:
+    _, _, size = parse_case(case)
+    cmd = [sys.executable, __file__, "--worker", "--case", case, "--impl", impl,
+           "--data", str(Path(args.data) / f"demo{size}"), "--steps", str(args.steps),
+           "--workers", str(args.workers), "--warm", str(args.warm)]
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", HF_HUB_OFFLINE="1")
+    if impl == "ours-compiled" and args.cold_cache:
+        env["MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg_cold_")
+        args._cold_home = env["MEDSEG_HOME"]
+    elif impl == "ours-compiled-warm" and getattr(args, "_cold_home", None):
+        env["MEDSEG_HOME"] = args._cold_home
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.case_timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    tail = (proc.stdout + proc.stderr)[-3000:]
+    return {"case": case, "impl": impl, "error": tail, "total_s": time.perf_counter() - t}
+
+
+def print_table(results: list[dict]) -> None:
+    by = {(r["case"], r["impl"]): r for r in results}
+    cases = list(dict.fromkeys(r["case"] for r in results))
+    impls = [i for i in IMPLS if any(r["impl"] == i for r in results)]
+    print()
+    print(f"{'case':<12}" + "".join(f"{i + ' img/s':>22}" for i in impls) + f"{'speed-up':>10}{'eager x':>9}")
+    for c in cases:
+        row = f"{c:<12}"
+        for i in impls:
+            r = by.get((c, i), {})
+            row += f"{'ERR' if 'error' in r else '%.0f (w %.0fs, %.1fG)' % (r.get('images_per_s', 0), r.get('warmup_s', 0), r.get('peak_reserved_gib', 0)):>22}" if r else f"{'-':>22}"
+        base = by.get((c, "brief"), {}).get("images_per_s")
+        comp = by.get((c, "ours-compiled"), {}).get("images_per_s")
+        eager = by.get((c, "ours-eager"), {}).get("images_per_s")
+        row += f"{(comp / base if base and comp else float('nan')):>10.2f}"
+        row += f"{(eager / base if base and eager else float('nan')):>9.2f}"
+        print(row)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--impl", help=argparse.SUPPRESS)
+    p.add_argument("--cases", default=",".join(TIER_CASES + BATCH32_CASES))
+    p.add_argument("--impls", default="brief,ours-eager,ours-compiled")
+    p.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "medseg_bench_data"))
+    p.add_argument("--n", type=int, default=240, help="demo slices to generate per image size")
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--warm", type=int, default=30, help="steps excluded from the throughput")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--cold-cache", action="store_true", help="compile with an empty cache (first-run warm-up)")
+    p.add_argument("--case-timeout", type=int, default=420)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_train_speed.json"))
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    cases = [c for c in args.cases.split(",") if c]
+    impls = [i for i in args.impls.split(",") if i]
+    ensure_data(Path(args.data), {parse_case(c)[2] for c in cases}, args.n)
+    results = []
+    for case in cases:
+        for impl in impls:
+            r = run_case(case, impl, args)
+            results.append(r)
+            short = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "error"}
+            print(json.dumps(short) if "error" not in r else f"{case} {impl} FAILED:\n{r['error']}", flush=True)
+    print_table(results)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": "train_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
+           "steps": args.steps, "warm_steps": args.warm, "workers": args.workers, "results": results}
+    out.write_text(json.dumps(doc, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
