@@ -43,6 +43,13 @@ def parse_case(case: str) -> tuple[str, int, int]:
 # ------------------------------------------------------------------------------------------------
 # worker side: one case, one implementation, prints one JSON line
 # ------------------------------------------------------------------------------------------------
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _timer_callback(warm_steps: int, batch: int):
     import lightning as L
     import torch
@@ -63,11 +70,11 @@ def _timer_callback(warm_steps: int, batch: int):
         def on_train_batch_end(self, trainer, module, outputs, b, batch_idx):
             self.n += 1
             if self.n == self.warm_steps:
-                torch.cuda.synchronize()
+                _sync()
                 self.t_warm = time.perf_counter()
 
         def on_train_epoch_end(self, trainer, module):
-            torch.cuda.synchronize()
+            _sync()
             self.t_end = time.perf_counter()
 
         def result(self):
@@ -116,7 +123,8 @@ def run_brief(data: Path, variant: str, batch: int, size: int, steps: int, worke
     repeat = max(1, -(-(steps * batch) // len(pairs)))
     loader = tutorial_loader(pairs * repeat, size, batch, workers, is_train=True)
     timer = _timer_callback(warm, batch)
-    trainer = L.Trainer(accelerator="gpu", devices=1, precision="16-mixed", max_epochs=1, limit_train_batches=steps,
+    gpu = torch.cuda.is_available()
+    trainer = L.Trainer(accelerator="gpu" if gpu else "cpu", devices=1, precision="16-mixed" if gpu else "32", max_epochs=1, limit_train_batches=steps,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
     trainer.fit(TutorialModule(model, 4), train_dataloaders=loader)
@@ -133,7 +141,7 @@ def run_ours(data: Path, variant: str, batch: int, size: int, steps: int, worker
     cfg.dataset.path, cfg.dataset.image_size = str(data), size
     tr = cfg.training
     tr.variant, tr.batch_size, tr.pretrained, tr.epochs = variant, batch, "scratch", 1
-    tr.max_steps_per_epoch, tr.num_workers, tr.compile, tr.accelerator = steps, workers, compile_mode, "gpu"
+    tr.max_steps_per_epoch, tr.num_workers, tr.compile = steps, workers, compile_mode
     tr.output_dir = tempfile.mkdtemp(prefix="bench_runs_")
 
     def datamodule_factory(config):
@@ -159,7 +167,9 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     variant, batch, size = parse_case(args.case)
-    torch.cuda.reset_peak_memory_stats()
+    gpu = torch.cuda.is_available()
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
     nvml = _nvml_peak_sampler()
     t = time.perf_counter()
     if args.impl == "brief":
@@ -170,9 +180,9 @@ def worker(args: argparse.Namespace) -> None:
     nvml["stop"] = True
     res.update(case=args.case, impl=args.impl, variant=variant, batch=batch, image_size=size,
                total_s=time.perf_counter() - t,
-               peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30,
-               peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30,
-               peak_nvml_used_gib=nvml["peak"], gpu=torch.cuda.get_device_name(0),
+               peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
+               peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30 if gpu else None,
+               peak_nvml_used_gib=nvml["peak"], gpu=torch.cuda.get_device_name(0) if gpu else "cpu",
                torch=torch.__version__)
     print("RESULT " + json.dumps(res), flush=True)
 
@@ -221,7 +231,7 @@ def print_table(results: list[dict]) -> None:
         row = f"{c:<12}"
         for i in impls:
             r = by.get((c, i), {})
-            row += f"{'ERR' if 'error' in r else '%.0f (w %.0fs, %.1fG)' % (r.get('images_per_s', 0), r.get('warmup_s', 0), r.get('peak_reserved_gib', 0)):>22}" if r else f"{'-':>22}"
+            row += f"{'ERR' if 'error' in r else '%.0f (w %.0fs, %.1fG)' % (r.get('images_per_s', 0), r.get('warmup_s', 0), r.get('peak_reserved_gib') or 0):>22}" if r else f"{'-':>22}"
         base = by.get((c, "brief"), {}).get("images_per_s")
         comp = by.get((c, "ours-compiled"), {}).get("images_per_s")
         eager = by.get((c, "ours-eager"), {}).get("images_per_s")
