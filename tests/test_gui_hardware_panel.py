@@ -183,3 +183,11 @@ def test_slow_probe_does_not_block_the_gui_thread(qtbot):
         assert fired[0] < 0.2
     finally:
         assert poller.stop()
+
+
+def test_tier_table_marks_the_recommended_tier(panel):
+    assert panel.tiers.selected_tier() is None
+    panel.state.set_snapshot(snapshot(gpu(total=8.0, used=0.5)))
+    assert panel.tiers.selected_tier() == panel.state.recommendation.tier.name == tier_for_vram(7.5).name
+    panel.state.set_what_if(20.0)
+    assert panel.tiers.selected_tier() == tier_for_vram(20.0).name

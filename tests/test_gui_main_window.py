@@ -45,10 +45,10 @@ def show_active(window, qtbot):
 def test_pages_and_honest_placeholders(window):
     assert window.page_names() == ["Hardware", "Configuration", "Training", "Viewer"]
     assert window.page("Hardware") is window.hardware_panel
-    for name in ("Training", "Viewer"):
-        page = window.page(name)
-        assert isinstance(page, PlaceholderPage)
-        assert "not yet available" in page.message.text()
+    placeholders = [n for n in window.page_names() if isinstance(window.page(n), PlaceholderPage)]
+    assert set(placeholders) <= {"Training", "Viewer"}  # pages whose real widget has not landed yet
+    for name in placeholders:
+        assert "not yet available" in window.page(name).message.text()
 
 
 def test_replace_page_keeps_place_and_shortcut(window, qtbot):
@@ -87,6 +87,7 @@ def test_status_bar_follows_state(window):
 
 
 def test_open_run_without_training_tab_says_so(window):
+    window.run_opener = None  # as before the Training tab registers its opener
     window.open_run_dialog()
     assert "not yet available" in window.statusBar().currentMessage()
 
@@ -105,13 +106,18 @@ def test_geometry_and_page_are_remembered(qtbot, _isolated_home):
     first = MainWindow(AppState(), poll_hardware=False)
     qtbot.addWidget(first)
     first.show()
-    first.resize(780, 560)  # the offscreen screen is 800x600 and restoreGeometry clamps to it
+    # The offscreen screen is 800x600 and the window's minimum width is larger, so only the height
+    # can be compared exactly (restoreGeometry clamps the width to the screen).
+    first.resize(first.width(), 650)
+    size = first.size()
+    assert size.height() != 860, "differs from the default size"
     first.show_page("Configuration")
     first.close()
     assert (_isolated_home / "settings.ini").exists()
+    assert "geometry" in (_isolated_home / "settings.ini").read_text()
     second = MainWindow(AppState(), poll_hardware=False)
     qtbot.addWidget(second)
-    assert (second.width(), second.height()) == (780, 560)
+    assert second.height() == size.height()
     assert second.current_page() == "Configuration"
 
 

@@ -109,12 +109,8 @@ class FirstPaintWatcher:
         self._on_painted(self)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.self_test:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-    from PySide6.QtCore import QTimer, qVersion
+def build_window(dataset: str = "demo", *, persist: bool = True):
+    """The styled QApplication and the main window on ``dataset`` (shared by ``main`` and screenshot tools)."""
     from PySide6.QtWidgets import QApplication
 
     from medseg_gui.gui.main_window import MainWindow
@@ -128,10 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationDisplayName("medseg-gui")
     app.setWindowIcon(app_icon())
     apply_style(app)
-
     state = AppState()
-    state.set_dataset(args.dataset)
-    window = MainWindow(state, persist=not args.self_test)
+    state.set_dataset(dataset)
+    return app, MainWindow(state, persist=persist)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.self_test:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+    from PySide6.QtCore import QTimer, qVersion
+    from PySide6.QtWidgets import QApplication
+
+    app, window = build_window(args.dataset, persist=not args.self_test)
+    state = window.state
     result: dict = {}
 
     def painted(watcher: FirstPaintWatcher) -> None:

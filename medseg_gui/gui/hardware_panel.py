@@ -15,11 +15,13 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPainterPath
-from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFrame, QGridLayout, QHBoxLayout, QLabel,
-                               QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDoubleSpinBox, QFrame, QGridLayout, QHBoxLayout,
+                               QHeaderView, QLabel, QPushButton, QScrollArea, QSizePolicy, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
 
 from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot
 from medseg_gui.core.recommend import Recommendation
+from medseg_gui.core.tiers import TIERS, Tier
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
 
@@ -460,6 +462,67 @@ class RecommendationCard(QFrame):
             self.status.setText("✓ Your configuration matches this recommendation.")
 
 
+def tier_range(tier: Tier) -> str:
+    if tier.name == "cpu":
+        return f"< {tier.max_free_gb:g} GB"
+    if math.isinf(tier.max_free_gb):
+        return f"≥ {tier.min_free_gb:g} GB"
+    return f"{tier.min_free_gb:g}–{tier.max_free_gb:g} GB"
+
+
+class TierTable(QFrame):
+    """The starting presets by free VRAM, with the tier of the current recommendation selected."""
+
+    COLUMNS = ("Tier", "Free VRAM", "Model", "Batch", "Image", "Epochs", "Typical cards")
+
+    def __init__(self, state: AppState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setProperty("card", True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(18, 16, 18, 12)
+        layout.setSpacing(8)
+        title = label("Tiers", "cardTitle")
+        title.setFont(style.scaled_font(self.font(), 1.15, bold=True))
+        layout.addWidget(title)
+        layout.addWidget(label("Starting presets by free VRAM; the recommendation then sizes the batch to "
+                               "what actually fits.", "muted", wrap=True))
+        self.table = QTableWidget(len(TIERS), len(self.COLUMNS))
+        self.table.setObjectName("tiers")
+        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.table.verticalHeader().hide()
+        self.table.setShowGrid(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        header = self.table.horizontalHeader()
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        for col in range(len(self.COLUMNS) - 1):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(len(self.COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        for row, tier in enumerate(TIERS):
+            batch = f"{tier.batch_size}" + (f" × {tier.accumulate_grad_batches}"
+                                            if tier.accumulate_grad_batches > 1 else "")
+            cells = (tier.label.split(" (")[0], tier_range(tier), tier.variant, batch, f"{tier.image_size} px",
+                     str(tier.epochs), tier.example_gpus)
+            for col, text in enumerate(cells):
+                self.table.setItem(row, col, QTableWidgetItem(text))
+        self.table.verticalHeader().setDefaultSectionSize(26)
+        self.table.setFixedHeight(26 * len(TIERS) + header.sizeHint().height() + 4)
+        layout.addWidget(self.table)
+        state.recommendation_changed.connect(self.show_recommendation)
+        self.show_recommendation(state.recommendation)
+
+    def show_recommendation(self, rec: Recommendation | None) -> None:
+        self.table.clearSelection()
+        if rec is not None:
+            self.table.selectRow(next(i for i, t in enumerate(TIERS) if t.name == rec.tier.name))
+
+    def selected_tier(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        return TIERS[rows[0].row()].name if rows else None
+
+
 class HardwarePanel(QWidget):
     """The page: cards on the left (one per GPU, or CPU mode), the recommendation on the right."""
 
@@ -491,6 +554,8 @@ class HardwarePanel(QWidget):
         self.cards.setSpacing(14)
         self.waiting = label("Reading hardware…", "muted")
         self.cards.addWidget(self.waiting)
+        self.tiers = TierTable(state)
+        self.cards.addWidget(self.tiers)
         self.cards.addStretch(1)
         left.setWidget(holder)
         body.addWidget(left, 3)
@@ -539,7 +604,7 @@ class HardwarePanel(QWidget):
             card.deleteLater()
         self.gpu_cards.clear()
         self.cpu_card = None
-        insert_at = self.cards.count() - 1  # before the stretch
+        insert_at = self.cards.indexOf(self.tiers)  # hardware cards go above the tier table
         if snapshot.gpus:
             for offset, gpu in enumerate(snapshot.gpus):
                 card = GpuCard(gpu)

@@ -119,7 +119,12 @@ QComboBox QAbstractItemView {{ background: {CARD}; border: 1px solid {BORDER}; s
     selection-color: {TEXT}; }}
 QToolButton {{ background: {CARD}; border: 1px solid #c8d0da; border-radius: 5px; padding: 3px 9px; }}
 QToolButton:hover {{ background: #f0f4fa; }}
-QCheckBox::indicator {{ width: 15px; height: 15px; }}
+QCheckBox::indicator {{ width: 14px; height: 14px; border: 1px solid #aab4c2; border-radius: 3px; background: {CARD}; }}
+QCheckBox::indicator:hover {{ border-color: {ACCENT}; }}
+QCheckBox::indicator:checked {{ background: {ACCENT}; border-color: {ACCENT_DARK}; image: url({_RES}/check.svg); }}
+QCheckBox::indicator:disabled {{ background: #eef1f5; border-color: #cfd6df; }}
+QTableWidget#tiers {{ border: none; }}
+QTableWidget#tiers::item:selected {{ background: #e6eefc; color: {TEXT}; }}
 QTableWidget {{ background: {CARD}; border: 1px solid #c8d0da; border-radius: 5px; gridline-color: #edf0f4; }}
 QHeaderView::section {{ background: #f5f7fa; border: none; border-bottom: 1px solid {BORDER}; padding: 4px; }}
 QToolButton#advancedToggle {{ border: none; background: transparent; font-weight: 600; padding: 4px 0; }}
