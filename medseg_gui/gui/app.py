@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="open the window offscreen, print start-up timings as JSON and exit")
     parser.add_argument("--no-preload", action="store_true",
                         help="do not import the training libraries in the background after start-up")
+    parser.add_argument("--no-wizard", action="store_true",
+                        help="do not open the recommend-and-train wizard at start-up (first launch)")
     return parser.parse_args(argv)
 
 
@@ -159,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             app.quit()
         elif not args.no_preload:
             QTimer.singleShot(300, preload_in_background)
+        if not args.self_test and not args.no_wizard:  # the first-run wizard, after the first paint
+            from medseg_gui.gui.wizard import maybe_open_on_first_launch
+
+            QTimer.singleShot(0, lambda: maybe_open_on_first_launch(window))
 
     window._first_paint_watcher = FirstPaintWatcher(window, painted)  # kept alive until painted
     window.show()

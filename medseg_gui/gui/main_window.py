@@ -123,6 +123,9 @@ class MainWindow(QMainWindow):
         self.sidebar.setCurrentRow(0)
 
         self._menus()
+        from medseg_gui.gui.wizard import install_wizard  # File → New training wizard… (Ctrl+N)
+
+        install_wizard(self)
         self._status_bar()
         self.state.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.state.snapshot_changed.connect(self._show_hardware_status)

@@ -1,0 +1,212 @@
+"""Wizard step 4: the run itself, with the Training tab's live view and worker.
+
+The page reuses ``TrainingRunner`` (worker thread or child process) and ``LiveView`` over a core
+``LiveMetrics``, drained by a GUI-thread timer exactly as the Training tab does. With the
+progressive plan, one worker runs both stages (``PlanSession``); each stage's RunStarted resets the
+plots, so the full run is not drawn over the quick check's steps. While a run goes, Back is replaced
+by Stop; Cancel stops the run cooperatively and closes the wizard once it has ended.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget, QWizardPage
+
+from medseg_gui.core import config as cfg
+from medseg_gui.core import runs
+from medseg_gui.core.events import Event, RunFailed, RunFinished, RunStarted
+from medseg_gui.core.live_metrics import LiveMetrics
+from medseg_gui.gui.state import AppState
+from medseg_gui.gui.training.live_view import LiveView
+from medseg_gui.gui.training.worker import InProcessWorker, TrainingRunner, hint_for
+
+
+class PlanSession:
+    """The progressive plan behind the session interface the worker expects (``run()``, ``stop()``).
+
+    Its result is the full run's, or a RunFailed that says why the quick check stopped the plan —
+    a passed check alone is not a trained model.
+    """
+
+    def __init__(self, config: cfg.RunConfig, sink, run_dir: str | None = None, resume_from: str | None = None,
+                 *, inner_factory=None, check_steps: int | None = None, **session_kwargs: Any):
+        from medseg_gui.core.plan import CHECK_STEPS, PlanRunner, progressive_plan
+
+        self.sink = sink
+        self.runner = PlanRunner(progressive_plan(config, check_steps or CHECK_STEPS), sink,
+                                 session_factory=inner_factory, **session_kwargs)
+
+    def stop(self) -> None:
+        self.runner.stop()
+
+    def run(self) -> RunFinished | RunFailed:
+        results = self.runner.run()
+        if len(results) == len(self.runner.plan):
+            return results[-1].result
+        if results and not results[-1].passed:
+            last = results[-1]
+            if isinstance(last.result, RunFinished) and last.result.stopped_early:
+                return last.result  # the user stopped during the check
+            failure = RunFailed(run_dir=getattr(last.result, "run_dir", ""), kind="error",
+                                reason=f"The quick check did not pass, so the full run was not started: {last.reason}",
+                                hint=getattr(last.result, "hint", "") or "fix the problem and start again")
+            self.sink(failure)
+            return failure
+        stopped = RunFinished(run_dir="", stopped_early=True)
+        self.sink(stopped)
+        return stopped
+
+
+def plan_worker_factory(session_factory=None, check_steps: int | None = None, **worker_kwargs: Any):
+    """An ``in_process_factory`` for TrainingRunner that runs the progressive plan."""
+    kwargs = dict(worker_kwargs.pop("session_kwargs", {}) or {})
+    return partial(InProcessWorker, session_factory=partial(PlanSession, inner_factory=session_factory,
+                                                           check_steps=check_steps),
+                   session_kwargs=kwargs, **worker_kwargs)
+
+
+class TrainingPage(QWizardPage):
+    running_changed = Signal(bool)
+
+    def __init__(self, state: AppState, use_plan, runner_factory=None, parent: QWidget | None = None,
+                 drain_interval_ms: int = 100):
+        super().__init__(parent)
+        self.state = state
+        self._use_plan = use_plan  # callable: the progressive-plan tick box of step 3
+        self.runner_factory = runner_factory or (lambda plan: TrainingRunner(
+            self, in_process_factory=plan_worker_factory() if plan else None))
+        self.runner: TrainingRunner | None = None
+        self.live = LiveMetrics()
+        self.result: RunFinished | RunFailed | None = None
+        self.bundle: str | None = None
+        self.stage = 0
+        self.stages = 1
+        self.setTitle("Training")
+        self.setSubTitle("Loss, F1 per class, GPU memory and speed update live. Stop ends the run after this "
+                         "batch and keeps the best model so far.")
+        layout = QVBoxLayout(self)
+        self.stage_label = QLabel()
+        self.stage_label.setProperty("role", "cardTitle")
+        layout.addWidget(self.stage_label)
+        self.outcome = QLabel()
+        self.outcome.setWordWrap(True)
+        self.outcome.setProperty("role", "banner")
+        self.outcome.setVisible(False)
+        layout.addWidget(self.outcome)
+        self.view = LiveView()
+        layout.addWidget(self.view, 1)
+        self.timer = QTimer(self)
+        self.timer.setInterval(drain_interval_ms)
+        self.timer.timeout.connect(self.drain)
+
+    # ----- life cycle ----------------------------------------------------------------------------
+    def initializePage(self) -> None:  # noqa: N802 (Qt naming)
+        self.start()
+
+    def is_running(self) -> bool:
+        return self.runner is not None and self.runner.is_running()
+
+    def start(self) -> bool:
+        if self.is_running():
+            return False
+        config = self.state.config.copy()
+        plan = bool(self._use_plan())
+        self.stages, self.stage = (2 if plan else 1), 0
+        self.result, self.bundle = None, None
+        self.live.reset()
+        self.view.clear()
+        self.outcome.setVisible(False)
+        self.runner = self.runner_factory(plan)  # a fresh one: plan or not may differ from the last run
+        self.runner.ended.connect(self._ended)
+        self.runner.start(config)
+        self.stage_label.setText("Starting (checking the data, loading the model)…")
+        self.timer.start()
+        self.running_changed.emit(True)
+        self.completeChanged.emit()
+        return True
+
+    def stop(self) -> None:
+        if self.is_running():
+            self.runner.stop()
+            self.stage_label.setText("Stopping after this batch (a checkpoint is saved)…")
+
+    def wait(self, timeout_ms: int = 60_000) -> bool:
+        """Block until the run has ended (app exit); True if it did."""
+        if self.runner is None:
+            return True
+        return self.runner.wait(timeout_ms)
+
+    def isComplete(self) -> bool:  # noqa: N802
+        return not self.is_running() and self.bundle is not None
+
+    # ----- events --------------------------------------------------------------------------------
+    def drain(self) -> int:
+        if self.runner is None:
+            return 0
+        events: list[Event] = self.runner.drain()
+        for event in events:
+            if isinstance(event, RunStarted):
+                if self.live.run_dir is not None:  # the next stage of the plan: plot it afresh
+                    self.live.reset()
+                    self.view.clear()
+                self.stage += 1
+                self._show_stage()
+            self.live.apply(event)
+        self.view.render(self.live)
+        return len(events)
+
+    def _show_stage(self) -> None:
+        if self.stages == 1:
+            self.stage_label.setText("Training the model")
+        elif self.stage < self.stages:
+            self.stage_label.setText(f"Step {self.stage} of {self.stages}: quick check (SegFormer-b0, small "
+                                     "images, a few steps)")
+        else:
+            self.stage_label.setText(f"Step {self.stage} of {self.stages}: the full run")
+
+    def _ended(self, result: RunFinished | RunFailed) -> None:
+        self.drain()
+        self.timer.stop()
+        if not self.live.is_terminal:
+            self.live.apply(result)
+            self.view.render(self.live, force=True)
+        self.result = result
+        self.bundle = find_bundle(result, self.live)
+        if isinstance(result, RunFailed):
+            self._set_outcome(f"<b>{html.escape(result.reason)}</b><br>What to do: {html.escape(hint_for(result))}"
+                              "<br>Press Back to change the configuration, or Cancel.", False)
+        elif self.bundle is None:
+            self._set_outcome("The run ended before a model was saved (no epoch completed). Press Back and "
+                              "start again.", False)
+        else:
+            best = "n/a" if result.best_f1 is None else f"{result.best_f1:.3f}"
+            how = "stopped" if result.stopped_early else "finished"
+            self._set_outcome(f"Training {how}: {result.epochs_done} epoch(s), {result.steps_done} steps in "
+                              f"{result.duration_s:.0f} s; best validation F1 {best}. Press Next to see its "
+                              "masks.", True)
+        self.stage_label.setText("Training stopped" if getattr(result, "stopped_early", False) else
+                                 "Training failed" if isinstance(result, RunFailed) else "Training finished")
+        self.running_changed.emit(False)
+        self.completeChanged.emit()
+
+    def _set_outcome(self, text: str, ok: bool) -> None:
+        self.outcome.setText(text)
+        self.outcome.setProperty("state", "ok" if ok else "bad")
+        self.outcome.style().unpolish(self.outcome)
+        self.outcome.style().polish(self.outcome)
+        self.outcome.setVisible(True)
+
+
+def find_bundle(result: Any, live: LiveMetrics) -> str | None:
+    """The exported model of the run that just ended (the event's, else the run folder's)."""
+    candidates = [getattr(result, "bundle_dir", None), live.bundle_dir]
+    for run_dir in (getattr(result, "run_dir", None), live.run_dir):
+        if run_dir:
+            candidates.append(str(Path(run_dir) / runs.BUNDLE_DIR))
+    return next((c for c in candidates if c and (Path(c) / "medseg.json").is_file()), None)
+
