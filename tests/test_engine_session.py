@@ -70,6 +70,16 @@ def test_two_epochs_loss_falls_and_run_folder_is_complete(tmp_path):
     assert record.config.training.epochs == 2 and len(record.metrics) == 2
 
 
+def test_an_untrained_model_scores_low(tmp_path):
+    """Guards the validation path against label leaks: next to no training must give a poor score."""
+    config = tiny_config(tmp_path, epochs=1, lr=1e-7, max_steps_per_epoch=1)
+    _, result, events = _run(config)
+    (epoch,) = _of(events, EpochMetrics)
+    assert epoch.val_f1 < 0.5 and max(epoch.per_class_dice[1:]) < 0.5
+    steps = _of(events, StepMetrics)
+    assert steps[-1].lr == pytest.approx(1e-7)  # the epoch's lr, not the next epoch's
+
+
 def test_stop_from_another_thread_ends_within_one_batch_without_validation(tmp_path):
     config = tiny_config(tmp_path, epochs=3)
     reached, release = threading.Event(), threading.Event()

@@ -142,7 +142,7 @@ class EventCallback(L.Callback):
         per_epoch = max(1, trainer.num_training_batches)
         ips = self._images_since * trainer.world_size / elapsed
         self._emit(StepMetrics(step=pl_module.batches_done, epoch=pl_module.run_epoch + 1,
-                               loss=math.nan if loss is None else loss, lr=pl_module.current_lr() or 0.0,
+                               loss=math.nan if loss is None else loss, lr=self._epoch_lr or pl_module.current_lr() or 0.0,
                                images_per_s=ips, eta_s=self._eta(trainer, pl_module, batch_idx),
                                epoch_progress=min(1.0, (batch_idx + 1) / per_epoch)))
         if self.hooks.vram_probe is not None:
