@@ -43,7 +43,7 @@ def show_active(window, qtbot):
 
 
 def test_pages_and_honest_placeholders(window):
-    assert window.page_names() == ["Hardware", "Configuration", "Training", "Viewer"]
+    assert window.page_names() == ["Hardware", "Configuration", "Training", "Viewer", "Tools"]
     assert window.page("Hardware") is window.hardware_panel
     placeholders = [n for n in window.page_names() if isinstance(window.page(n), PlaceholderPage)]
     assert set(placeholders) <= {"Training", "Viewer"}  # pages whose real widget has not landed yet

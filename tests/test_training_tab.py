@@ -230,6 +230,7 @@ def test_close_during_training_asks_then_stops(qtbot, tmp_path):
     answers = [False, True]
     asked = []
     tab.confirm = lambda title, q: (asked.append(q), answers.pop(0))[1]
+    tab.start_gate = None  # the pre-flight gate (gui/tools) defers Start; it is tested in test_tools_gui
     window.show()
     assert tab.start()
     qtbot.waitUntil(lambda: tab.live.step > 5, timeout=10_000)

@@ -120,6 +120,9 @@ class MainWindow(QMainWindow):
 
         self.viewer = ViewerWidget()
         self.replace_page("Viewer", self.viewer)
+        from medseg_gui.gui.tools import install_tools  # Tools page, speed card, checklist before Start
+
+        install_tools(self)
         self.sidebar.setCurrentRow(0)
 
         self._menus()

@@ -52,6 +52,8 @@ class TrainingTab(QWidget):
         self.shown = self.live  # the model on screen: the live run or a re-opened past run
         self.last_result: RunFinished | RunFailed | None = None
         self._close_window_after_stop: QWidget | None = None
+        # (config, resume_from) -> may start now? Set by gui/tools (pre-flight checklist); None: no gate
+        self.start_gate: Callable[[cfg.RunConfig, str | None], bool] | None = None
         self._build()
         self.runner.ended.connect(self._on_run_ended)
         self.timer = QTimer(self)
@@ -168,6 +170,8 @@ class TrainingTab(QWidget):
             self.problems_label.setVisible(True)
             return False
         self.problems_label.setVisible(False)
+        if self.start_gate is not None and not self.start_gate(config, resume_from):
+            return False
         self.live.reset()
         self.shown = self.live
         self.view.clear()

@@ -1,0 +1,145 @@
+"""The brief's tools in the GUI: LR finder dialog, speed card (benchmark), pre-flight checklist, plan.
+
+``install_tools(window)`` adds a "Tools" page, puts a speed card under the recommendation on the
+Hardware page and the pre-flight checklist on the Training tab (checked before Start), without
+editing those pages: it only inserts widgets into their layouts and sets the tab's ``start_gate``.
+Diagnosis lines need no GUI code: they arrive as LogMessage events in the Training tab's log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
+
+from medseg_gui.gui import style
+from medseg_gui.gui.state import AppState
+from medseg_gui.gui.tools.checklist import PreflightChecklist, install_start_gate
+from medseg_gui.gui.tools.lr_dialog import LrFinderDialog
+from medseg_gui.gui.tools.speed_card import SpeedCard
+
+__all__ = ["ToolsPage", "PreflightChecklist", "LrFinderDialog", "SpeedCard", "install_tools"]
+
+
+class ToolsPage(QWidget):
+    """Learning-rate finder, speed, pre-flight checklist and the progressive plan, for the current config."""
+
+    def __init__(self, state: AppState, *, checker: Any = None, finder: Any = None, benchmarker: Any = None,
+                 known: Any = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("page")
+        self.state = state
+        self.finder = finder
+        self.dialog: LrFinderDialog | None = None
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(24, 20, 24, 16)
+        heading = QLabel("Tools")
+        heading.setProperty("role", "pageTitle")
+        heading.setFont(style.scaled_font(self.font(), 1.6, bold=True))
+        outer.addWidget(heading)
+        sub = QLabel("For the configuration on the Configuration page. Nothing here changes it unless you say so.")
+        sub.setProperty("role", "muted")
+        outer.addWidget(sub)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        body = QWidget()
+        box = QVBoxLayout(body)
+        box.setSpacing(14)
+
+        lr_card = QFrame()
+        lr_card.setProperty("card", True)
+        lr = QVBoxLayout(lr_card)
+        lr.setContentsMargins(18, 14, 18, 14)
+        title = QLabel("Learning rate")
+        title.setFont(style.scaled_font(self.font(), 1.15, bold=True))
+        lr.addWidget(title)
+        self.lr_label = QLabel()
+        lr.addWidget(self.lr_label)
+        row = QHBoxLayout()
+        self.lr_button = QPushButton("Find a learning rate…")
+        self.lr_button.clicked.connect(self.open_lr_finder)
+        row.addWidget(self.lr_button)
+        row.addStretch(1)
+        lr.addLayout(row)
+        box.addWidget(lr_card)
+
+        self.speed = SpeedCard(state, benchmarker, known)
+        box.addWidget(self.speed)
+
+        check_card = QFrame()
+        check_card.setProperty("card", True)
+        cl = QVBoxLayout(check_card)
+        cl.setContentsMargins(18, 14, 18, 14)
+        self.checklist = PreflightChecklist(state, checker)
+        cl.addWidget(self.checklist)
+        box.addWidget(check_card)
+
+        plan_card = QFrame()
+        plan_card.setProperty("card", True)
+        pl = QVBoxLayout(plan_card)
+        pl.setContentsMargins(18, 14, 18, 14)
+        title = QLabel("Progressive plan")
+        title.setFont(style.scaled_font(self.font(), 1.15, bold=True))
+        pl.addWidget(title)
+        self.plan_label = QLabel()
+        self.plan_label.setWordWrap(True)
+        pl.addWidget(self.plan_label)
+        box.addWidget(plan_card)
+        box.addStretch(1)
+        scroll.setWidget(body)
+        outer.addWidget(scroll, 1)
+        state.config_changed.connect(lambda _c: self._show_config())
+        self._show_config()
+
+    def _show_config(self) -> None:
+        from medseg_gui.core.plan import describe, progressive_plan
+
+        config = self.state.config
+        self.lr_label.setText(f"Current learning rate: {config.training.lr:g}")
+        lines = describe(progressive_plan(config))
+        self.plan_label.setText("The brief's tip 3: check the set-up with a small model first (a minute), then "
+                                "train for real. With this configuration:\n" + "\n".join(lines)
+                                + "\nRun it with `medseg` or from the wizard; the check's run folder is kept.")
+
+    def open_lr_finder(self) -> LrFinderDialog:
+        if self.dialog is None:
+            self.dialog = LrFinderDialog(self.state, self.finder, self)
+        self.dialog.show()
+        self.dialog.raise_()
+        return self.dialog
+
+    def set_training(self, training: bool) -> None:
+        """Trial runs beside a training run would compete for the GPU and measure nothing useful."""
+        self.lr_button.setEnabled(not training)
+        self.speed.set_enabled_for_training(training)
+
+
+def install_tools(window: Any, **page_kwargs: Any) -> ToolsPage:
+    """Add the Tools page, the speed card beside the recommendation and the checklist before Start."""
+    page = ToolsPage(window.state, **page_kwargs)
+    window.add_page("Tools", page)
+    hardware = getattr(window, "hardware_panel", None)
+    rec_card = getattr(hardware, "recommendation", None)
+    if rec_card is not None and rec_card.parentWidget() is not None:
+        column = rec_card.parentWidget().layout()
+        window.speed_card = SpeedCard(window.state, page_kwargs.get("benchmarker"), page_kwargs.get("known"))
+        column.insertWidget(column.indexOf(rec_card) + 1, window.speed_card)
+    tab = getattr(window, "training_tab", None)
+    if tab is not None:
+        checklist = PreflightChecklist(window.state, page_kwargs.get("checker"), title="Before you start")
+        tab.layout().insertWidget(2, checklist)  # under the Start/Stop buttons
+        install_start_gate(tab, checklist)
+        tab.preflight = checklist
+        tab.training_changed.connect(page.set_training)
+        if getattr(window, "speed_card", None) is not None:
+            tab.training_changed.connect(window.speed_card.set_enabled_for_training)
+    from PySide6.QtWidgets import QApplication
+
+    from medseg_gui.gui.tools.job import cancel_all
+
+    app = QApplication.instance()
+    if app is not None:
+        app.aboutToQuit.connect(lambda: cancel_all(10_000))  # never leave a tool thread running at exit
+    window.tools_page = page
+    return page
