@@ -360,7 +360,8 @@ def _default_memory_model() -> tuple[Any, str]:
     try:
         from medseg_gui.core.memory import default_memory_model  # type: ignore[import-not-found]
 
-        return default_memory_model(), ""
+        model = default_memory_model()
+        return model, "" if model is not None else "no memory model available (not calibrated yet)"
     except Exception as exc:  # noqa: BLE001 — ImportError now; any failure must not block the checklist
         return None, f"no memory model available ({type(exc).__name__})"
 
