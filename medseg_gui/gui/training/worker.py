@@ -217,21 +217,25 @@ class InProcessWorker(TrainingWorker):
 
 def child_command(config_path: str | Path, resume_from: str | None = None,
                   run_dir: str | None = None) -> list[str]:
-    """``medseg train --config FILE --events-json`` with this interpreter (works in venvs and frozen apps)."""
-    cmd = [sys.executable, "-m", "medseg_gui.cli", "train", "--config", str(config_path), "--events-json"]
-    if resume_from:
-        cmd += ["--resume", str(resume_from)]
+    """``medseg train --config FILE --events-json --stop-on-stdin`` with this interpreter.
+
+    A resume passes ``--resume RUN_DIR`` instead of ``--config`` (the CLI takes the run's own config.toml).
+    ``--stop-on-stdin`` gives a stop that works the same on every OS (a line ``stop``).
+    """
+    cmd = [sys.executable, "-m", "medseg_gui.cli", "train"]
+    cmd += ["--resume", str(resume_from)] if resume_from else ["--config", str(config_path)]
     if run_dir:
         cmd += ["--run-dir", str(run_dir)]
-    return cmd
+    return cmd + ["--events-json", "--stop-on-stdin"]
 
 
 class ChildProcessWorker(TrainingWorker):
     """Several GPUs: supervise ``medseg train --events-json`` and parse its stdout into events.
 
-    Stop asks nicely first (SIGINT on POSIX, CTRL_BREAK on Windows — the CLI turns either into a
-    cooperative stop with a checkpoint), then terminates after ``stop_timeout_s`` and kills after
-    ``kill_timeout_s`` more. A child that ends without a terminal event becomes a RunFailed carrying
+    Stop asks nicely first — a line ``stop`` on the child's stdin (``--stop-on-stdin``), or, if that
+    pipe is gone, SIGINT on POSIX / CTRL_BREAK on Windows; the CLI turns each into a cooperative stop
+    with a checkpoint (only one of them: a second interrupt would abort) — then terminates after
+    ``stop_timeout_s`` and kills after ``kill_timeout_s`` more. A child that ends without a terminal event becomes a RunFailed carrying
     the tail of its stderr.
     """
 
@@ -244,6 +248,7 @@ class ChildProcessWorker(TrainingWorker):
         self.kill_timeout_s = kill_timeout_s
         self.extra_env = dict(env or {})
         self._proc: subprocess.Popen | None = None
+        self._stop_sent = False
         self._lock = threading.Lock()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         self.returncode: int | None = None
@@ -252,15 +257,18 @@ class ChildProcessWorker(TrainingWorker):
         super().stop()
         with self._lock:
             proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return
+            if proc is None or proc.poll() is not None or self._stop_sent:
+                return
+            self._stop_sent = True
         try:
-            if os.name == "nt":
-                proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
-            else:
-                proc.send_signal(signal.SIGINT)
-        except (OSError, ValueError):
-            pass
+            assert proc.stdin is not None
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+        except (OSError, ValueError, AssertionError):
+            try:
+                proc.send_signal(signal.CTRL_BREAK_EVENT if os.name == "nt" else signal.SIGINT)  # type: ignore[attr-defined]
+            except (OSError, ValueError):
+                pass
         threading.Thread(target=self._escalate, args=(proc,), name="medseg-child-stop", daemon=True).start()
 
     def _escalate(self, proc: subprocess.Popen) -> None:
@@ -301,7 +309,7 @@ class ChildProcessWorker(TrainingWorker):
             kwargs["start_new_session"] = True  # the terminal's Ctrl+C goes to the GUI, not the child
         self.put(PhaseChanged(phase="starting", message="starting the training process: " + " ".join(command[1:])))
         try:
-            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.PIPE,
                                     text=True, encoding="utf-8", errors="replace", bufsize=1, env=env, **kwargs)
         except OSError as exc:
             failure = RunFailed(run_dir="", reason=f"cannot start the training process: {exc}", kind="error",
@@ -330,6 +338,12 @@ class ChildProcessWorker(TrainingWorker):
             self.put(event)
         self.returncode = proc.wait()
         err_reader.join(timeout=2.0)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
         if terminal is not None:
             return terminal
         tail = "".join(self.stderr_tail).strip()
