@@ -72,10 +72,9 @@ def _timer_callback(warm_steps: int, batch: int):
             if self.n == self.warm_steps:
                 _sync()
                 self.t_warm = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, module):
-            _sync()
-            self.t_end = time.perf_counter()
+            if batch_idx + 1 == trainer.num_training_batches:  # before validation starts
+                _sync()
+                self.t_end = time.perf_counter()
 
         def result(self):
             steps = self.n - self.warm_steps

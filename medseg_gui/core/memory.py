@@ -1,0 +1,132 @@
+"""Predicted peak VRAM of a training run, as nvidia-smi would show it, from measured calibration data.
+
+Why a model and not the brief's table: the brief's figures are wrong at both ends (its 16 GB tier
+needs ~17 GB; its 4-8 GB tiers leave most of the card idle), and a recommendation must hold for any
+card size, image size and batch. The shape of the model follows where the memory goes:
+
+    peak = context + fixed(variant) + batch x (a(variant) s^2 + b(variant) s^4) + classes term
+    s = image_size / 288
+
+``fixed`` is weights, gradients and AdamW state (plus cuDNN/cuBLAS workspaces); the per-image term
+is activations: convolution and MLP activations grow with the pixel count (s^2), and SegFormer's
+efficient attention keeps N x N/R^2 scores whose size grows with the pixel count squared (s^4).
+The class term is the full-resolution logits, softmax and one-hot of the Dice+CE loss. ``context``
+is the CUDA context nvidia-smi counts but the allocator does not. Coefficients are least-squares
+fits per (variant, precision class: mixed or fp32) to measured peaks of the allocator's *reserved*
+memory (what the process really holds), so allocator rounding and fragmentation are included.
+
+The compiled path (torch.compile + CUDA graphs, what ``compile = auto`` runs on long jobs) fuses the
+loss and keeps graph memory pools; its peak is predicted as ``ratio x eager activations + offset``
+fitted per variant to measured compiled runs.
+
+Recalibrate on a new GPU/driver/torch version (all measurements go through our own step code):
+
+    python benchmarks/bench_memory.py --out benchmarks/results/bench_memory.json      # eager grid
+    python benchmarks/bench_train_speed.py ...                                         # compiled peaks
+    python benchmarks/calibrate_memory.py  # fits and writes medseg_gui/core/calibration/memory.json
+
+then check the fit with ``benchmarks/bench_fit.py`` (simulated cards, real Trainer).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from medseg_gui.core.recommend import MemoryModel, MemoryQuery
+
+CALIBRATION_FILE = Path(__file__).parent / "calibration" / "memory.json"
+CALIBRATED_CLASSES = 4
+# Bytes per pixel per extra class: logits upsampled to full size in fp32 and their softmax, one-hot,
+# gradient and two loss intermediates (six fp32 copies), beyond the calibrated class count.
+CLASS_BYTES_PER_PIXEL = 6 * 4
+
+
+def precision_class(precision: str) -> str:
+    return "32" if precision in ("32", "32-true", "64") else "mixed"
+
+
+@dataclass(frozen=True)
+class Coeffs:
+    fixed: float  # GiB
+    a: float  # GiB per image at 288 px, pixel-count term
+    b: float  # GiB per image at 288 px, pixel-count-squared term
+
+    def activations(self, batch: int, image_size: int) -> float:
+        s2 = (image_size / 288) ** 2
+        return batch * (self.a * s2 + self.b * s2 * s2)
+
+
+class MemoryModelData:
+    """Calibration loaded from JSON; callable as a ``MemoryModel`` (``recommend`` takes it)."""
+
+    def __init__(self, data: dict[str, Any]):
+        self.data = data
+        self.context_gb = float(data["context_gib"])
+        self.source = f"{data.get('gpu', '?')}, torch {data.get('torch', '?')}"
+        self.train = {k: Coeffs(**v) for k, v in data["train"].items()}
+        self.val = {k: Coeffs(**v) for k, v in data.get("val", {}).items()}
+        self.compiled = {k: (float(v["ratio"]), float(v["offset"])) for k, v in data.get("compiled", {}).items()}
+
+    def _key(self, variant: str, precision: str) -> str:
+        key = f"{variant}/{precision_class(precision)}"
+        if key not in self.train:
+            raise KeyError(f"no memory calibration for {key}")
+        return key
+
+    def train_peak(self, q: MemoryQuery) -> float:
+        """Allocator peak (GiB) of a training step, without the CUDA context."""
+        c = self.train[self._key(q.variant, q.precision)]
+        act = c.activations(q.batch_size, q.image_size) + self._class_term(q)
+        if q.compiled and q.variant in self.compiled:
+            ratio, offset = self.compiled[q.variant]
+            return c.fixed + ratio * act + offset
+        return c.fixed + act
+
+    def val_peak(self, q: MemoryQuery) -> float:
+        key = self._key(q.variant, q.precision)
+        c = self.val.get(key)
+        if c is None:
+            return 0.0
+        return c.fixed + c.activations(q.batch_size, q.image_size) + self._class_term(q) / 3
+
+    @staticmethod
+    def _class_term(q: MemoryQuery) -> float:
+        extra = max(0, q.num_classes - CALIBRATED_CLASSES)
+        return extra * q.batch_size * q.image_size**2 * CLASS_BYTES_PER_PIXEL / 2**30
+
+    def __call__(self, q: MemoryQuery) -> float:
+        """Peak GB of the run (training or validation step, whichever is higher) incl. CUDA context."""
+        return self.context_gb + max(self.train_peak(q), self.val_peak(q))
+
+
+@lru_cache(maxsize=1)
+def default_memory_model() -> MemoryModel | None:
+    """The packaged calibration, or None when the package ships none (recommendations then keep the
+    tier's batch and say that no memory model is available)."""
+    if not CALIBRATION_FILE.exists():
+        return None
+    return MemoryModelData(json.loads(CALIBRATION_FILE.read_text(encoding="utf-8")))
+
+
+# --------------------------------------------------------------------------------------------------
+# fitting (used by benchmarks/calibrate_memory.py; numpy only)
+# --------------------------------------------------------------------------------------------------
+def fit_coeffs(rows: list[dict[str, Any]], peak_key: str) -> Coeffs:
+    """Least squares of peak = fixed + B (a s^2 + b s^4) over measured rows; coefficients kept >= 0."""
+    import numpy as np
+
+    s2 = np.array([(r["image_size"] / 288) ** 2 for r in rows])
+    batch = np.array([r["batch"] for r in rows], dtype=float)
+    y = np.array([r[peak_key] for r in rows])
+    design = np.stack([np.ones_like(s2), batch * s2, batch * s2 * s2], axis=1)
+    # Relative error matters (a 10 % miss on 2 GB and on 40 GB are equally bad): weight by 1/y.
+    w = 1.0 / np.maximum(y, 0.05)
+    coef, *_ = np.linalg.lstsq(design * w[:, None], y * w, rcond=None)
+    if coef[2] < 0:  # no measurable s^4 term: refit without it
+        coef2, *_ = np.linalg.lstsq(design[:, :2] * w[:, None], y * w, rcond=None)
+        coef = np.array([coef2[0], coef2[1], 0.0])
+    return Coeffs(fixed=float(max(coef[0], 0.0)), a=float(max(coef[1], 0.0)), b=float(max(coef[2], 0.0)))
