@@ -50,6 +50,7 @@ class TrainingWizard(QWizard):
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, False)
         self.setOption(QWizard.WizardOption.HaveCustomButton1, True)
         self.setButtonText(STOP_BUTTON, "Stop training")
+        self.setButtonLayout(LAYOUT_IDLE)  # Stop appears only while a run goes
         self.setButtonText(QWizard.WizardButton.FinishButton, "Open in the Viewer")
         self.resize(1280, 860)
 
