@@ -144,12 +144,19 @@ def test_bandwidth_estimate_is_labelled_and_scales_with_the_card(tmp_path):
 
 
 def test_shipped_calibration_is_labelled_h200_reference():
-    data = bm.calibration()
-    ref = data["references"][0]
-    assert "H200" in ref["gpu"] and "reference measurements on H200" in ref["source"]
-    assert {"b0", "b2", "b4", "b5"} <= {m["variant"] for m in ref["measurements"]}
+    refs = {r["gpu"]: r for r in bm.calibration()["references"]}
+    h200 = refs["NVIDIA H200"]
+    assert "reference measurements on H200" in h200["source"]
+    assert {"b0", "b2", "b4", "b5"} <= {m["variant"] for m in h200["measurements"]}
+    assert any(m["compiled"] for m in h200["measurements"])
+    h100 = refs["NVIDIA H100 80GB HBM3"]  # measured with this engine (eager) by run_benchmark
+    assert "run_benchmark" in h100["source"] and not any(m["compiled"] for m in h100["measurements"])
     gpu = GpuInfo(index=0, name="NVIDIA GeForce RTX 3060", memory_bus_width_bits=192, max_memory_clock_mhz=7501)
     from medseg_gui.core.config import RunConfig
 
     est = bm.estimate_from_bandwidth(gpu, RunConfig(), train_images=1000, val_images=200)
     assert est is not None and est.images_per_s > 0 and est.time.run_s > 0
+    assert "H100" in est.basis  # eager config: the engine's own eager measurements come first
+    compiled = RunConfig()
+    compiled.training.compile = "on"
+    assert "H200" in bm.estimate_from_bandwidth(gpu, compiled).basis

@@ -222,8 +222,11 @@ def estimate_from_bandwidth(gpu: GpuInfo | None, config: cfg.RunConfig, train_im
         return None
     tr, ds = config.training, config.dataset
     refs = [reference] if reference is not None else calibration().get("references", [])
+    compiled = tr.compile == "on"
+    # a reference measured the same way (eager or compiled) first; otherwise the file's order
+    refs = sorted(refs, key=lambda r: not any(bool(m.get("compiled")) == compiled for m in r.get("measurements", [])))
     for ref in refs:
-        speed = reference_speed(ref, tr.variant, tr.batch_size, ds.image_size, tr.compile == "on",
+        speed = reference_speed(ref, tr.variant, tr.batch_size, ds.image_size, compiled,
                                 gpu.memory_bandwidth_gbs)
         if speed is None:
             continue
