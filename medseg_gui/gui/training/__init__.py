@@ -13,7 +13,7 @@ from medseg_gui.gui.training.tab import CloseGuard, TrainingTab
 
 __all__ = ["TrainingTab", "CloseGuard", "install_training_tab"]
 
-VIEWER_OPENERS = ("open_bundle", "load_bundle", "open_model")
+VIEWER_OPENERS = ("load_model", "open_bundle", "load_bundle")  # ViewerWidget.load_model takes a bundle folder
 
 
 def install_training_tab(window: Any, **tab_kwargs: Any) -> TrainingTab:
