@@ -18,6 +18,12 @@ from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot, select_gpu
 from medseg_gui.core.tiers import TIERS, Tier, tier_for_vram
 
 SAFETY_MARGIN_GB = 0.75  # fragmentation, cuDNN workspaces, a browser tab opening mid-run
+SAFETY_MARGIN_SHARE = 0.08  # the memory model's worst measured error (core/memory.py) on big budgets
+MAX_BATCH = 256
+
+
+def safety_margin(free_gb: float) -> float:
+    return max(SAFETY_MARGIN_GB, SAFETY_MARGIN_SHARE * free_gb)
 OTHERS_WARN_GB = 0.5
 
 
@@ -65,6 +71,7 @@ class Recommendation:
     reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     alternatives: list[Alternative] = field(default_factory=list)
+    train_images: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON shape printed by ``medseg recommend --json`` (documented in the README)."""
@@ -111,11 +118,17 @@ def default_workers(snapshot: HardwareSnapshot) -> int:
 
 def recommend(snapshot: HardwareSnapshot, gpu_index: int | None = None, vram_gb: float | None = None,
               dataset: DatasetSummary | None = None, base: RunConfig | None = None,
-              memory_model: MemoryModel | None = None) -> Recommendation:
+              memory_model: MemoryModel | None | str = "default") -> Recommendation:
     """Pick a tier by free VRAM (or the ``vram_gb`` what-if) and fill in a whole configuration.
 
     ``base`` carries the user's dataset path, class names and output folder, which are kept.
+    ``memory_model``: "default" (the packaged calibration, core/memory.py), a callable, or None to
+    keep the brief's tier batch as it is.
     """
+    if memory_model == "default":
+        from medseg_gui.core.memory import default_memory_model
+
+        memory_model = default_memory_model()
     config = base.copy() if base is not None else RunConfig()
     reasons: list[str] = []
     warnings: list[str] = []
@@ -172,9 +185,10 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | None = None, vram_gb:
     if dataset is not None:
         _apply_dataset(config, dataset, reasons)
 
-    budget = free - SAFETY_MARGIN_GB if free is not None and tier.name != "cpu" else None
+    budget = free - safety_margin(free) if free is not None and tier.name != "cpu" else None
     rec = Recommendation(tier=tier, config=config, gpu=gpu, vram_source=source, free_gb=free,
-                         budget_gb=budget, reasons=reasons, warnings=warnings)
+                         budget_gb=budget, reasons=reasons, warnings=warnings,
+                         train_images=dataset.train_images if dataset is not None else None)
     if memory_model is not None and budget is not None:
         fit_batch(rec, memory_model)
     return rec
@@ -214,13 +228,15 @@ def _apply_dataset(config: RunConfig, dataset: DatasetSummary, reasons: list[str
 def predicted_peak(memory_model: MemoryModel, config: RunConfig, batch_size: int | None = None,
                    variant: str | None = None, image_size: int | None = None) -> float:
     tr, ds = config.training, config.dataset
+    # 'auto' compiles long GPU runs, and compiled runs hold more (kernels, graph pools): plan for it.
+    compiled = tr.compile == "on" or (tr.compile == "auto" and tr.accelerator != "cpu")
     return memory_model(MemoryQuery(variant=variant or tr.variant, batch_size=batch_size or tr.batch_size,
                                     image_size=image_size or ds.image_size, num_classes=ds.num_classes,
-                                    precision=tr.precision, compiled=tr.compile == "on"))
+                                    precision=tr.precision, compiled=compiled))
 
 
 def largest_batch(memory_model: MemoryModel, config: RunConfig, budget_gb: float, variant: str,
-                  image_size: int, limit: int = 256) -> int:
+                  image_size: int, limit: int = MAX_BATCH) -> int:
     """Largest batch (0 if none) whose predicted peak stays within the budget; peak grows with batch."""
     lo, hi = 0, limit
     while lo < hi:
@@ -260,13 +276,14 @@ def fit_batch(rec: Recommendation, memory_model: MemoryModel) -> None:
             rec.budget_gb = None
             return
     tr.variant, ds.image_size = variant, size
-    batch = min(batch, 64)
+    if rec.train_images:  # keep at least ~8 optimiser steps per epoch on small datasets
+        batch = min(batch, max(rec.tier.batch_size, rec.train_images // 8))
     tr.batch_size = batch
     tr.accumulate_grad_batches = max(1, -(-effective // batch))
     rec.predicted_peak_gb = predicted_peak(memory_model, rec.config)
     rec.reasons.append(f"Batch {batch}: predicted peak {rec.predicted_peak_gb:.1f} GB of a "
-                       f"{rec.budget_gb:.1f} GB budget ({rec.free_gb:.1f} GB free minus "
-                       f"{SAFETY_MARGIN_GB:g} GB margin).")
+                       f"{rec.budget_gb:.1f} GB budget ({rec.free_gb:.1f} GB free minus a "
+                       f"{rec.free_gb - rec.budget_gb:.2g} GB safety margin).")
     if tr.accumulate_grad_batches > 1:
         rec.reasons.append(f"Gradient accumulation {tr.accumulate_grad_batches} keeps the tier's effective "
                            f"batch of {effective}.")
