@@ -30,8 +30,8 @@ window.move(0, 0)
 window.resize(1400, 900)
 window.show()
 wizard = open_wizard(window)
-wizard.move(40, 20)
-wizard.resize(1320, 860)
+wizard.move(10, 20)
+wizard.resize(1380, 860)
 started = time.monotonic()
 step = {"n": 0}
 
@@ -80,11 +80,11 @@ def test_wizard_screenshot_under_xvfb(tmp_path):
         proc = subprocess.run([sys.executable, "-c", CAPTURE, str(out)], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-3000:]}"
-    assert "saved 1320 860 xcb" in proc.stdout
+    assert "saved 1380 860 xcb" in proc.stdout
     from PIL import Image
 
     with Image.open(out) as img:
         pixels = np.asarray(img.convert("RGB"), dtype=np.float32)
-    assert pixels.shape == (860, 1320, 3)
+    assert pixels.shape == (860, 1380, 3)
     assert pixels.std() > 20, "the screenshot is (nearly) blank"
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200, "too few colours for a rendered window"

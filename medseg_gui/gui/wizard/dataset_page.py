@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                                QPushButton, QRadioButton, QVBoxLayout, QWidget, QWizardPage)
 
+from medseg_gui.gui import style
 from medseg_gui.gui.wizard.sources import KIND_LABELS, SourceInfo, default_import_destination, detect_source, run_import
 from medseg_gui.gui.wizard.tasks import start_task
 
@@ -193,5 +195,5 @@ class DatasetPage(QWizardPage):
             return
         self.import_progress.setVisible(False)
         self.import_button.setEnabled(True)
-        self.import_result.setText(f"<span style='color:#c0392b'>Import failed: {message}</span>")
+        self.import_result.setText(f"<span style='color:{style.ERROR}'>Import failed: {html.escape(message)}</span>")
         self.completeChanged.emit()

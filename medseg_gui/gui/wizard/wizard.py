@@ -52,7 +52,7 @@ class TrainingWizard(QWizard):
         self.setButtonText(STOP_BUTTON, "Stop training")
         self.setButtonLayout(LAYOUT_IDLE)  # Stop appears only while a run goes
         self.setButtonText(QWizard.WizardButton.FinishButton, "Open in the Viewer")
-        self.resize(1280, 860)
+        self.resize(1380, 860)
 
         self.dataset_page = DatasetPage()
         self.validation_page = ValidationPage(self.state, self.dataset_page.dataset_path)
