@@ -23,10 +23,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--grid", default=str(ROOT / "benchmarks/results/bench_memory.json"))
     p.add_argument("--compiled", nargs="*", default=[])
+    p.add_argument("--extra", nargs="*", default=[],
+                   help="bench_fit.json results (eager, real Trainer) added to the fit: large batches")
     p.add_argument("--out", default=str(CALIBRATION_FILE))
     args = p.parse_args()
     grid = json.loads(Path(args.grid).read_text())
     rows = [r for r in grid["rows"] if not r.get("oom")]
+    for path in args.extra:
+        for r in json.loads(Path(path).read_text())["results"]:
+            if "error" not in r and r.get("compile") == "off" and r.get("finished"):
+                rows.append({"variant": r["variant"], "batch": r["batch"], "image_size": r["image_size"],
+                             "precision": r["precision"], "train_peak_reserved_gib": r["peak_reserved_gib"],
+                             "source": "bench_fit"})
     contexts = [r["context_gib"] for r in rows if r.get("context_gib") is not None]
     data = {"gpu": grid["gpu"], "torch": grid["torch"], "measured": grid["time"],
             "fitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "context_gib": max(contexts),
@@ -38,6 +46,12 @@ def main() -> None:
         coeffs = fit_coeffs(sub, "train_peak_reserved_gib")
         data["train"][name] = asdict(coeffs)
         val_rows = [dict(r, val=r["val_peak_allocated_gib"]) for r in sub if "val_peak_allocated_gib" in r]
+        sub_fit = [r for r in sub if r.get("source") == "bench_fit"]
+        if sub_fit:
+            worst = max(abs(coeffs.fixed + coeffs.activations(r["batch"], r["image_size"])
+                            - r["train_peak_reserved_gib"]) / r["train_peak_reserved_gib"] * 100 for r in sub_fit)
+            print(f"{'':<10}  (incl. {len(sub_fit)} real-Trainer runs at batch "
+                  f"{','.join(str(r['batch']) for r in sub_fit)}: max |err| {worst:.1f} %)")
         data["val"][name] = asdict(fit_coeffs(val_rows, "val"))
         errs = [abs(coeffs.fixed + coeffs.activations(r["batch"], r["image_size"]) - r["train_peak_reserved_gib"])
                 / r["train_peak_reserved_gib"] * 100 for r in sub]
@@ -51,6 +65,18 @@ def main() -> None:
                 s2 = (r["image_size"] / 288) ** 2
                 eager = c["fixed"] + r["batch"] * (c["a"] * s2 + c["b"] * s2 * s2)
                 extras.append((r["variant"], r["peak_nvml_used_gib"] - data["context_gib"] - eager))
+    # The real Trainer holds a little more than the bare step (pinned batches in flight, GradScaler
+    # state, Lightning's buffers): scale by the median measured/predicted ratio of real-Trainer runs.
+    ratios = []
+    for r in (r for r in rows if r.get("source") == "bench_fit"):
+        c = data["train"][f"{r['variant']}/{precision_class(r['precision'])}"]
+        s2 = (r["image_size"] / 288) ** 2
+        ratios.append(r["train_peak_reserved_gib"] / (c["fixed"] + r["batch"] * (c["a"] * s2 + c["b"] * s2 * s2)))
+    if ratios:
+        ratios.sort()
+        data["trainer_overhead"] = ratios[len(ratios) // 2]
+        print(f"trainer overhead (median measured/predicted over {len(ratios)} real runs): "
+              f"{data['trainer_overhead']:.3f}; range {ratios[0]:.3f}-{ratios[-1]:.3f}")
     if extras:
         offset = max(e for _, e in extras)
         print(f"compiled: NVML peak minus (context + eager prediction): {extras}; offset {offset:.2f} GiB")

@@ -70,6 +70,7 @@ class MemoryModelData:
         self.train = {k: Coeffs(**v) for k, v in data["train"].items()}
         self.val = {k: Coeffs(**v) for k, v in data.get("val", {}).items()}
         self.compiled = {k: (float(v["ratio"]), float(v["offset"])) for k, v in data.get("compiled", {}).items()}
+        self.trainer_overhead = float(data.get("trainer_overhead", 1.0))
 
     def _key(self, variant: str, precision: str) -> str:
         key = f"{variant}/{precision_class(precision)}"
@@ -83,8 +84,8 @@ class MemoryModelData:
         act = c.activations(q.batch_size, q.image_size) + self._class_term(q)
         if q.compiled and q.variant in self.compiled:
             ratio, offset = self.compiled[q.variant]
-            return c.fixed + ratio * act + offset
-        return c.fixed + act
+            return (c.fixed + ratio * act) * self.trainer_overhead + offset
+        return (c.fixed + act) * self.trainer_overhead
 
     def val_peak(self, q: MemoryQuery) -> float:
         key = self._key(q.variant, q.precision)
