@@ -22,8 +22,10 @@ from medseg_gui.core.memory import CALIBRATION_FILE, fit_coeffs, precision_class
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--grid", default=str(ROOT / "benchmarks/results/bench_memory.json"))
-    p.add_argument("--compiled", nargs="*", default=[])
-    p.add_argument("--extra", nargs="*", default=[],
+    p.add_argument("--compiled", nargs="*", default=[str(ROOT / "benchmarks/results/bench_train_speed.json")],
+                   help="bench_train_speed.json results: eager runs give the card-wide overhead, compiled "
+                        "runs the compiled offset")
+    p.add_argument("--extra", nargs="*", default=[str(ROOT / "benchmarks/results/bench_fit_first_calibration.json")],
                    help="bench_fit.json results (eager, real Trainer) added to the fit: large batches")
     p.add_argument("--out", default=str(CALIBRATION_FILE))
     args = p.parse_args()
@@ -36,6 +38,12 @@ def main() -> None:
                              "precision": r["precision"], "train_peak_reserved_gib": r["peak_reserved_gib"],
                              "source": "bench_fit"})
     contexts = [r["context_gib"] for r in rows if r.get("context_gib") is not None]
+    # What the whole card shows beyond the allocator in real eager Trainer runs (context, cuDNN/cuBLAS
+    # handles, driver allocations): larger than the per-process figure, and what a real card loses.
+    for path in args.compiled:
+        for r in json.loads(Path(path).read_text())["results"]:
+            if r.get("impl") in ("brief", "ours-eager") and r.get("peak_nvml_used_gib"):
+                contexts.append(r["peak_nvml_used_gib"] - r["peak_reserved_gib"])
     data = {"gpu": grid["gpu"], "torch": grid["torch"], "measured": grid["time"],
             "fitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "context_gib": max(contexts),
             "train": {}, "val": {}, "compiled": {}}
