@@ -358,7 +358,27 @@ class TrainingSession:
         return RunStarted(run_dir=str(self.run_dir), config=self.config.to_dict(), device=_device_name(trainer),
                           epochs=self.config.training.epochs, steps_per_epoch=_finite_int(trainer.num_training_batches),
                           train_images=_dataset_len(dm, "train"), val_images=_dataset_len(dm, "val"),
-                          resumed_from_step=self.step, vram_total_gb=_vram_total(trainer))
+                          resumed_from_step=self.step, vram_total_gb=_vram_total(trainer),
+                          predicted_peak_gb=self._predicted_peak(trainer, module))
+
+    def _predicted_peak(self, trainer: Any, module: Any) -> float | None:
+        """The memory model's peak for what actually runs (batch after OOM halving, compiled or not)."""
+        if _vram_total(trainer) is None:
+            return None
+        from medseg_gui.core.memory import default_memory_model
+        from medseg_gui.core.precision import resolve_precision
+        from medseg_gui.core.recommend import MemoryQuery
+
+        model = default_memory_model()
+        if model is None:
+            return None
+        tr, ds = self.config.training, self.config.dataset
+        try:
+            return float(model(MemoryQuery(tr.variant, self.batch_size, ds.image_size, ds.num_classes,
+                                           resolve_precision(tr.precision, "gpu"),
+                                           compiled=bool(getattr(module, "compile_mode", None)))))
+        except KeyError:
+            return None
 
     def _on_epoch_done(self, trainer: Any, module: Any, record: Any) -> list[Checkpointed]:
         """Rank 0 after each epoch: metrics.csv row, last.ckpt, best.ckpt when val F1 improved."""

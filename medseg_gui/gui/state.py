@@ -29,7 +29,7 @@ def compute_recommendation(snapshot: HardwareSnapshot, *, vram_gb: float | None,
     from medseg_gui.core.recommend import recommend
 
     return recommend(snapshot, gpu_index=gpu_index, vram_gb=vram_gb, dataset=dataset, base=base,
-                     memory_model=None)
+                     memory_model="default")
 
 
 def recommendation_base(config: RunConfig) -> RunConfig:

@@ -1,0 +1,62 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from medseg_gui.core.memory import Coeffs, MemoryModelData, default_memory_model, fit_coeffs
+from medseg_gui.core.recommend import MemoryQuery
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def q(variant="b4", batch=8, size=288, classes=4, precision="bf16-mixed", compiled=False):
+    return MemoryQuery(variant, batch, size, classes, precision, compiled)
+
+
+def test_packaged_calibration_covers_every_variant_and_precision():
+    model = default_memory_model()
+    assert model is not None
+    for v in ("b0", "b1", "b2", "b3", "b4", "b5"):
+        for p in ("bf16-mixed", "16-mixed", "32"):
+            assert 0.5 < model(q(v, 1, 224, precision=p)) < model(q(v, 8, 288, precision=p))
+
+
+def test_peak_grows_with_batch_size_classes_and_compile():
+    m = default_memory_model()
+    assert m(q(batch=4)) < m(q(batch=8)) < m(q(batch=16))
+    assert m(q(size=224)) < m(q(size=288)) < m(q(size=384))
+    assert m(q(classes=12)) > m(q(classes=4))
+    assert m(q(compiled=True)) > m(q())
+    assert m(q(variant="b0")) < m(q(variant="b2")) < m(q(variant="b5"))
+
+
+def test_unknown_variant_is_a_clear_key_error():
+    with pytest.raises(KeyError, match="b9"):
+        default_memory_model()(q(variant="b9"))
+
+
+def test_predictions_match_the_recorded_simulated_card_runs_within_10_percent():
+    """The proof run (benchmarks/bench_fit.py on a GPU) recorded measured peaks; the shipped model
+    must stay within the issue's +-10 % of them (a recalibration that drifts fails here)."""
+    runs = json.loads((RESULTS / "bench_fit.json").read_text())["results"]
+    m = default_memory_model()
+    for r in runs:
+        measured = r["peak_reserved_gib"]  # the allocator peak through the real Trainer
+        predicted = m.train_peak(q(r["variant"], r["batch"], r["image_size"], precision=r["precision"]))
+        assert abs(predicted - measured) / measured < 0.10, r
+
+
+def test_fit_recovers_known_coefficients():
+    truth = Coeffs(fixed=0.9, a=0.4, b=0.05)
+    rows = [{"batch": b, "image_size": s, "peak": truth.fixed + truth.activations(b, s)}
+            for b in (1, 4, 16) for s in (224, 288, 384)]
+    got = fit_coeffs(rows, "peak")
+    assert got.fixed == pytest.approx(0.9, rel=1e-6) and got.a == pytest.approx(0.4, rel=1e-6)
+    assert got.b == pytest.approx(0.05, rel=1e-5)
+
+
+def test_model_without_val_or_compiled_data_still_predicts():
+    data = {"context_gib": 1.0, "train": {"b0/mixed": {"fixed": 0.1, "a": 0.1, "b": 0.0}}}
+    m = MemoryModelData(data)
+    assert m(q("b0", 10, 288)) == pytest.approx(1.0 + 0.1 + 1.0)
+    assert m(q("b0", 10, 288, compiled=True)) == pytest.approx(2.1)
