@@ -174,7 +174,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.impl == "brief":
         res = run_brief(Path(args.data), variant, batch, size, args.steps, args.workers, args.warm)
     else:
-        mode = "off" if args.impl == "ours-eager" else "on"
+        mode = "off" if args.impl == "ours-eager" else "on"  # ours-compiled and ours-compiled-warm
         res = run_ours(Path(args.data), variant, batch, size, args.steps, args.workers, args.warm, mode)
     nvml["stop"] = True
     res.update(case=args.case, impl=args.impl, variant=variant, batch=batch, image_size=size,
@@ -207,12 +207,16 @@ def run_case(case: str, impl: str, args: argparse.Namespace) -> dict:
            "--workers", str(args.workers), "--warm", str(args.warm)]
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", HF_HUB_OFFLINE="1")
     if impl == "ours-compiled" and args.cold_cache:
-        env["MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg_cold_")
-        args._cold_home = env["MEDSEG_HOME"]
-    elif impl == "ours-compiled-warm" and getattr(args, "_cold_home", None):
-        env["MEDSEG_HOME"] = args._cold_home
+        # a fresh, empty compile cache per case; "ours-compiled-warm" then reuses it
+        env["MEDSEG_HOME"] = args._homes[case] = tempfile.mkdtemp(prefix="medseg_cold_")
+    elif impl == "ours-compiled-warm" and case in args._homes:
+        env["MEDSEG_HOME"] = args._homes[case]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.case_timeout)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.case_timeout)
+    except subprocess.TimeoutExpired:
+        return {"case": case, "impl": impl, "error": f"timed out after {args.case_timeout} s",
+                "total_s": time.perf_counter() - t}
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -255,6 +259,7 @@ def main() -> None:
     p.add_argument("--case-timeout", type=int, default=420)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_train_speed.json"))
     args = p.parse_args()
+    args._homes = {}
     if args.worker:
         worker(args)
         return
