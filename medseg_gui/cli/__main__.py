@@ -1,3 +1,4 @@
 from medseg_gui.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # spawned DataLoader workers import this module too
+    raise SystemExit(main())

@@ -3,7 +3,7 @@
 Why a launcher instead of freezing ``app.py`` itself: run as a script, ``app.py`` would become
 ``__main__`` and a later ``import medseg_gui.gui.app`` would load it a second time.
 ``multiprocessing.freeze_support()`` lets DataLoader worker processes start from the frozen binary
-(spawn on Windows and macOS), and a windowed Windows build has no ``sys.stdout``, so output (the
+(the DataLoader spawns its workers on every platform: core/data/datamodule.py), and a windowed Windows build has no ``sys.stdout``, so output (the
 ``--self-test`` JSON line, tracebacks) goes to a log file in the app's home instead of vanishing.
 """
 

@@ -40,6 +40,13 @@ class DatasetNotReady(ValueError):
     """The dataset cannot be trained on; the message carries the validation report's verdict."""
 
 
+# Workers are spawned, never forked: the GUI process has Qt and training threads, and a process that
+# already trained once holds OpenMP/OpenCV thread pools whose locks a fork copies mid-state (a second
+# run with workers then hung at its first batch). Spawn costs ~1-2 s of imports per worker, once per
+# run (workers persist across epochs), and is what Windows and macOS do anyway.
+WORKER_START_METHOD = "spawn"
+
+
 def _load_pair(pair: Pair, channels: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     image = read_image(pair.image, channels=channels)
     mask = read_mask(pair.mask)
@@ -225,7 +232,8 @@ def _build_class() -> type:
                 dataset, batch_size=batch, shuffle=train, drop_last=drop_last, num_workers=workers,
                 pin_memory=pin, persistent_workers=workers > 0, collate_fn=collate_pairs,
                 worker_init_fn=seed_worker, generator=generator,
-                prefetch_factor=4 if workers > 0 else None)
+                prefetch_factor=4 if workers > 0 else None,
+                multiprocessing_context=WORKER_START_METHOD if workers > 0 else None)
 
         def train_dataloader(self) -> Any:
             self.prepare()
