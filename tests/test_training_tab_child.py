@@ -169,3 +169,14 @@ def test_real_medseg_train_child_streams_and_stops(qtbot, tmp_path):
     assert isinstance(result, ev.RunFinished) and result.stopped_early, result
     assert model.status == "stopped" and model.device == "cpu"
     assert (Path(result.run_dir) / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_frozen_app_starts_the_bundled_cli(monkeypatch, tmp_path):
+    import sys
+
+    from medseg_gui.gui.training.worker import child_command
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "medseg-gui"))
+    cmd = child_command(tmp_path / "c.toml")
+    assert cmd[0] == str(tmp_path / ("medseg.exe" if sys.platform == "win32" else "medseg")) and cmd[1] == "train"

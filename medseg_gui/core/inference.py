@@ -308,7 +308,8 @@ class Predictor:
 
         t0 = time.perf_counter()
         with torch.inference_mode():
-            x = torch.from_numpy(batch_u8).to(self.device, non_blocking=True)
+            # from_numpy shares memory and warns on read-only arrays (a memory-mapped volume slice)
+            x = torch.from_numpy(np.require(batch_u8, requirements=["W"])).to(self.device, non_blocking=True)
             x = to_model_input(x)
             t1 = time.perf_counter()
             logits = self.model(pixel_values=x).logits

@@ -222,7 +222,11 @@ def child_command(config_path: str | Path, resume_from: str | None = None,
     A resume passes ``--resume RUN_DIR`` instead of ``--config`` (the CLI takes the run's own config.toml).
     ``--stop-on-stdin`` gives a stop that works the same on every OS (a line ``stop``).
     """
-    cmd = [sys.executable, "-m", "medseg_gui.cli", "train"]
+    if getattr(sys, "frozen", False):  # a PyInstaller bundle ships the CLI as its own executable
+        exe = Path(sys.executable).with_name("medseg.exe" if sys.platform == "win32" else "medseg")
+        cmd = [str(exe), "train"]
+    else:
+        cmd = [sys.executable, "-m", "medseg_gui.cli", "train"]
     cmd += ["--resume", str(resume_from)] if resume_from else ["--config", str(config_path)]
     if run_dir:
         cmd += ["--run-dir", str(run_dir)]
