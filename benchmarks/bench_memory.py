@@ -12,7 +12,6 @@ reservation), which nvidia-smi counts and the allocator does not.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -40,61 +39,22 @@ def process_used_gib() -> float | None:
 
 
 def measure(variant: str, batch: int, size: int, precision: str, classes: int = 4, steps: int = 3) -> dict:
+    """The fit probe's step (core/fit_probe.py), in this process, plus the context NVML reports."""
     import torch
 
-    from medseg_gui.core.config import RunConfig
-    from medseg_gui.core.data.normalize import to_model_input
-    from medseg_gui.core.losses import dice_ce_loss, upsample_logits
-    from medseg_gui.core.model import build_model
+    from medseg_gui.core.fit_probe import probe_step
 
-    cfg = RunConfig()
-    cfg.training.variant, cfg.training.pretrained = variant, "scratch"
-    cfg.dataset.num_classes = classes
-    cfg.dataset.class_names = [str(i) for i in range(classes)]
     torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    model = build_model(cfg).cuda().to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
-    images = torch.randint(0, 255, (batch, 1, size, size), dtype=torch.uint8, device="cuda")
-    masks = torch.randint(0, classes, (batch, size, size), dtype=torch.long, device="cuda")
-
-    def loss_of(x):
-        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = upsample_logits(model(pixel_values=x).logits, (size, size))
-            return dice_ce_loss(logits, masks, classes)
-
+    r = probe_step(variant, batch, size, precision, classes, steps)
     out = {"variant": variant, "batch": batch, "image_size": size, "precision": precision, "classes": classes}
-    try:
-        t = time.perf_counter()
-        for _ in range(steps):
-            x = to_model_input(images).contiguous(memory_format=torch.channels_last)
-            loss = loss_of(x)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        out["train_step_s"] = (time.perf_counter() - t) / steps
-        out["train_peak_allocated_gib"] = torch.cuda.max_memory_allocated() / GIB
-        out["train_peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GIB
-        out["process_used_gib"] = process_used_gib()
-        out["context_gib"] = (out["process_used_gib"] - torch.cuda.memory_reserved() / GIB
-                              if out["process_used_gib"] is not None else None)
-        torch.cuda.reset_peak_memory_stats()
-        model.eval()
-        with torch.no_grad():
-            loss_of(to_model_input(images).contiguous(memory_format=torch.channels_last))
-        torch.cuda.synchronize()
-        out["val_peak_allocated_gib"] = torch.cuda.max_memory_allocated() / GIB
-        out["val_peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GIB
-    except torch.OutOfMemoryError:
-        out["oom"] = True
-    finally:
-        del model, opt
-        gc.collect()
-        torch.cuda.empty_cache()
+    if not r["fits"]:
+        return dict(out, oom=True)
+    used = process_used_gib()
+    out.update(train_step_s=r["train_step_s"], train_peak_allocated_gib=r["train_peak_allocated_gb"],
+               train_peak_reserved_gib=r["reserved_gb"], val_peak_allocated_gib=r["val_peak_allocated_gb"],
+               process_used_gib=used,
+               context_gib=used - torch.cuda.memory_reserved() / GIB if used is not None else None)
+    torch.cuda.empty_cache()
     return out
 
 

@@ -141,3 +141,21 @@ def test_cli_recommend_save_writes_valid_config(tmp_path):
     subprocess.run([sys.executable, "-m", "medseg_gui.cli", "recommend", "--vram-gb", "6", "--save", str(out)],
                    check=True, capture_output=True)
     assert cfg.load_and_validate(out).training.variant == "b2"
+
+
+def test_bigger_settings_that_fit_are_offered_with_their_cost_not_switched_to():
+    rec = recommend(CPU_SNAP, vram_gb=8)
+    assert rec.config.training.variant == "b2" and rec.config.dataset.image_size == 256
+    alts = {(a.variant, a.image_size): a for a in rec.alternatives}
+    assert ("b4", 256) in alts and ("b2", 320) in alts
+    for a in rec.alternatives:
+        assert a.batch_size >= 2 and a.predicted_peak_gb <= rec.budget_gb
+        assert "x the time per epoch" in a.note
+    assert recommend(CPU_SNAP, vram_gb=8).to_dict()["alternatives"][0]["predicted_peak_gb"] > 0
+
+
+def test_cli_recommend_probe_is_skipped_clearly_without_a_gpu():
+    proc = subprocess.run([sys.executable, "-m", "medseg_gui.cli", "recommend", "--vram-gb", "8", "--probe", "--json"],
+                          capture_output=True, text=True, check=True)
+    data = json.loads(proc.stdout)
+    assert data["fit_probe"] is None and any("fit probe skipped" in w for w in data["warnings"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from medseg_gui.cli.common import fail, print_json
 
@@ -19,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what-if: plan for this much free VRAM instead of reading the card (0 = no GPU)")
     p.add_argument("--dataset", default=None, help="dataset folder, to adapt classes and image size")
     p.add_argument("--save", default=None, metavar="FILE", help="write the recommended config as TOML")
+    p.add_argument("--probe", action="store_true",
+                   help="check the batch with real training steps on the GPU (child process; cached)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=run_recommend)
 
@@ -66,12 +69,22 @@ def run_recommend(args: argparse.Namespace) -> int:
         return fail(str(exc))
     if args.dataset:
         rec.config.dataset.path = args.dataset
+    probe = None
+    if args.probe:
+        from medseg_gui.core.fit_probe import apply_probe, probe_fit
+
+        if rec.gpu is None or rec.budget_gb is None:
+            rec.warnings.append("fit probe skipped: it runs on a real GPU (not for --vram-gb what-ifs or the CPU)")
+        else:
+            probe = probe_fit(rec.config, rec.gpu, driver=snap.driver_version, start=rec.config.training.batch_size,
+                              budget_gb=rec.budget_gb, progress=lambda m: print(m, file=sys.stderr))
+            apply_probe(rec, probe)
     if args.save:
         from medseg_gui.core.config import save
 
         save(rec.config, args.save)
     if args.json:
-        print_json(rec.to_dict())
+        print_json(dict(rec.to_dict(), fit_probe=probe.to_dict() if probe else None))
         return 0
     d = rec.to_dict()
     print(f"Recommended: SegFormer-{d['variant']}, batch {d['batch_size']}"

@@ -287,13 +287,58 @@ def fit_batch(rec: Recommendation, memory_model: MemoryModel) -> None:
     if tr.accumulate_grad_batches > 1:
         rec.reasons.append(f"Gradient accumulation {tr.accumulate_grad_batches} keeps the tier's effective "
                            f"batch of {effective}.")
+    rec.alternatives = alternatives(rec, memory_model)
 
 
-def _step_down(variant: str, size: int):
-    """Smaller image first (cheaper in accuracy than a smaller model), then smaller models."""
-    variants = ["b0", "b1", "b2", "b3", "b4", "b5"]
-    for s in (s for s in (256, 224, 192, 160, 128) if s < size):
-        yield variant, s
-    for v in reversed(variants[:variants.index(variant)]):
-        for s in (size, 224, 128):
-            yield v, s
+VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5")
+
+
+def alternatives(rec: Recommendation, memory_model: MemoryModel) -> list[Alternative]:
+    """Bigger settings that would also fit, offered with their cost instead of switched to silently.
+
+    A larger model at the same size, and the same model at a larger image size, each at the largest
+    batch that fits (at least 2 images: batch 1 trains poorly with SegFormer's normalisation).
+    """
+    tr, ds = rec.config.training, rec.config.dataset
+    assert rec.budget_gb is not None
+    out: list[Alternative] = []
+    candidates = []
+    index = VARIANTS.index(tr.variant)
+    for bigger in VARIANTS[index + 1:index + 3]:
+        candidates.append((f"a larger model: SegFormer-{bigger} at {ds.image_size} px", bigger, ds.image_size))
+    for size in (ds.image_size + 64, ds.image_size + 128):
+        candidates.append((f"larger images: SegFormer-{tr.variant} at {size} px", tr.variant, size))
+    for description, variant, size in candidates:
+        batch = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size)
+        if batch < 2:
+            continue
+        peak = predicted_peak(memory_model, rec.config, batch, variant, size)
+        out.append(Alternative(description=description, variant=variant, batch_size=batch, image_size=size,
+                               predicted_peak_gb=peak, note=_relative_cost(tr.variant, ds.image_size, tr.batch_size,
+                                                                           variant, size, batch)))
+    return out
+
+
+def _relative_cost(variant: str, size: int, batch: int, alt_variant: str, alt_size: int, alt_batch: int) -> str:
+    """Time per epoch relative to the recommendation, from the packaged reference throughput.
+
+    Uses each model's best measured images/s (large batches: the memory-bound regime a fitted batch is
+    in) scaled by image area; b1/b3, when not measured, take the geometric mean of their neighbours.
+    """
+    from medseg_gui.core.benchmark import calibration
+
+    for ref in calibration().get("references", []):
+        best: dict[str, float] = {}
+        for m in ref.get("measurements", []):
+            if m["batch_size"] < 16:  # small batches are launch-bound: not comparable across models
+                continue
+            ips = float(m["images_per_s"]) * (m["image_size"] / 288) ** 2  # per image at 288 px
+            best[m["variant"]] = max(best.get(m["variant"], 0.0), ips)
+        for mid, (lo, hi) in {"b1": ("b0", "b2"), "b3": ("b2", "b4")}.items():
+            if mid not in best and lo in best and hi in best:
+                best[mid] = (best[lo] * best[hi]) ** 0.5
+        if variant in best and alt_variant in best:
+            ratio = (best[variant] / best[alt_variant]) * (alt_size / size) ** 2
+            return (f"about {ratio:.1f}x the time per epoch of the recommendation (from reference speeds "
+                    f"measured on {ref.get('gpu', 'a reference GPU')})")
+    return "time per epoch not estimated (no reference speed for these models)"
