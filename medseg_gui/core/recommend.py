@@ -342,3 +342,12 @@ def _relative_cost(variant: str, size: int, batch: int, alt_variant: str, alt_si
             return (f"about {ratio:.1f}x the time per epoch of the recommendation (from reference speeds "
                     f"measured on {ref.get('gpu', 'a reference GPU')})")
     return "time per epoch not estimated (no reference speed for these models)"
+
+
+def _step_down(variant: str, size: int):
+    """Smaller image first (cheaper in accuracy than a smaller model), then smaller models."""
+    for s in (s for s in (256, 224, 192, 160, 128) if s < size):
+        yield variant, s
+    for v in reversed(VARIANTS[:VARIANTS.index(variant)]):
+        for s in (size, 224, 128):
+            yield v, s
