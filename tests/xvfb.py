@@ -42,3 +42,32 @@ def xvfb_display(width: int = 1400, height: int = 900, depth: int = 24, timeout_
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+XVFB_MISSING = ("Xvfb is not installed (apt-get install xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 "
+                "libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libxkbcommon-x11-0)")
+
+
+def run_capture(script: str, args: list[str], root, tmp_path, timeout_s: float = 180,
+                size: tuple[int, int] = (1400, 900)) -> subprocess.CompletedProcess:
+    """Run a capture script (``python -c``) on a fresh Xvfb with Qt's xcb platform."""
+    import sys
+
+    with xvfb_display(*size) as display:
+        env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb", PYTHONPATH=str(root),
+                   XDG_RUNTIME_DIR=str(tmp_path))
+        return subprocess.run([sys.executable, "-c", script, *args], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=timeout_s)
+
+
+def load_screenshot(path, shape: tuple[int, int, int]):
+    """The saved PNG as float RGB pixels, checked to be a rendered window (not blank, many colours)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as img:
+        pixels = np.asarray(img.convert("RGB"), dtype=np.float32)
+    assert pixels.shape == shape
+    assert pixels.std() > 20, "the screenshot is (nearly) blank"
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200, "too few colours for a rendered window"
+    return pixels
