@@ -105,7 +105,9 @@ def test_start_stop_checkpoint_resume_and_replot(qtbot, tmp_path):
     qtbot.waitUntil(lambda: not tab.is_training(), timeout=180_000)
     assert errors.calls == [], errors.calls
     assert isinstance(tab.last_result, ev.RunFinished) and not tab.last_result.stopped_early
-    assert tab.live.epochs.epoch == [1, 2, 3]
+    assert tab.live.epochs.epoch == [1, 2, 3]  # the stopped part comes from events.jsonl, the rest live
+    x_live, _ = tab.live.loss.arrays()
+    assert x_live[0] == 1 and len(x_live) == len(set(x_live)), "the plot continues the stopped run"
     assert curve_len(tab.view.val_loss) == 3 and curve_len(tab.view.f1) == 3
     assert len(tab.view.dice_curves) == 4
     assert tab.viewer_button.isEnabled()

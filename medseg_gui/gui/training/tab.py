@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QL
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core import runs
-from medseg_gui.core.events import RunFailed, RunFinished
+from medseg_gui.core.events import RunFailed, RunFinished, read_jsonl
 from medseg_gui.core.live_metrics import LiveMetrics, replay_run
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
@@ -59,7 +59,12 @@ class TrainingTab(QWidget):
         self.timer = QTimer(self)
         self.timer.setInterval(drain_interval_ms)
         self.timer.timeout.connect(self.drain)
-        self.state.config_changed.connect(lambda _c: self.refresh_history())
+        self._history_root: Path | None = None
+        self._force_closing = False
+        # list_runs reads every run's events.jsonl: re-list only when the output folder itself changes,
+        # not on every edit in the config form.
+        self.state.config_changed.connect(
+            lambda _c: self.refresh_history() if self._output_dir() != self._history_root else None)
         self.refresh_history()
         self._update_controls()
 
@@ -173,6 +178,11 @@ class TrainingTab(QWidget):
         if self.start_gate is not None and not self.start_gate(config, resume_from):
             return False
         self.live.reset()
+        if resume_from and (Path(resume_from) / runs.EVENTS_FILE).is_file():
+            # the plots continue the stopped run: its history first, then the resumed events (which
+            # drop whatever comes after the checkpoint's step)
+            self.live.apply_many(read_jsonl(Path(resume_from) / runs.EVENTS_FILE))
+            self.live.status, self.live.finished = "idle", None  # not "stopped" while the resume starts
         self.shown = self.live
         self.view.clear()
         self.last_result = None
@@ -276,6 +286,7 @@ class TrainingTab(QWidget):
 
     def refresh_history(self) -> None:
         root = self._output_dir()
+        self._history_root = root
         self.history_folder.setText(f"in {root}")
         self.history.clear()
         for summary in runs.list_runs(root):
@@ -299,7 +310,7 @@ class TrainingTab(QWidget):
         (the window stays responsive meanwhile). If the run does not end in ``close_timeout_ms``,
         wait a little more and close anyway.
         """
-        if not self.is_training():
+        if not self.is_training() or self._force_closing:
             return True
         if self._close_window_after_stop is not None:
             return False  # already stopping for a close
@@ -317,6 +328,7 @@ class TrainingTab(QWidget):
         self.runner.wait(5000)
         self._close_window_after_stop = None
         self.timer.stop()
+        self._force_closing = True
         window.close()
 
     def shutdown(self, timeout_ms: int = 30_000) -> bool:
@@ -338,6 +350,10 @@ class TrainingTab(QWidget):
         self._last_dialog = box
 
     def _confirm_dialog(self, title: str, question: str) -> bool:
+        from PySide6.QtGui import QGuiApplication
+
+        if QGuiApplication.platformName() in ("offscreen", "minimal"):
+            return True  # nobody can answer a modal there (CI, tests, --self-test): stop and close
         answer = QMessageBox.question(self, title, question,
                                       QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
                                       QMessageBox.StandardButton.No)
