@@ -13,7 +13,6 @@ simpler and more robust than patching Lightning's loops mid-flight.
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import threading
@@ -27,6 +26,7 @@ from typing import Any
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core import runs
+from medseg_gui.core.trial_run import free_cuda
 from medseg_gui.core.events import (Checkpointed, Event, JsonlWriter, LogMessage, OomRecovered, PhaseChanged,
                                     RunFailed, RunFinished, RunStarted, Sink, fan_out)
 
@@ -426,7 +426,7 @@ class TrainingSession:
         self._trainer = self._module = None  # type: ignore[assignment]
         for param in model.parameters():
             param.grad = None  # the failed step's partial gradients must not leak into the restart
-        _free_memory()
+        free_cuda()
         if tr.devices * self.num_nodes > 1:
             raise _Failure("out of GPU memory on one of the devices", kind="oom", detail=detail,
                            hint="lower training.batch_size (or image size / variant) and start again; "
@@ -569,12 +569,3 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     atomic_write(dst, lambda tmp: tmp.write_bytes(src.read_bytes()))
 
 
-def _free_memory() -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001
-        pass
