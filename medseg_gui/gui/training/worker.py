@@ -147,13 +147,18 @@ class TrainingWorker(QObject):
         self.result = result
         self.done.emit(result)
 
-    def _preflight(self) -> tuple[Any, RunFailed | None]:
-        if not self.check_data:
-            return None, None
-        self.put(PhaseChanged(phase="checking_data", message=f"checking dataset {self.config.dataset.path}"))
-        report, failure = check_dataset(self.config)
-        if failure is None and report is not None and report.problems:
-            self.put(LogMessage(level="warning", message=report.verdict))
+    def _preflight(self) -> tuple[Any, RunFailed | RunFinished | None]:
+        """The dataset check, then the stop flag; a terminal event (already queued) ends the run early."""
+        report, failure = None, None
+        if self.check_data:
+            self.put(PhaseChanged(phase="checking_data", message=f"checking dataset {self.config.dataset.path}"))
+            report, failure = check_dataset(self.config)
+            if failure is None and report is not None and report.problems:
+                self.put(LogMessage(level="warning", message=report.verdict))
+        if failure is None and self._stop.is_set():
+            failure = RunFinished(run_dir="", stopped_early=True)
+        if failure is not None:
+            self.put(failure)
         return report, failure
 
     def _run(self) -> RunFinished | RunFailed:  # pragma: no cover - overridden
@@ -181,14 +186,9 @@ class InProcessWorker(TrainingWorker):
                 self._session.stop()
 
     def _run(self) -> RunFinished | RunFailed:
-        report, failure = self._preflight()
-        if failure is not None:
-            self.put(failure)
-            return failure
-        if self._stop.is_set():
-            result = RunFinished(run_dir="", stopped_early=True)
-            self.put(result)
-            return result
+        report, ended = self._preflight()
+        if ended is not None:
+            return ended
         factory = self.session_factory
         if factory is None:
             from medseg_gui.core.session import TrainingSession
@@ -291,14 +291,9 @@ class ChildProcessWorker(TrainingWorker):
             proc.kill()
 
     def _run(self) -> RunFinished | RunFailed:
-        _, failure = self._preflight()
-        if failure is not None:
-            self.put(failure)
-            return failure
-        if self._stop.is_set():
-            result = RunFinished(run_dir="", stopped_early=True)
-            self.put(result)
-            return result
+        _, ended = self._preflight()
+        if ended is not None:
+            return ended
         with tempfile.TemporaryDirectory(prefix="medseg-train-") as tmp:
             config_path = cfg.save(self.config, Path(tmp) / "config.toml")
             command = self.command or child_command(config_path, self.resume_from, self.run_dir)
