@@ -183,17 +183,7 @@ class GpuCard(QFrame):
         self.details = label("", "muted", wrap=True)
         layout.addWidget(self.details)
 
-        vram_head = QHBoxLayout()
-        vram_head.addWidget(label("Video memory", "caption"))
-        vram_head.addStretch(1)
-        self.vram_total = label("", "statValue")
-        vram_head.addWidget(self.vram_total)
-        layout.addLayout(vram_head)
-        self.vram_bar = StackedBar()
-        layout.addWidget(self.vram_bar)
-        self.vram_legend = label("", "muted")
-        self.vram_legend.setTextFormat(Qt.TextFormat.RichText)
-        layout.addWidget(self.vram_legend)
+        self.vram_total, self.vram_bar, self.vram_legend = _bar_block(layout, "Video memory")
 
         stats = QGridLayout()
         stats.setHorizontalSpacing(24)
@@ -286,17 +276,7 @@ class CpuCard(QFrame):
         layout.addWidget(self.reason)
         self.cpu = label("", "muted", wrap=True)
         layout.addWidget(self.cpu)
-        ram_head = QHBoxLayout()
-        ram_head.addWidget(label("Memory (RAM)", "caption"))
-        ram_head.addStretch(1)
-        self.ram_total = label("", "statValue")
-        ram_head.addWidget(self.ram_total)
-        layout.addLayout(ram_head)
-        self.ram_bar = StackedBar()
-        layout.addWidget(self.ram_bar)
-        self.ram_legend = label("", "muted")
-        self.ram_legend.setTextFormat(Qt.TextFormat.RichText)
-        layout.addWidget(self.ram_legend)
+        self.ram_total, self.ram_bar, self.ram_legend = _bar_block(layout, "Memory (RAM)")
 
     def update_snapshot(self, snapshot: HardwareSnapshot) -> None:
         reason = snapshot.nvml_error or "No NVIDIA GPU was found."
@@ -614,3 +594,19 @@ class HardwarePanel(QWidget):
             self.cpu_card = CpuCard()
             self.cards.insertWidget(insert_at, self.cpu_card)
         self._gpu_key = key
+
+
+def _bar_block(layout: QVBoxLayout, caption: str) -> tuple[QLabel, "StackedBar", QLabel]:
+    """A captioned stacked bar with its total on the right and a legend below (VRAM, RAM)."""
+    head = QHBoxLayout()
+    head.addWidget(label(caption, "caption"))
+    head.addStretch(1)
+    total = label("", "statValue")
+    head.addWidget(total)
+    layout.addLayout(head)
+    bar = StackedBar()
+    layout.addWidget(bar)
+    legend = label("", "muted")
+    legend.setTextFormat(Qt.TextFormat.RichText)
+    layout.addWidget(legend)
+    return total, bar, legend
