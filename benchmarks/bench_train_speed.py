@@ -52,7 +52,6 @@ def _sync() -> None:
 
 def _timer_callback(warm_steps: int, batch: int):
     import lightning as L
-    import torch
 
     class StepTimer(L.Callback):
         """Host time at batch ends; syncs the GPU only at the warm mark and at the end."""

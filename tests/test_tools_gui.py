@@ -10,13 +10,12 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from medseg_gui.core import config as cfg  # noqa: E402
 from medseg_gui.core.benchmark import BenchmarkResult, TimeEstimate  # noqa: E402
 from medseg_gui.core.lr_find import LrFindResult  # noqa: E402
 from medseg_gui.core.preflight import CheckItem, PreflightReport  # noqa: E402
 from medseg_gui.core.trial_run import ToolError  # noqa: E402
 from medseg_gui.gui.state import AppState  # noqa: E402
-from medseg_gui.gui.tools import ToolsPage, install_tools  # noqa: E402
+from medseg_gui.gui.tools import ToolsPage  # noqa: E402
 from medseg_gui.gui.tools.checklist import PreflightChecklist, install_start_gate  # noqa: E402
 from medseg_gui.gui.tools.lr_dialog import LrFinderDialog  # noqa: E402
 from medseg_gui.gui.tools.speed_card import SpeedCard  # noqa: E402

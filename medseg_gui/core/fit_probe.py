@@ -111,7 +111,7 @@ def probe_step(variant: str, batch: int, size: int, precision: str, classes: int
     except torch.OutOfMemoryError as exc:
         out["detail"] = str(exc).splitlines()[0][:200]
     finally:
-        del model, opt
+        model = opt = None  # drop the references before collecting (the probe may run in-process)
         gc.collect()
     return out
 

@@ -170,7 +170,6 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | None = None, vram_gb:
         config.training.precision = "32"
     else:
         config.training.precision = resolve_precision(gpu) if gpu is not None else "16-mixed"
-    if tier.name != "cpu":
         if gpu is None:
             reasons.append(f"Precision {config.training.precision} (no card to ask; fp16 works on every "
                            "CUDA GPU).")

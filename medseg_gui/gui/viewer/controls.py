@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QGridLayout,
                                QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QScrollArea,
-                               QSizePolicy, QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from medseg_gui.core.overlay import ERROR_COLORS, ERROR_LABELS
 
