@@ -66,3 +66,25 @@ def test_compiled_path_wiring_static_validation_and_phases(tmp_path, monkeypatch
     names = [p for p, _ in phases]
     assert names.index("compiling") < names.index("training")
     assert any(p == "training" and m.startswith("compiled in") for p, m in phases)
+
+
+def test_our_loss_matches_the_brief_recipe_on_a_fixed_batch():
+    """Same loss semantics as the tutorial: exactly in fp32, within bf16 tolerance under autocast."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from brief_recipe import dice_coef_loss
+
+    from medseg_gui.core.losses import dice_ce_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 32, 32) * 3
+    masks = torch.randint(0, 4, (3, 32, 32))
+    ours, theirs = dice_ce_loss(logits, masks, 4), dice_coef_loss(logits, masks, 4)
+    assert torch.allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours_bf16 = dice_ce_loss(logits.bfloat16(), masks, 4)
+    assert abs(float(ours_bf16) - float(theirs)) / float(theirs) < 1e-2
