@@ -19,3 +19,16 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("medseg_home")
     monkeypatch.setenv("MEDSEG_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP spin-waits
+    make each step seconds instead of milliseconds; the setting is restored for other tests.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

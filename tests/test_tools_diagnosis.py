@@ -12,16 +12,7 @@ from medseg_gui.core.diagnosis import DiagContext, DiagSample, StepTimer, diagno
 from medseg_gui.core.events import LogMessage
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP spin-waits
-    make each step seconds instead of milliseconds; restore the setting for other tests."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -56,16 +56,7 @@ def test_lr_find_can_be_cancelled(tmp_path):
                 progress=progress, stop_event=stop)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP spin-waits
-    make each step seconds instead of milliseconds; restore the setting for other tests."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -12,15 +12,7 @@ from medseg_gui.core.events import LogMessage, RunFailed, RunFinished, RunStarte
 from medseg_gui.core.plan import PlanRunner, describe, judge_stage, progressive_plan
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine they cost seconds."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_plan_is_a_short_b0_224_check_then_the_full_config():

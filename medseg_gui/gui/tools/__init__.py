@@ -47,13 +47,7 @@ class ToolsPage(QWidget):
         box = QVBoxLayout(body)
         box.setSpacing(14)
 
-        lr_card = QFrame()
-        lr_card.setProperty("card", True)
-        lr = QVBoxLayout(lr_card)
-        lr.setContentsMargins(18, 14, 18, 14)
-        title = QLabel("Learning rate")
-        title.setFont(style.scaled_font(self.font(), 1.15, bold=True))
-        lr.addWidget(title)
+        lr_card, lr = self._card("Learning rate")
         self.lr_label = QLabel()
         lr.addWidget(self.lr_label)
         row = QHBoxLayout()
@@ -67,21 +61,12 @@ class ToolsPage(QWidget):
         self.speed = SpeedCard(state, benchmarker, known)
         box.addWidget(self.speed)
 
-        check_card = QFrame()
-        check_card.setProperty("card", True)
-        cl = QVBoxLayout(check_card)
-        cl.setContentsMargins(18, 14, 18, 14)
+        check_card, cl = self._card()
         self.checklist = PreflightChecklist(state, checker)
         cl.addWidget(self.checklist)
         box.addWidget(check_card)
 
-        plan_card = QFrame()
-        plan_card.setProperty("card", True)
-        pl = QVBoxLayout(plan_card)
-        pl.setContentsMargins(18, 14, 18, 14)
-        title = QLabel("Progressive plan")
-        title.setFont(style.scaled_font(self.font(), 1.15, bold=True))
-        pl.addWidget(title)
+        plan_card, pl = self._card("Progressive plan")
         self.plan_label = QLabel()
         self.plan_label.setWordWrap(True)
         pl.addWidget(self.plan_label)
@@ -101,6 +86,18 @@ class ToolsPage(QWidget):
         self.plan_label.setText("The brief's tip 3: check the set-up with a small model first (a minute), then "
                                 "train for real. With this configuration:\n" + "\n".join(lines)
                                 + "\nRun it with `medseg` or from the wizard; the check's run folder is kept.")
+
+    def _card(self, title: str | None = None) -> tuple[QFrame, QVBoxLayout]:
+        """A styled card frame and its layout, with a bold title when given."""
+        card = QFrame()
+        card.setProperty("card", True)
+        layout = QVBoxLayout(card)
+        layout.setContentsMargins(18, 14, 18, 14)
+        if title:
+            heading = QLabel(title)
+            heading.setFont(style.scaled_font(self.font(), 1.15, bold=True))
+            layout.addWidget(heading)
+        return card, layout
 
     def open_lr_finder(self) -> LrFinderDialog:
         if self.dialog is None:
