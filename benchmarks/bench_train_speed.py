@@ -9,9 +9,12 @@ peak-memory counters honest).
     python benchmarks/bench_train_speed.py                    # all cases, writes results JSON
     python benchmarks/bench_train_speed.py --cases b0-2-224 --impls brief,ours-compiled
 
-impls: ``brief`` (tutorial: fp16-mixed + GradScaler, eager, CPU normalisation, float32 batches),
-``ours-eager`` (our engine, compile off), ``ours-compiled`` (compile on: CUDA graphs), and
-``ours-compiled-warm`` (the same again: the compile cache is warm).
+impls: ``brief`` (tutorial: fp16-mixed + GradScaler, eager, CPU normalisation, float32 batches);
+our engine with ``compile``/``cuda_graphs`` set to: ``ours-eager`` (off/off), ``ours-graphs``
+(off/on: the whole step as one CUDA graph, no compiler), ``ours-compiled`` (on/on: the default fast
+path), ``ours-compiled-warm`` (the same again: the compile cache is warm) and ``ours-compiled-ro``
+(on/off: inductor's own "reduce-overhead" graphs of forward and backward, the previous engine).
+Suffix ``-nocl`` on any of ours: channels_last off.
 """
 
 from __future__ import annotations
@@ -32,7 +35,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 TIER_CASES = ["b0-2-224", "b2-4-256", "b4-8-288", "b5-16-288"]
 BATCH32_CASES = ["b0-32-288", "b2-32-288", "b4-32-288", "b5-32-288"]
-IMPLS = ["brief", "ours-eager", "ours-compiled", "ours-compiled-warm"]
+IMPLS = ["brief", "ours-eager", "ours-graphs", "ours-compiled", "ours-compiled-warm", "ours-compiled-ro"]
+# impl → (training.compile, training.cuda_graphs)
+OUR_SETTINGS = {"ours-eager": ("off", "off"), "ours-graphs": ("off", "on"), "ours-compiled": ("on", "on"),
+                "ours-compiled-warm": ("on", "on"), "ours-compiled-ro": ("on", "off")}
+
+
+def impl_settings(impl: str) -> tuple[str, str, bool]:
+    """(compile, cuda_graphs, channels_last) for one of our impl names."""
+    base = impl.removesuffix("-nocl")
+    compile_mode, graphs = OUR_SETTINGS[base]
+    return compile_mode, graphs, not impl.endswith("-nocl")
 
 
 def parse_case(case: str) -> tuple[str, int, int]:
@@ -130,7 +143,7 @@ def run_brief(data: Path, variant: str, batch: int, size: int, steps: int, worke
 
 
 def run_ours(data: Path, variant: str, batch: int, size: int, steps: int, workers: int, warm: int,
-             compile_mode: str) -> dict:
+             impl: str) -> dict:
     from medseg_gui.core.config import RunConfig
     from medseg_gui.core.data.datamodule import build_datamodule
     from medseg_gui.core.session import TrainingSession
@@ -139,7 +152,8 @@ def run_ours(data: Path, variant: str, batch: int, size: int, steps: int, worker
     cfg.dataset.path, cfg.dataset.image_size = str(data), size
     tr = cfg.training
     tr.variant, tr.batch_size, tr.pretrained, tr.epochs = variant, batch, "scratch", 1
-    tr.max_steps_per_epoch, tr.num_workers, tr.compile = steps, workers, compile_mode
+    tr.max_steps_per_epoch, tr.num_workers = steps, workers
+    tr.compile, tr.cuda_graphs, tr.channels_last = impl_settings(impl)
     tr.output_dir = tempfile.mkdtemp(prefix="bench_runs_")
 
     def datamodule_factory(config):
@@ -157,7 +171,9 @@ def run_ours(data: Path, variant: str, batch: int, size: int, steps: int, worker
         raise RuntimeError(f"{result.reason}\n{result.detail}")
     out = timer.result()
     phases = [e for e in events if type(e).__name__ == "PhaseChanged"]
-    out["phases"] = [(p.phase, round(p.time - events[0].time, 1)) for p in phases]
+    out["phases"] = [(p.phase, round(p.time - events[0].time, 1), p.message) for p in phases]
+    out["warnings"] = [e.message for e in events if type(e).__name__ == "LogMessage" and e.level == "warning"]
+    out["settings"] = dict(zip(("compile", "cuda_graphs", "channels_last"), impl_settings(impl)))
     return out
 
 
@@ -173,8 +189,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.impl == "brief":
         res = run_brief(Path(args.data), variant, batch, size, args.steps, args.workers, args.warm)
     else:
-        mode = "off" if args.impl == "ours-eager" else "on"  # ours-compiled and ours-compiled-warm
-        res = run_ours(Path(args.data), variant, batch, size, args.steps, args.workers, args.warm, mode)
+        res = run_ours(Path(args.data), variant, batch, size, args.steps, args.workers, args.warm, args.impl)
     nvml["stop"] = True
     res.update(case=args.case, impl=args.impl, variant=variant, batch=batch, image_size=size,
                total_s=time.perf_counter() - t,
@@ -205,9 +220,11 @@ def run_case(case: str, impl: str, args: argparse.Namespace) -> dict:
            "--data", str(Path(args.data) / f"demo{size}"), "--steps", str(args.steps),
            "--workers", str(args.workers), "--warm", str(args.warm)]
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", HF_HUB_OFFLINE="1")
-    if impl == "ours-compiled" and args.cold_cache:
-        # a fresh, empty compile cache per case; "ours-compiled-warm" then reuses it
-        env["MEDSEG_HOME"] = args._homes[case] = tempfile.mkdtemp(prefix="medseg_cold_")
+    if impl.startswith("ours-compiled") and impl != "ours-compiled-warm" and args.cold_cache:
+        # a fresh, empty compile cache per case; "ours-compiled-warm" then reuses ours-compiled's
+        env["MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg_cold_")
+        if impl == "ours-compiled":
+            args._homes[case] = env["MEDSEG_HOME"]
     elif impl == "ours-compiled-warm" and case in args._homes:
         env["MEDSEG_HOME"] = args._homes[case]
     t = time.perf_counter()
@@ -223,23 +240,40 @@ def run_case(case: str, impl: str, args: argparse.Namespace) -> dict:
     return {"case": case, "impl": impl, "error": tail, "total_s": time.perf_counter() - t}
 
 
+def _ratio(by: dict, case: str, impl: str) -> float:
+    base = by.get((case, "brief"), {}).get("images_per_s")
+    ours = by.get((case, impl), {}).get("images_per_s")
+    return ours / base if base and ours else float("nan")
+
+
 def print_table(results: list[dict]) -> None:
+    """img/s (warm-up s, peak reserved GiB) per impl, then speed-ups over the brief's recipe."""
     by = {(r["case"], r["impl"]): r for r in results}
     cases = list(dict.fromkeys(r["case"] for r in results))
-    impls = [i for i in IMPLS if any(r["impl"] == i for r in results)]
+    impls = list(dict.fromkeys(r["impl"] for r in results))
+    ratios = [i for i in ("ours-compiled", "ours-compiled-warm", "ours-graphs", "ours-eager") if i in impls]
     print()
-    print(f"{'case':<12}" + "".join(f"{i + ' img/s':>22}" for i in impls) + f"{'speed-up':>10}{'eager x':>9}")
+    print(f"{'case':<12}" + "".join(f"{i:>24}" for i in impls) + "".join(f"{'x ' + i[5:]:>16}" for i in ratios))
     for c in cases:
         row = f"{c:<12}"
         for i in impls:
             r = by.get((c, i), {})
-            row += f"{'ERR' if 'error' in r else '%.0f (w %.0fs, %.1fG)' % (r.get('images_per_s', 0), r.get('warmup_s', 0), r.get('peak_reserved_gib') or 0):>22}" if r else f"{'-':>22}"
-        base = by.get((c, "brief"), {}).get("images_per_s")
-        comp = by.get((c, "ours-compiled"), {}).get("images_per_s")
-        eager = by.get((c, "ours-eager"), {}).get("images_per_s")
-        row += f"{(comp / base if base and comp else float('nan')):>10.2f}"
-        row += f"{(eager / base if base and eager else float('nan')):>9.2f}"
+            cell = ("ERR" if "error" in r else "%.0f (w %.0fs, %.1fG)" % (
+                r.get("images_per_s", 0), r.get("warmup_s", 0), r.get("peak_reserved_gib") or 0)) if r else "-"
+            row += f"{cell:>24}"
+        row += "".join(f"{_ratio(by, c, i):>16.2f}" for i in ratios)
         print(row)
+
+
+def save(results: list[dict], args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": "train_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
+           "steps": args.steps, "warm_steps": args.warm, "workers": args.workers, "results": results}
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(out)
+    return out
 
 
 def main() -> None:
@@ -272,13 +306,9 @@ def main() -> None:
             results.append(r)
             short = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "error"}
             print(json.dumps(short) if "error" not in r else f"{case} {impl} FAILED:\n{r['error']}", flush=True)
+            save(results, args)  # after every case: a run cut short keeps what it measured
     print_table(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": "train_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
-           "steps": args.steps, "warm_steps": args.warm, "workers": args.workers, "results": results}
-    out.write_text(json.dumps(doc, indent=2))
-    print(f"\nwrote {out}")
+    print(f"\nwrote {save(results, args)}")
 
 
 if __name__ == "__main__":

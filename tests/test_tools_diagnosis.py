@@ -31,10 +31,17 @@ def test_data_loading_when_the_gpu_waits_for_batches():
 
 
 def test_data_loading_advice_on_windows_does_not_ask_for_workers():
-    d = diagnose([_gpu(wait=3.0, compute=1.0)], DiagContext(num_workers=0, cpu_count=8, os_name="Windows"))
+    d = diagnose([_gpu(wait=3.0, compute=1.0, util=60.0)], DiagContext(num_workers=0, cpu_count=8, os_name="Windows"))
     assert d.bottleneck == "data loading"
     assert not any("num_workers from" in a for a in d.advice)
     assert any("cache_images" in a for a in d.advice)
+
+
+def test_a_saturated_gpu_is_the_limit_even_when_the_host_waits_for_batches():
+    """Graph replays return at once, so the host idles in the loader while the GPU is 100% busy."""
+    d = diagnose([_gpu(wait=0.4, compute=0.6, util=99.0)])
+    assert d.bottleneck == "gpu compute" and not d.is_problem
+    assert any("host waits while the GPU works" in e for e in d.evidence)
 
 
 def test_thermal_throttling_named_with_temperature_and_clock():

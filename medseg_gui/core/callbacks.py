@@ -96,18 +96,40 @@ class EventCallback(L.Callback):
             self._compiling_since = time.monotonic()
             self._emit(PhaseChanged(phase="compiling", message="compiling the model (the first run of a "
                                     "configuration takes 1-3 minutes; later runs load it from the cache)"))
+        elif getattr(pl_module, "cuda_graphs", False):
+            self._compiling_since = time.monotonic()
+            self._emit(PhaseChanged(phase="compiling", message="capturing the training step as a CUDA graph "
+                                    "(a few seconds)"))
         else:
             self._emit(PhaseChanged(phase="training"))
 
+    @staticmethod
+    def _warmup_batches(pl_module: Any) -> int:
+        """Calls until the fast step runs: inductor's CUDA graphs record on the 3rd; ours capture
+        after the warm-up steps (core/step_graph.py)."""
+        if getattr(pl_module, "cuda_graphs", False):
+            from medseg_gui.core.speed import GRAPH_WARMUP_STEPS
+
+            return GRAPH_WARMUP_STEPS + 1
+        return 3
+
     def _warmup_done(self, pl_module: Any) -> None:
-        """The compiled step has been traced, compiled and recorded as CUDA graphs (3rd call)."""
+        """The step has been compiled and/or captured: from now on batches run at full speed."""
         pl_module.read_window_loss()  # a sync, so the warm-up time is real
         now = time.monotonic()
         took = now - (self._compiling_since or now)
         self._compiling_since = None
         self._epoch_start, self._batches_this_epoch = now, 0  # ETA from compiled steps only
         self._last_emit, self._images_since = now, 0
-        self._emit(PhaseChanged(phase="training", message=f"compiled in {took:.0f} s"))
+        graph = getattr(pl_module, "_step_graph", None)
+        if graph is not None and graph.failed:
+            what = "compiled" if getattr(pl_module, "compile_mode", None) else "warmed up"
+            message = f"{what} in {took:.0f} s (CUDA graph capture failed: running without graphs)"
+        elif getattr(pl_module, "compile_mode", None):
+            message = f"compiled in {took:.0f} s"
+        else:
+            message = f"CUDA graph captured in {took:.1f} s"
+        self._emit(PhaseChanged(phase="training", message=message))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self._epoch_start = time.monotonic()
@@ -124,7 +146,7 @@ class EventCallback(L.Callback):
         if self._stop_requested(trainer, batch_idx):
             self.request_stop(trainer)
             return
-        if self._compiling_since is not None and self._batches_this_epoch >= 3:
+        if self._compiling_since is not None and self._batches_this_epoch >= self._warmup_batches(pl_module):
             self._warmup_done(pl_module)
             return
         now = time.monotonic()

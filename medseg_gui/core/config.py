@@ -104,8 +104,12 @@ class TrainingConfig:
     devices: int = field(default=1, metadata=meta(
         "Number of GPUs (more than one runs DDP in a child process).", min=1, max=64, label="GPUs"))
     compile: str = field(default="auto", metadata=meta(
-        "torch.compile with CUDA graphs: 'auto' on a CUDA GPU when the run is long enough to pay back "
-        "the warm-up.", choices=COMPILE_MODES, label="Compile", advanced=True))
+        "torch.compile (fused kernels): 'auto' on a CUDA GPU when the run is long enough to pay back "
+        "its 1-3 minute warm-up.", choices=COMPILE_MODES, label="Compile", advanced=True))
+    cuda_graphs: str = field(default="auto", metadata=meta(
+        "Replay the whole training step as one CUDA graph (a few warm-up steps, then far less CPU "
+        "work per step): 'auto' on one CUDA GPU with bf16/fp32 and no gradient accumulation.",
+        choices=COMPILE_MODES, label="CUDA graphs", advanced=True))
     channels_last: bool = field(default=True, metadata=meta(
         "Channels-last memory layout on CUDA (faster convolutions).", label="Channels last", advanced=True))
     dice_include_background: bool = field(default=True, metadata=meta(

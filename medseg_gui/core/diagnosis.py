@@ -31,6 +31,9 @@ DATA_WAIT_SHARE = 0.25  # above this share of step time spent waiting for data, 
 THROTTLE_SHARE = 0.5  # thermal slowdown in at least half the samples
 OTHERS_MIN_GB = 0.25  # a process holding less than this is not a serious competitor
 LOW_UTIL_PCT = 70.0
+# Above this the GPU is saturated: with asynchronous steps (CUDA graphs, compiled steps) the host
+# finishes its work early and then "waits for data" while the GPU works through queued steps.
+SATURATED_UTIL_PCT = 95.0
 THERMAL_REASONS = ("software thermal slowdown", "hardware thermal slowdown", "hardware slowdown")
 # Display servers hold some VRAM but use little compute: reported, never blamed.
 DISPLAY_PROCESSES = {"xorg", "xwayland", "gnome-shell", "kwin_x11", "kwin_wayland", "dwm.exe", "explorer.exe",
@@ -137,8 +140,12 @@ def diagnose(samples: list[DiagSample], context: DiagContext | None = None) -> D
     if util is not None:
         evidence.append(f"GPU busy {util:.0f}% of the time")
 
-    if share >= DATA_WAIT_SHARE:
+    saturated = on_gpu and util is not None and util >= SATURATED_UTIL_PCT
+    if share >= DATA_WAIT_SHARE and not saturated:
         return Diagnosis("data loading", evidence, _data_advice(context), share, util, steps)
+    if share >= DATA_WAIT_SHARE:
+        evidence.append("the loader is not the limit: the host waits while the GPU works through the steps "
+                        "already queued")
 
     thermal = [s for s in samples if any(r in THERMAL_REASONS for r in s.throttle_reasons)]
     if on_gpu and len(thermal) >= THROTTLE_SHARE * len(samples):

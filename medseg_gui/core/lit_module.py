@@ -1,10 +1,14 @@
 """The LightningModule: SegFormer forward, Dice+CE loss, AdamW, validation confusion counts.
 
-GPU-friendly step: batches arrive as uint8 and are normalised on the device; channels_last and fused
-AdamW on CUDA; losses and confusion counts accumulate in device tensors, so nothing forces a host
-sync inside a step. The event callback reads them every few steps or seconds (``read_train_loss``),
-which is the only sync. The model's forward lives in ``self.forward_fn`` so a compiled version
-(the speed issue) can be swapped in without touching the step code.
+GPU-friendly step: batches arrive as uint8 and are normalised on the device inside the step (so a
+compiled step or a CUDA graph includes that kernel too); channels_last and fused AdamW on CUDA;
+losses and confusion counts accumulate in device tensors, so nothing forces a host sync inside a
+step. The event callback reads them every few steps or seconds (``read_train_loss``), which is the
+only sync.
+
+Three speeds of the same step (core/speed.py decides which): eager; compiled (``torch.compile``
+fuses forward, upsampling and loss); and either of those captured with the backward and the
+optimiser step as one CUDA graph (core/step_graph.py), which needs manual optimisation here.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class SegModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, num_classes: int, optim: OptimSettings,
                  dice_include_background: bool = True, channels_last: bool = True,
                  position: RunPosition | None = None, compile_mode: str | None = None,
-                 static_batch: int | None = None):
+                 static_batch: int | None = None, cuda_graphs: bool = False):
         super().__init__()
         self.model = model
         self.num_classes = num_classes
@@ -56,9 +60,15 @@ class SegModule(L.LightningModule):
         self.use_channels_last = channels_last
         self.position = position or RunPosition()
         self.forward_fn: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
-        # The fast path (core/speed.py): the whole step (forward, upsampling, loss) compiled as one
-        # graph so inductor fuses the full-resolution softmax/one-hot work, replayed as CUDA graphs.
+        # The fast path (core/speed.py): forward, upsampling and loss compiled as one function so
+        # inductor fuses the full-resolution softmax/one-hot work; with cuda_graphs the whole step
+        # (that, the backward and the optimiser step) is one CUDA graph replay.
         self.compile_mode = compile_mode
+        self.cuda_graphs = cuda_graphs
+        self.automatic_optimization = not cuda_graphs  # the graph runs backward and step itself
+        self._step_graph: Any = None  # core.step_graph.WholeStepGraph, built at the first step
+        self.graph_log: Callable[[str, str], None] | None = None  # (level, message), set by the session
+        self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
         self.static_batch = static_batch  # validation batches are padded to it (no recompiles)
         self._train_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._train_loss
         self._eval_fn: Callable[[torch.Tensor], torch.Tensor] = self._eval_logits
@@ -84,17 +94,22 @@ class SegModule(L.LightningModule):
         """Logits at the input's resolution (SegFormer predicts at 1/4; upsampled bilinearly)."""
         return upsample_logits(self.forward_fn(pixel_values), tuple(pixel_values.shape[-2:]))
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        from medseg_gui.core.data.normalize import to_model_input
+    def _model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 batch → normalised float input, inside the (compiled, graphed) step."""
+        from medseg_gui.core.data.normalize import input_constants, to_model_input
 
-        images, masks = batch
-        return to_model_input(images, channels_last=self._cuda_channels_last()), masks.long()
+        if self._norm is None or self._norm[0].device != images.device:
+            self._norm = input_constants(images.device)
+        return to_model_input(images, channels_last=self._cuda_channels_last(), constants=self._norm)
 
     def _cuda_channels_last(self) -> bool:
         return self.use_channels_last and self.device.type == "cuda"
 
     def on_fit_start(self) -> None:
         """After Lightning moved the model to its device (``setup`` still runs on the CPU copy)."""
+        from medseg_gui.core.data.normalize import input_constants
+
+        self._norm = input_constants(self.device)  # before any compile traces the step
         if self._cuda_channels_last():
             self.model.to(memory_format=torch.channels_last)
         if self.compile_mode:
@@ -106,11 +121,11 @@ class SegModule(L.LightningModule):
             self._eval_fn = compile_fn(self._eval_logits, self.compile_mode)
 
     def _train_loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        logits = upsample_logits(self.forward_fn(images), tuple(masks.shape[-2:]))
+        logits = upsample_logits(self.forward_fn(self._model_input(images)), tuple(masks.shape[-2:]))
         return dice_ce_loss(logits, masks, self.num_classes, self.dice_include_background)
 
     def _eval_logits(self, images: torch.Tensor) -> torch.Tensor:
-        return upsample_logits(self.forward_fn(images), tuple(images.shape[-2:]))
+        return upsample_logits(self.forward_fn(self._model_input(images)), tuple(images.shape[-2:]))
 
     # ---- training ------------------------------------------------------------------------------
     def _reset_train_accumulators(self) -> None:
@@ -126,18 +141,42 @@ class SegModule(L.LightningModule):
         if self.fault_hook is not None:
             self.fault_hook(self, batch[0].shape[0])
         images, masks = batch
-        if self.compile_mode:
-            from medseg_gui.core.speed import mark_step
+        if self.cuda_graphs:
+            loss = self._graph_step().step(images, masks)
+        else:
+            if self.compile_mode == "reduce-overhead":
+                from medseg_gui.core.speed import mark_step
 
-            mark_step()
-        loss = self._train_fn(images, masks)
+                mark_step()
+            loss = self._train_fn(images, masks)
         # A CUDA-graph output is overwritten by the next replay: keep a copy, not the buffer.
-        detached = loss.detach().clone() if self.compile_mode else loss.detach()
+        detached = loss.detach().clone() if (self.compile_mode or self.cuda_graphs) else loss.detach()
         self._train_loss_sum = detached if self._train_loss_sum is None else self._train_loss_sum + detached
         self._window_sum = detached if self._window_sum is None else self._window_sum + detached
         self._train_batches += 1
         self._window_batches += 1
         return loss
+
+    def _graph_step(self) -> Any:
+        if self._step_graph is None:
+            from medseg_gui.core.step_graph import WholeStepGraph
+
+            def fell_back(reason: str) -> None:
+                if self.graph_log is not None:
+                    self.graph_log("warning", f"CUDA graph capture failed ({reason}); training continues "
+                                              "without graphs (slower). Set training.cuda_graphs = 'off' "
+                                              "to skip the attempt.")
+
+            self._step_graph = WholeStepGraph(self._train_fn, self.trainer.optimizers[0], on_fallback=fell_back)
+        return self._step_graph
+
+    def on_train_epoch_end(self) -> None:
+        """Manual optimisation (graphs) steps the epoch scheduler itself; Lightning does it otherwise."""
+        if self.automatic_optimization:
+            return
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
 
     def read_window_loss(self) -> float | None:
         """Mean loss since the last read (one host sync); resets the window."""
@@ -161,6 +200,7 @@ class SegModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, masks = batch
+        masks = masks.long()
         logits = self._validation_logits(images)
         loss = dice_ce_loss(logits, masks, self.num_classes, self.dice_include_background).detach()
         self._val_loss_sum = loss if self._val_loss_sum is None else self._val_loss_sum + loss
@@ -177,10 +217,9 @@ class SegModule(L.LightningModule):
         n = images.shape[0]
         full = self.static_batch or n
         if n < full:
-            pad = images.new_zeros((full - n, *images.shape[1:]))
-            layout = torch.channels_last if self._cuda_channels_last() else torch.contiguous_format
-            images = torch.cat([images, pad]).contiguous(memory_format=layout)
-        mark_step()
+            images = torch.cat([images, images.new_zeros((full - n, *images.shape[1:]))])
+        if self.compile_mode == "reduce-overhead":
+            mark_step()
         return self._eval_fn(images)[:n].clone()
 
     def on_validation_epoch_end(self) -> None:
@@ -195,13 +234,20 @@ class SegModule(L.LightningModule):
 
     # ---- optimiser -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        fused = self.device.type == "cuda"
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr,
-                                      weight_decay=self.optim.weight_decay, fused=fused or None)
+        from medseg_gui.core.step_graph import graph_optimizer, set_lr
+
+        if self.cuda_graphs:
+            optimizer = graph_optimizer(self.parameters(), self.optim.lr, self.optim.weight_decay, self.device)
+        else:
+            fused = self.device.type == "cuda"
+            optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr,
+                                          weight_decay=self.optim.weight_decay, fused=fused or None)
+        lr_holders = [group["lr"] for group in optimizer.param_groups]
         if self.position.optimizer_state is not None:
             optimizer.load_state_dict(self.position.optimizer_state)
-            for group in optimizer.param_groups:  # the config's lr wins over the saved one
-                group["lr"] = self.optim.lr
+            for group, holder in zip(optimizer.param_groups, lr_holders):
+                group["lr"] = holder  # keep the device tensor a graph reads (load replaced it)
+            set_lr(optimizer, self.optim.lr)  # the config's lr wins over the saved one
             self.position.optimizer_state = None
         if not self.optim.use_scheduler:
             return optimizer

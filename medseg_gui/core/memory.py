@@ -19,6 +19,11 @@ The compiled path (torch.compile + CUDA graphs, what ``compile = auto`` runs on 
 loss and keeps graph memory pools; its peak is predicted as ``ratio x eager activations + offset``
 fitted per variant to measured compiled runs.
 
+The whole-step CUDA graph (``cuda_graphs``, on by default on one GPU) keeps the training step's
+memory in its own pool for the whole run, so validation allocates beside it instead of reusing it:
+its peak is predicted as ``context + training peak + validation activations + offset``, the offset
+being the largest measured residual over graphed runs of ``bench_train_speed.py``.
+
 Recalibrate on a new GPU/driver/torch version (all measurements go through our own step code):
 
     python benchmarks/bench_memory.py --out benchmarks/results/bench_memory.json      # eager grid
@@ -71,6 +76,8 @@ class MemoryModelData:
         self.val = {k: Coeffs(**v) for k, v in data.get("val", {}).items()}
         self.compiled = {k: (float(v["ratio"]), float(v["offset"])) for k, v in data.get("compiled", {}).items()}
         self.trainer_overhead = float(data.get("trainer_overhead", 1.0))
+        graphs = data.get("graphs")
+        self.graphs_offset = float(graphs["offset"]) if graphs else None
 
     def _key(self, variant: str, precision: str) -> str:
         key = f"{variant}/{precision_class(precision)}"
@@ -92,7 +99,18 @@ class MemoryModelData:
         c = self.val.get(key)
         if c is None:
             return 0.0
-        return c.fixed + c.activations(q.batch_size, q.image_size) + self._class_term(q) / 3
+        return c.fixed + self.val_activations(q)
+
+    def val_activations(self, q: MemoryQuery) -> float:
+        c = self.val.get(self._key(q.variant, q.precision))
+        if c is None:
+            return 0.0
+        return c.activations(q.batch_size, q.image_size) + self._class_term(q) / 3
+
+    def graph_peak(self, q: MemoryQuery) -> float:
+        """Allocator peak (GiB) with the whole-step graph: its pool plus validation beside it."""
+        eager = MemoryQuery(q.variant, q.batch_size, q.image_size, q.num_classes, q.precision)
+        return self.train_peak(eager) + self.val_activations(q) + (self.graphs_offset or 0.0)
 
     @staticmethod
     def _class_term(q: MemoryQuery) -> float:
@@ -101,6 +119,8 @@ class MemoryModelData:
 
     def __call__(self, q: MemoryQuery) -> float:
         """Peak GB of the run (training or validation step, whichever is higher) incl. CUDA context."""
+        if q.graphs and self.graphs_offset is not None:
+            return self.context_gb + self.graph_peak(q)
         return self.context_gb + max(self.train_peak(q), self.val_peak(q))
 
 

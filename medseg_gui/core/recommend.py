@@ -35,6 +35,7 @@ class MemoryQuery:
     num_classes: int
     precision: str  # resolved: "32", "16-mixed", "bf16-mixed"
     compiled: bool = False
+    graphs: bool = False  # whole-step CUDA graph (core/step_graph.py): its pool stays reserved
 
 
 MemoryModel = Callable[[MemoryQuery], float]  # -> predicted peak GB as nvidia-smi shows it
@@ -229,9 +230,13 @@ def predicted_peak(memory_model: MemoryModel, config: RunConfig, batch_size: int
     tr, ds = config.training, config.dataset
     # 'auto' compiles long GPU runs, and compiled runs hold more (kernels, graph pools): plan for it.
     compiled = tr.compile == "on" or (tr.compile == "auto" and tr.accelerator != "cpu")
+    # 'auto' graphs every single-GPU run that can be graphed; the graph's pool stays reserved while
+    # validation allocates beside it. Accumulation is decided after the batch, so it is not excluded.
+    graphs = (tr.cuda_graphs != "off" and tr.accelerator != "cpu" and tr.devices == 1
+              and tr.precision not in ("16-mixed", "16"))
     return memory_model(MemoryQuery(variant=variant or tr.variant, batch_size=batch_size or tr.batch_size,
                                     image_size=image_size or ds.image_size, num_classes=ds.num_classes,
-                                    precision=tr.precision, compiled=compiled))
+                                    precision=tr.precision, compiled=compiled, graphs=graphs))
 
 
 def largest_batch(memory_model: MemoryModel, config: RunConfig, budget_gb: float, variant: str,

@@ -291,14 +291,16 @@ class TrainingSession:
         datamodule = self.datamodule_factory(data_config)
         accelerator = resolve_accelerator(tr.accelerator)
         precision = resolve_precision(tr.precision, accelerator)
-        plan = self._compile_plan(accelerator, datamodule, remaining)
+        graphs = self._graph_plan(accelerator, precision)
+        plan = self._compile_plan(accelerator, datamodule, remaining, graphs.enabled)
         module = SegModule(model, self.config.dataset.num_classes,
                            OptimSettings(lr=tr.lr, weight_decay=tr.weight_decay, use_scheduler=tr.use_scheduler,
                                          total_epochs=tr.epochs),
                            dice_include_background=tr.dice_include_background, channels_last=tr.channels_last,
                            position=RunPosition(self.epochs_completed, self.step, state.optimizer),
-                           compile_mode=plan.mode, static_batch=self.batch_size)
+                           compile_mode=plan.mode, static_batch=self.batch_size, cuda_graphs=graphs.enabled)
         module.fault_hook = self.fault_hook
+        module.graph_log = self._log
         self._module = module
         vram = None
         if accelerator == "gpu":
@@ -336,7 +338,42 @@ class TrainingSession:
         if callback.stopping and self.rank == 0 and module.batches_done > state.step and self.run_dir:
             self._save_last(module, trainer, note="stopped")
 
-    def _compile_plan(self, accelerator: str, datamodule: Any, remaining_epochs: int) -> Any:
+    def _graph_plan(self, accelerator: str, precision: str) -> Any:
+        """Whether this fit replays its step as a CUDA graph (core/speed.py), logged with its reason."""
+        from medseg_gui.core.speed import check_graph_memory, plan_cuda_graphs
+
+        tr = self.config.training
+        plan = plan_cuda_graphs(tr.cuda_graphs, on_cuda=accelerator == "gpu", devices=tr.devices * self.num_nodes,
+                                precision=precision, accumulate=self.accumulate)
+        if plan.enabled:
+            plan = check_graph_memory(plan, **self._graph_memory(precision))
+        if plan.enabled or tr.cuda_graphs == "on" or "not used" in plan.reason:
+            self._log("info" if plan.enabled else "warning", plan.reason)
+        return plan
+
+    def _graph_memory(self, precision: str) -> dict[str, float | None]:
+        """Predicted peaks with and without the graph, and the device's free memory (GB)."""
+        from medseg_gui.core.memory import default_memory_model
+        from medseg_gui.core.recommend import MemoryQuery
+
+        import torch
+
+        model = default_memory_model()
+        if model is None or not torch.cuda.is_available():
+            return {"graph_gb": None, "eager_gb": None, "free_gb": None}
+
+        tr, ds = self.config.training, self.config.dataset
+        query = MemoryQuery(tr.variant, self.batch_size, ds.image_size, ds.num_classes, precision)
+        try:
+            eager = float(model(query))
+            graph = float(model(MemoryQuery(**{**query.__dict__, "graphs": True})))
+            free = torch.cuda.mem_get_info()[0] / 2**30
+        except (KeyError, RuntimeError):
+            return {"graph_gb": None, "eager_gb": None, "free_gb": None}
+        return {"graph_gb": graph, "eager_gb": eager, "free_gb": free}
+
+    def _compile_plan(self, accelerator: str, datamodule: Any, remaining_epochs: int,
+                      whole_step_graph: bool = False) -> Any:
         """Whether this fit compiles (core/speed.py), logged with its reason."""
         from medseg_gui.core.speed import plan_compile
 
@@ -345,7 +382,8 @@ class TrainingSession:
         if tr.max_steps_per_epoch:
             steps = min(steps, tr.max_steps_per_epoch)
         plan = plan_compile(tr.compile, on_cuda=accelerator == "gpu", devices=tr.devices * self.num_nodes,
-                            total_steps=steps * remaining_epochs // max(1, self.accumulate) * self.accumulate)
+                            total_steps=steps * remaining_epochs // max(1, self.accumulate) * self.accumulate,
+                            whole_step_graph=whole_step_graph)
         if tr.compile != "off" or plan.enabled:
             self._log("info", plan.reason)
         return plan
@@ -376,7 +414,8 @@ class TrainingSession:
         try:
             return float(model(MemoryQuery(tr.variant, self.batch_size, ds.image_size, ds.num_classes,
                                            resolve_precision(tr.precision, "gpu"),
-                                           compiled=bool(getattr(module, "compile_mode", None)))))
+                                           compiled=bool(getattr(module, "compile_mode", None)),
+                                           graphs=bool(getattr(module, "cuda_graphs", False)))))
         except KeyError:
             return None
 

@@ -1,10 +1,16 @@
-"""The fast path's decisions: whether to compile, with which mode, and where the compile cache lives.
+"""The fast path's decisions: CUDA graphs, whether to compile, and where the compile cache lives.
 
-Why compile at all: at the brief's small batches (2-16 images) SegFormer's eager step is bound by
-the CPU launching hundreds of small kernels; ``torch.compile(mode="reduce-overhead")`` fuses them
-and replays the whole step as CUDA graphs, which measured 7-10x faster on the same card
-(shared/DESIGN.md, "Measured facts"). The price is a warm-up of one to three minutes, paid back only
-by runs long enough; hence ``compile = "auto"``.
+Why: at the brief's small batches (2-16 images) SegFormer's eager step is bound by the CPU launching
+thousands of small kernels, not by the GPU. Two remedies, decided separately:
+
+* **CUDA graphs** (``cuda_graphs``): the whole step (forward, loss, backward, optimiser) is captured
+  once and replayed (core/step_graph.py). Costs a few ordinary warm-up steps, so ``auto`` turns it
+  on wherever it can work: one CUDA GPU, bf16 or fp32 (fp16's loss scaler syncs with the host every
+  step), no gradient accumulation.
+* **torch.compile** (``compile``): inductor fuses the forward and loss into far fewer kernels; the
+  price is a warm-up of one to three minutes, paid back only by runs long enough; hence ``auto``.
+  Inside a graph it compiles with mode "default" (the graph is ours); without graphs on one GPU it
+  uses "reduce-overhead" (inductor's own CUDA graphs of forward and backward).
 
 Shapes must stay static: a recompile with dynamic shapes crashed inductor in our measurements, so
 ``dynamic=False``, automatic dynamic shapes off, drop_last on training and padded validation batches.
@@ -20,6 +26,13 @@ from medseg_gui.core.paths import cache_dir
 # A run shorter than this many optimiser steps does not pay back the warm-up (60-150 s measured)
 # even at a 7x speed-up over ~5 eager steps/s at the brief's batch sizes.
 AUTO_COMPILE_MIN_STEPS = 1500
+# Inside our CUDA graph, compiling adds only 1.2-1.4x (H200: b0/2/224 449 -> 629 img/s, b4/8/288
+# 241 -> 304) for a 60-175 s first warm-up: break-even is ~24,000 steps at b4 and ~48,000 at b0 on a
+# cold cache, ~4,000 on a warm one. Long runs (the brief's 100 epochs of thousands of steps) pass.
+AUTO_COMPILE_MIN_STEPS_GRAPHED = 20_000
+
+# Ordinary steps before a CUDA graph capture (PyTorch's whole-network recipe uses 3 on one GPU).
+GRAPH_WARMUP_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -29,7 +42,48 @@ class CompilePlan:
     reason: str
 
 
-def plan_compile(setting: str, *, on_cuda: bool, total_steps: int, devices: int = 1) -> CompilePlan:
+@dataclass(frozen=True)
+class GraphPlan:
+    enabled: bool
+    reason: str
+
+
+def plan_cuda_graphs(setting: str, *, on_cuda: bool, devices: int = 1, precision: str = "bf16-mixed",
+                     accumulate: int = 1) -> GraphPlan:
+    """Whether to capture the whole training step as one CUDA graph; the reason is shown to users."""
+    if setting == "off":
+        return GraphPlan(False, "CUDA graphs are off in the configuration")
+    blockers = []
+    if not on_cuda:
+        blockers.append("no CUDA GPU")
+    if devices > 1:
+        blockers.append("several GPUs (DDP synchronises gradients outside the graph)")
+    if precision in ("16-mixed", "16", "fp16"):
+        blockers.append("fp16 precision (its loss scaler checks for overflow on the host every step)")
+    if accumulate > 1:
+        blockers.append("gradient accumulation")
+    if blockers:
+        verb = "cannot be used" if setting == "on" else "not used"
+        return GraphPlan(False, f"CUDA graphs {verb}: {', '.join(blockers)}")
+    return GraphPlan(True, f"CUDA graphs {setting}: the whole training step replays as one graph after "
+                           f"{GRAPH_WARMUP_STEPS} warm-up steps")
+
+
+def check_graph_memory(plan: GraphPlan, *, graph_gb: float | None, eager_gb: float | None,
+                       free_gb: float | None) -> GraphPlan:
+    """Drop the graph when only the graph would not fit: its pool stays reserved during validation,
+    so a run sized to the card without graphs may not fit with them (predictions: core/memory.py)."""
+    if not plan.enabled or graph_gb is None or eager_gb is None or free_gb is None:
+        return plan
+    if graph_gb <= free_gb or eager_gb > free_gb:
+        return plan
+    return GraphPlan(False, f"CUDA graphs not used: with them this run would need about {graph_gb:.1f} GB, "
+                            f"without them {eager_gb:.1f} GB, and {free_gb:.1f} GB are free (a smaller batch or "
+                            f"image size lets the faster graphed step fit)")
+
+
+def plan_compile(setting: str, *, on_cuda: bool, total_steps: int, devices: int = 1,
+                 whole_step_graph: bool = False) -> CompilePlan:
     """Decide from the config's ``compile`` setting and the run's shape; the reason is shown to users."""
     if setting == "off":
         return CompilePlan(False, None, "compile is off in the configuration")
@@ -38,14 +92,17 @@ def plan_compile(setting: str, *, on_cuda: bool, total_steps: int, devices: int 
             return CompilePlan(False, None, "compile is only used on CUDA GPUs (on the CPU its warm-up of "
                                             "several minutes costs more than it saves); running eager")
         return CompilePlan(False, None, "no CUDA GPU: running eager")
-    # CUDA graphs and DDP's gradient hooks do not mix well; keep fusion, drop the graphs.
-    mode = "reduce-overhead" if devices == 1 else "default"
+    # Inside our whole-step graph inductor only fuses; alone on one GPU it also graphs forward and
+    # backward itself; CUDA graphs and DDP's gradient hooks do not mix well, so DDP only fuses.
+    mode = "reduce-overhead" if devices == 1 and not whole_step_graph else "default"
     if setting == "on":
         return CompilePlan(True, mode, f"compile is on ({mode})")
-    if total_steps >= AUTO_COMPILE_MIN_STEPS:
+    needed = AUTO_COMPILE_MIN_STEPS_GRAPHED if whole_step_graph else AUTO_COMPILE_MIN_STEPS
+    if total_steps >= needed:
         return CompilePlan(True, mode, f"compile auto: {total_steps} steps repay the one-off warm-up ({mode})")
     return CompilePlan(False, None, f"compile auto: {total_steps} steps are too few to repay a 1-3 minute "
-                                    f"warm-up (needs {AUTO_COMPILE_MIN_STEPS}); running eager")
+                                    f"warm-up (needs {needed}{' with CUDA graphs on' if whole_step_graph else ''}); "
+                                    "running uncompiled")
 
 
 def configure_compile_cache() -> str:

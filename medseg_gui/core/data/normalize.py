@@ -40,12 +40,21 @@ def _constants(device: "torch.device", dtype: "torch.dtype") -> tuple["torch.Ten
     return cached
 
 
-def to_model_input(images: "torch.Tensor", channels_last: bool | None = None) -> "torch.Tensor":
+def input_constants(device: "torch.device") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """The float32 (scale, shift) pair for ``device``; hold on to it to skip the cache lookup."""
+    import torch
+
+    return _constants(torch.device(device), torch.float32)
+
+
+def to_model_input(images: "torch.Tensor", channels_last: bool | None = None,
+                   constants: tuple["torch.Tensor", "torch.Tensor"] | None = None) -> "torch.Tensor":
     """uint8 ``[B, C, H, W]`` (C = 1 or 3) → float32 ``[B, 3, H, W]``, ImageNet-normalised.
 
     ``channels_last``: the output memory format. ``None`` follows the input when that is
     unambiguous (a 3-channel channels-last tensor); a 1-channel tensor has the same strides in both
     formats, so pass ``True`` to get a channels-last result from grey input.
+    ``constants``: from ``input_constants`` (a compiled step should not trace the cache lookup).
     """
     import torch
 
@@ -57,7 +66,7 @@ def to_model_input(images: "torch.Tensor", channels_last: bool | None = None) ->
         channels_last = (images.shape[1] == 3 and not images.is_contiguous()
                          and images.is_contiguous(memory_format=torch.channels_last))
     b, _, h, w = images.shape
-    scale, shift = _constants(images.device, torch.float32)
+    scale, shift = constants if constants is not None else _constants(images.device, torch.float32)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty((b, 3, h, w), dtype=torch.float32, device=images.device, memory_format=fmt)
     # One kernel: out = shift + images * scale, with 1→3 channel broadcasting and uint8→float promotion.
