@@ -49,6 +49,30 @@ def test_tier_follows_free_not_total_vram_and_warns_about_other_programs():
     assert rec.config.training.precision == "bf16-mixed"
 
 
+def test_bf16_card_leaves_room_for_the_cuda_graph_and_says_what_it_costs():
+    snap = probe(make_nvml([FakeGpu(total_gb=12.5, used_gb=0.5)]))
+    graphed = recommend(snap)
+    base = cfg.RunConfig()
+    base.training.cuda_graphs = "off"
+    ungraphed = recommend(snap, base=base)
+    assert graphed.config.training.precision == "bf16-mixed"
+    assert graphed.config.training.batch_size < ungraphed.config.training.batch_size
+    note = [r for r in graphed.reasons if "CUDA graph" in r]
+    assert note and f"batch {ungraphed.config.training.batch_size} would fit" in note[0]
+    assert not any("CUDA graph" in r for r in ungraphed.reasons)
+
+
+@pytest.mark.parametrize("card, words", [(16, "gradient accumulation (2)"), (24, "fits only without")])
+def test_when_the_tier_batch_needs_room_the_graph_would_take_the_plan_says_so_and_agrees(card, words):
+    rec = recommend(probe(make_nvml([FakeGpu(total_gb=card, used_gb=0.0)])))
+    tr = rec.config.training
+    warning = [w for w in rec.warnings if "No CUDA graph" in w]
+    assert warning and words in warning[0]
+    # the plan's peak is the ungraphed one, and the run will not graph: off, or accumulating
+    assert tr.cuda_graphs == "off" or tr.accumulate_grad_batches > 1
+    assert rec.predicted_peak_gb <= rec.budget_gb
+
+
 def test_old_gpu_gets_fp16():
     snap = probe(make_nvml([FakeGpu(name="Tesla T4", total_gb=16, used_gb=0.3, cc=(7, 5))]))
     rec = recommend(snap)

@@ -26,12 +26,12 @@ def test_graphs_auto_on_one_cuda_gpu_and_each_blocker_named():
 
 def test_graph_dropped_only_when_the_graph_alone_would_not_fit():
     on = speed.GraphPlan(True, "graphs auto")
-    assert speed.check_graph_memory(on, graph_gb=7.5, eager_gb=6.2, free_gb=8.0).enabled
-    dropped = speed.check_graph_memory(on, graph_gb=7.5, eager_gb=6.2, free_gb=7.0)
-    assert not dropped.enabled and "7.5 GB" in dropped.reason and "7.0 GB are free" in dropped.reason
+    assert speed.check_graph_memory(on, graph_gb=7.5, eager_gb=6.2, budget_gb=8.0).enabled
+    dropped = speed.check_graph_memory(on, graph_gb=7.5, eager_gb=6.2, budget_gb=7.0)
+    assert not dropped.enabled and "7.5 GB" in dropped.reason and "budget is 7.0 GB" in dropped.reason
     # neither fits: the graph is not the problem (the OOM handler halves the batch either way)
-    assert speed.check_graph_memory(on, graph_gb=9.0, eager_gb=8.0, free_gb=7.0).enabled
-    assert speed.check_graph_memory(on, graph_gb=None, eager_gb=None, free_gb=None).enabled
+    assert speed.check_graph_memory(on, graph_gb=9.0, eager_gb=8.0, budget_gb=7.0).enabled
+    assert speed.check_graph_memory(on, graph_gb=None, eager_gb=None, budget_gb=None).enabled
 
 
 def test_memory_model_puts_validation_beside_the_graph_pool():
@@ -175,7 +175,8 @@ def test_a_failed_capture_says_why_and_keeps_training(tmp_path, monkeypatch):
     graph = _CpuStepGraph.instances[0]
     assert graph.failed and not graph.captured and graph.steps == 6
     warnings = [e.message for e in events if isinstance(e, LogMessage) and e.level == "warning"]
-    assert any("CUDA graph capture failed" in m and "simulated" in m and "cuda_graphs" in m for m in warnings)
+    assert any("CUDA graph off" in m and "capture failed" in m and "simulated" in m and "cuda_graphs" in m
+               for m in warnings)
     messages = [e.message for e in events if isinstance(e, PhaseChanged)]
     assert any("capture failed" in m for m in messages)
 

@@ -98,8 +98,10 @@ class EventCallback(L.Callback):
                                     "configuration takes 1-3 minutes; later runs load it from the cache)"))
         elif getattr(pl_module, "cuda_graphs", False):
             self._compiling_since = time.monotonic()
+            from medseg_gui.core.speed import GRAPH_WARMUP_STEPS
+
             self._emit(PhaseChanged(phase="compiling", message="capturing the training step as a CUDA graph "
-                                    "(a few seconds)"))
+                                    f"after {GRAPH_WARMUP_STEPS} warm-up steps"))
         else:
             self._emit(PhaseChanged(phase="training"))
 
@@ -124,7 +126,7 @@ class EventCallback(L.Callback):
         graph = getattr(pl_module, "_step_graph", None)
         if graph is not None and graph.failed:
             what = "compiled" if getattr(pl_module, "compile_mode", None) else "warmed up"
-            message = f"{what} in {took:.0f} s (CUDA graph capture failed: running without graphs)"
+            message = f"{what} in {took:.0f} s (CUDA graph {graph.failed}: running without it)"
         elif getattr(pl_module, "compile_mode", None):
             message = f"compiled in {took:.0f} s"
         else:

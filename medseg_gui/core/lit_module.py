@@ -163,9 +163,9 @@ class SegModule(L.LightningModule):
 
             def fell_back(reason: str) -> None:
                 if self.graph_log is not None:
-                    self.graph_log("warning", f"CUDA graph capture failed ({reason}); training continues "
-                                              "without graphs (slower). Set training.cuda_graphs = 'off' "
-                                              "to skip the attempt.")
+                    self.graph_log("warning", f"CUDA graph off for the rest of this run: {reason}. Training "
+                                              "continues without it (slower); set training.cuda_graphs = "
+                                              "'off' to skip the attempt.")
 
             self._step_graph = WholeStepGraph(self._train_fn, self.trainer.optimizers[0], on_fallback=fell_back)
         return self._step_graph

@@ -226,26 +226,35 @@ def _apply_dataset(config: RunConfig, dataset: DatasetSummary, reasons: list[str
 
 
 def predicted_peak(memory_model: MemoryModel, config: RunConfig, batch_size: int | None = None,
-                   variant: str | None = None, image_size: int | None = None) -> float:
+                   variant: str | None = None, image_size: int | None = None, graphs: bool | None = None) -> float:
+    """``graphs``: whether the step is a CUDA graph; None means as the configuration would run it."""
     tr, ds = config.training, config.dataset
     # 'auto' compiles long GPU runs, and compiled runs hold more (kernels, graph pools): plan for it.
     compiled = tr.compile == "on" or (tr.compile == "auto" and tr.accelerator != "cpu")
-    # 'auto' graphs every single-GPU run that can be graphed; the graph's pool stays reserved while
-    # validation allocates beside it. Accumulation is decided after the batch, so it is not excluded.
-    graphs = (tr.cuda_graphs != "off" and tr.accelerator != "cpu" and tr.devices == 1
-              and tr.precision not in ("16-mixed", "16"))
+    graphs = graphs_possible(config) and tr.accumulate_grad_batches == 1 if graphs is None else graphs
     return memory_model(MemoryQuery(variant=variant or tr.variant, batch_size=batch_size or tr.batch_size,
                                     image_size=image_size or ds.image_size, num_classes=ds.num_classes,
                                     precision=tr.precision, compiled=compiled, graphs=graphs))
 
 
+def graphs_possible(config: RunConfig) -> bool:
+    """Whether ``cuda_graphs`` would capture the step (core/speed.py), gradient accumulation aside.
+
+    The graph's pool stays reserved while validation allocates beside it, so a graphed run needs
+    more memory at the same batch: the fit plans for it wherever the graph will run.
+    """
+    tr = config.training
+    return (tr.cuda_graphs != "off" and tr.accelerator != "cpu" and tr.devices == 1
+            and tr.precision not in ("16-mixed", "16"))
+
+
 def largest_batch(memory_model: MemoryModel, config: RunConfig, budget_gb: float, variant: str,
-                  image_size: int, limit: int = MAX_BATCH) -> int:
+                  image_size: int, limit: int = MAX_BATCH, graphs: bool = False) -> int:
     """Largest batch (0 if none) whose predicted peak stays within the budget; peak grows with batch."""
     lo, hi = 0, limit
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if predicted_peak(memory_model, config, mid, variant, image_size) <= budget_gb:
+        if predicted_peak(memory_model, config, mid, variant, image_size, graphs=graphs) <= budget_gb:
             lo = mid
         else:
             hi = mid - 1
@@ -280,10 +289,17 @@ def fit_batch(rec: Recommendation, memory_model: MemoryModel) -> None:
             rec.budget_gb = None
             return
     tr.variant, ds.image_size = variant, size
+    ungraphed = batch
+    graphed = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size, graphs=True) \
+        if graphs_possible(rec.config) else 0
     if rec.train_images:  # keep at least ~8 optimiser steps per epoch on small datasets
-        batch = min(batch, max(rec.tier.batch_size, rec.train_images // 8))
+        cap = max(rec.tier.batch_size, rec.train_images // 8)
+        batch, ungraphed, graphed = min(batch, cap), min(ungraphed, cap), min(graphed, cap)
+    if graphed and graphed >= min(effective, ungraphed):
+        batch = graphed  # the graph runs: no accumulation needed, or none would fit without it either
     tr.batch_size = batch
     tr.accumulate_grad_batches = max(1, -(-effective // batch))
+    _settle_graph(rec, graphed, ungraphed, effective)
     rec.predicted_peak_gb = predicted_peak(memory_model, rec.config)
     rec.reasons.append(f"Batch {batch}: predicted peak {rec.predicted_peak_gb:.1f} GB of a "
                        f"{rec.budget_gb:.1f} GB budget ({rec.free_gb:.1f} GB free minus a "
@@ -292,6 +308,27 @@ def fit_batch(rec: Recommendation, memory_model: MemoryModel) -> None:
         rec.reasons.append(f"Gradient accumulation {tr.accumulate_grad_batches} keeps the tier's effective "
                            f"batch of {effective}.")
     rec.alternatives = alternatives(rec, memory_model)
+
+
+def _settle_graph(rec: Recommendation, graphed: int, ungraphed: int, effective: int) -> None:
+    """Say what the CUDA graph costs in batch size, or why it will not run (and turn it off then, so
+    the plan and the run agree), so the user can trade batch for speed knowingly."""
+    tr = rec.config.training
+    if not graphed:
+        return
+    if tr.batch_size <= graphed and tr.accumulate_grad_batches == 1:
+        if ungraphed > tr.batch_size:
+            rec.reasons.append(f"The batch leaves room for the CUDA graph (training.cuda_graphs), which replays "
+                               f"each step in one launch (2-11x faster at the brief's batch sizes); with graphs "
+                               f"off, batch {ungraphed} would fit.")
+        return
+    if tr.accumulate_grad_batches > 1:
+        why = f"gradient accumulation ({tr.accumulate_grad_batches}) keeps the tier's effective batch of {effective}"
+    else:
+        why = f"the tier's effective batch of {effective} fits only without the graph's extra memory"
+        tr.cuda_graphs = "off"
+    rec.warnings.append(f"No CUDA graph for this run: {why}. For its speed (2-3x at these sizes) set batch "
+                        f"{graphed}, accumulation 1 and cuda_graphs 'auto' (an effective batch of {graphed}).")
 
 
 VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5")

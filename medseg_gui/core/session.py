@@ -352,15 +352,18 @@ class TrainingSession:
         return plan
 
     def _graph_memory(self, precision: str) -> dict[str, float | None]:
-        """Predicted peaks with and without the graph, and the device's free memory (GB)."""
+        """Predicted peaks with and without the graph, and the memory budget (GB) they must fit."""
         from medseg_gui.core.memory import default_memory_model
         from medseg_gui.core.recommend import MemoryQuery
 
         import torch
 
+        from medseg_gui.core.recommend import safety_margin
+
+        none: dict[str, float | None] = {"graph_gb": None, "eager_gb": None, "budget_gb": None}
         model = default_memory_model()
         if model is None or not torch.cuda.is_available():
-            return {"graph_gb": None, "eager_gb": None, "free_gb": None}
+            return none
 
         tr, ds = self.config.training, self.config.dataset
         query = MemoryQuery(tr.variant, self.batch_size, ds.image_size, ds.num_classes, precision)
@@ -369,8 +372,8 @@ class TrainingSession:
             graph = float(model(MemoryQuery(**{**query.__dict__, "graphs": True})))
             free = torch.cuda.mem_get_info()[0] / 2**30
         except (KeyError, RuntimeError):
-            return {"graph_gb": None, "eager_gb": None, "free_gb": None}
-        return {"graph_gb": graph, "eager_gb": eager, "free_gb": free}
+            return none
+        return {"graph_gb": graph, "eager_gb": eager, "budget_gb": free - safety_margin(free)}
 
     def _compile_plan(self, accelerator: str, datamodule: Any, remaining_epochs: int,
                       whole_step_graph: bool = False) -> Any:

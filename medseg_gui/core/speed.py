@@ -70,16 +70,17 @@ def plan_cuda_graphs(setting: str, *, on_cuda: bool, devices: int = 1, precision
 
 
 def check_graph_memory(plan: GraphPlan, *, graph_gb: float | None, eager_gb: float | None,
-                       free_gb: float | None) -> GraphPlan:
+                       budget_gb: float | None) -> GraphPlan:
     """Drop the graph when only the graph would not fit: its pool stays reserved during validation,
-    so a run sized to the card without graphs may not fit with them (predictions: core/memory.py)."""
-    if not plan.enabled or graph_gb is None or eager_gb is None or free_gb is None:
+    so a run sized to the card without graphs may not fit with them (predictions: core/memory.py;
+    the budget is the free memory minus the recommender's safety margin)."""
+    if not plan.enabled or graph_gb is None or eager_gb is None or budget_gb is None:
         return plan
-    if graph_gb <= free_gb or eager_gb > free_gb:
+    if graph_gb <= budget_gb or eager_gb > budget_gb:
         return plan
     return GraphPlan(False, f"CUDA graphs not used: with them this run would need about {graph_gb:.1f} GB, "
-                            f"without them {eager_gb:.1f} GB, and {free_gb:.1f} GB are free (a smaller batch or "
-                            f"image size lets the faster graphed step fit)")
+                            f"without them {eager_gb:.1f} GB, and the budget is {budget_gb:.1f} GB (free memory "
+                            f"minus a safety margin); a smaller batch or image size lets the faster graphed step fit")
 
 
 def plan_compile(setting: str, *, on_cuda: bool, total_steps: int, devices: int = 1,
