@@ -270,9 +270,9 @@ def save(results: list[dict], args: argparse.Namespace) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": "train_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
            "steps": args.steps, "warm_steps": args.warm, "workers": args.workers, "results": results}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(out)
+    from medseg_gui.core.atomic import atomic_write_text
+
+    atomic_write_text(out, json.dumps(doc, indent=2))
     return out
 
 

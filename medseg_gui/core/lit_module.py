@@ -96,10 +96,8 @@ class SegModule(L.LightningModule):
 
     def _model_input(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 batch → normalised float input, inside the (compiled, graphed) step."""
-        from medseg_gui.core.data.normalize import input_constants, to_model_input
+        from medseg_gui.core.data.normalize import to_model_input
 
-        if self._norm is None or self._norm[0].device != images.device:
-            self._norm = input_constants(images.device)
         return to_model_input(images, channels_last=self._cuda_channels_last(), constants=self._norm)
 
     def _cuda_channels_last(self) -> bool:

@@ -36,7 +36,7 @@ then check the fit with ``benchmarks/bench_fit.py`` (simulated cards, real Train
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -109,8 +109,7 @@ class MemoryModelData:
 
     def graph_peak(self, q: MemoryQuery) -> float:
         """Allocator peak (GiB) with the whole-step graph: its pool plus validation beside it."""
-        eager = MemoryQuery(q.variant, q.batch_size, q.image_size, q.num_classes, q.precision)
-        return self.train_peak(eager) + self.val_activations(q) + (self.graphs_offset or 0.0)
+        return self.train_peak(replace(q, compiled=False, graphs=False)) + self.val_activations(q) + (self.graphs_offset or 0.0)
 
     @staticmethod
     def _class_term(q: MemoryQuery) -> float:

@@ -243,9 +243,11 @@ def graphs_possible(config: RunConfig) -> bool:
     The graph's pool stays reserved while validation allocates beside it, so a graphed run needs
     more memory at the same batch: the fit plans for it wherever the graph will run.
     """
+    from medseg_gui.core.speed import plan_cuda_graphs
+
     tr = config.training
-    return (tr.cuda_graphs != "off" and tr.accelerator != "cpu" and tr.devices == 1
-            and tr.precision not in ("16-mixed", "16"))
+    return plan_cuda_graphs(tr.cuda_graphs, on_cuda=tr.accelerator != "cpu", devices=tr.devices,
+                            precision=tr.precision).enabled
 
 
 def largest_batch(memory_model: MemoryModel, config: RunConfig, budget_gb: float, variant: str,

@@ -353,6 +353,8 @@ class TrainingSession:
 
     def _graph_memory(self, precision: str) -> dict[str, float | None]:
         """Predicted peaks with and without the graph, and the memory budget (GB) they must fit."""
+        import dataclasses
+
         from medseg_gui.core.memory import default_memory_model
         from medseg_gui.core.recommend import MemoryQuery
 
@@ -369,7 +371,7 @@ class TrainingSession:
         query = MemoryQuery(tr.variant, self.batch_size, ds.image_size, ds.num_classes, precision)
         try:
             eager = float(model(query))
-            graph = float(model(MemoryQuery(**{**query.__dict__, "graphs": True})))
+            graph = float(model(dataclasses.replace(query, graphs=True)))
             free = torch.cuda.mem_get_info()[0] / 2**30
         except (KeyError, RuntimeError):
             return none

@@ -91,7 +91,7 @@ class WholeStepGraph:
         try:
             return self._capture(images, masks)
         except Exception as exc:  # noqa: BLE001 — any capture failure: keep training without graphs
-            self.graph, self._static, self._static_loss = None, None, None
+            self._static, self._static_loss = None, None
             self._fall_back(f"capture failed ({type(exc).__name__}: {exc}".splitlines()[0][:300] + ")")
             if images.is_cuda:
                 _reset_cuda_generator(images.device)
