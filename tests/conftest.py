@@ -9,6 +9,8 @@ os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# CPU training in tests (tiny models) runs one torch thread: see core/cpu_threads.py and one_torch_thread
+os.environ.setdefault("MEDSEG_CPU_THREADS", "1")
 
 import pytest  # noqa: E402
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -178,6 +179,8 @@ def test_validation_is_fast_on_thousands_of_files(tmp_path):
     for i in range(3000):
         (tmp_path / "images" / f"case{i // 30}_slice{i % 30}.png").write_bytes(ib)
         (tmp_path / "masks" / f"case{i // 30}_slice{i % 30}.png").write_bytes(mb)
+    cpu = time.process_time()  # CPU time (all threads): a busy machine does not inflate it
     r = validate_dataset(tmp_path, 4)
+    cpu = time.process_time() - cpu
     assert r.can_train and r.masks_checked == 3000
-    assert r.elapsed_s < 20, r.elapsed_s
+    assert cpu < 20, cpu

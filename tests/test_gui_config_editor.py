@@ -214,6 +214,8 @@ def test_every_field_round_trips_widget_to_model(editor):
                 value = int(meta["min"]) + 1
             elif tp == "float":
                 value = (meta["min"] + meta["max"]) / 2
+            elif tp == "list[str]":
+                value = ["0", "1"]
             else:
                 value = "scratch" if f.name == "pretrained" else f"value-{f.name}"
             row.editor.set(value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import time
 
 import pytest
 from PySide6.QtCore import Qt, QTimer
@@ -115,9 +114,8 @@ def test_what_if_control_both_directions(panel):
     panel.state.set_snapshot(snapshot(gpu(total=24.0, used=1.0)))
     card = panel.recommendation
     gpu_tier = panel.state.recommendation.tier.name
-    assert card.use_gpu.isChecked() and not card.vram.isEnabled()
+    assert card.vram.value() == 0 and card.vram.text() == "this computer"
     # widget -> state
-    card.use_gpu.setChecked(False)
     card.vram.setValue(4.0)
     assert panel.state.what_if_vram_gb == 4.0
     assert panel.state.recommendation.tier.name == tier_for_vram(4.0).name != gpu_tier
@@ -125,11 +123,21 @@ def test_what_if_control_both_directions(panel):
     assert "what-if" in card.source.text()
     # state -> widget
     panel.state.set_what_if(10.0)
-    assert card.vram.value() == 10.0 and not card.use_gpu.isChecked() and card.vram.isEnabled()
+    assert card.vram.value() == 10.0
     assert card.tier.text() == tier_for_vram(10.0).label
-    card.use_gpu.setChecked(True)
-    assert panel.state.what_if_vram_gb is None
+    card.vram.setValue(0.0)  # back to this computer
+    assert panel.state.what_if_vram_gb is None and card.vram.text() == "this computer"
     assert panel.state.recommendation.tier.name == gpu_tier
+
+
+def test_plan_for_a_card_on_a_computer_without_gpu(panel):
+    """No "Use my GPU [8.0 GB free]" on a CPU machine: one control, which plans for this computer at first."""
+    panel.state.set_snapshot(cpu_snapshot())
+    card = panel.recommendation
+    assert not hasattr(card, "use_gpu")
+    assert card.vram.text() == "this computer" and panel.state.recommendation.tier.name == "cpu"
+    card.vram.setValue(8.0)
+    assert panel.state.recommendation.tier.name == tier_for_vram(8.0).name == "entry"
 
 
 def test_first_recommendation_replaces_untouched_defaults_only(qtbot):
@@ -147,12 +155,12 @@ def test_first_recommendation_replaces_untouched_defaults_only(qtbot):
 def test_poller_thread_reads_fake_nvml_and_stops(qtbot):
     nvml = make_nvml([FakeGpu(name="Fake RTX", used_gb=3.0)])
     poller = PollerThread(lambda: probe(nvml=nvml), interval_ms=50)
-    with qtbot.waitSignal(poller.snapshot_ready, timeout=5000) as blocker:
+    with qtbot.waitSignal(poller.snapshot_ready, timeout=30_000) as blocker:
         poller.start()
     snap = blocker.args[0]
     assert snap.gpus[0].name == "Fake RTX"
     assert snap.gpus[0].used_gb == pytest.approx(3.0)
-    with qtbot.waitSignal(poller.snapshot_ready, timeout=5000):
+    with qtbot.waitSignal(poller.snapshot_ready, timeout=30_000):
         pass  # it keeps polling
     assert poller.stop() and not poller.is_running()
 
@@ -161,28 +169,130 @@ def test_poller_reports_a_failing_probe(qtbot):
     def broken():
         raise RuntimeError("driver went away")
     poller = PollerThread(broken, interval_ms=50)
-    with qtbot.waitSignal(poller.errored, timeout=5000) as blocker:
+    with qtbot.waitSignal(poller.errored, timeout=30_000) as blocker:
         poller.start()
     assert "driver went away" in blocker.args[0]
     assert poller.stop()
 
 
 def test_slow_probe_does_not_block_the_gui_thread(qtbot):
-    """A probe that stalls 400 ms (a throttling card) must not delay timers on the GUI thread."""
+    """A probe that stalls (a throttling card) must not delay timers on the GUI thread.
+
+    The probe is held until the GUI thread's timer has fired, so the check needs no wall-clock bound
+    (which a loaded machine would break): had the probe run on the GUI thread, the timer could not fire
+    while it was held, and the probe would end by its own timeout instead of being released.
+    """
+    import threading
+
+    entered, release, released = threading.Event(), threading.Event(), []
+
     def slow():
-        time.sleep(0.4)
+        entered.set()
+        released.append(release.wait(60))
         return cpu_snapshot()
     poller = PollerThread(slow, interval_ms=10)
     poller.start()
     try:
-        qtbot.wait(50)  # the worker is now inside a slow probe
+        qtbot.waitUntil(entered.is_set, timeout=30_000)  # the worker is now inside a stalled probe
         fired = []
-        start = time.perf_counter()
-        QTimer.singleShot(20, lambda: fired.append(time.perf_counter() - start))
-        qtbot.waitUntil(lambda: bool(fired), timeout=2000)
-        assert fired[0] < 0.2
+        QTimer.singleShot(20, lambda: fired.append(not release.is_set()))
+        qtbot.waitUntil(lambda: bool(fired), timeout=30_000)
+        assert fired[0]  # the timer ran while the probe was still stalled
     finally:
+        release.set()
         assert poller.stop()
+    assert released and released[0]
+
+
+def test_tier_names_and_ranges_agree_in_badge_reasons_and_table(panel):
+    from medseg_gui.core.tiers import TIERS
+
+    panel.state.set_snapshot(snapshot(gpu(total=8.0, used=0.5)))
+    rec = panel.state.recommendation
+    assert panel.recommendation.tier.text() == rec.tier.label == "Entry (5-9 GB free)"
+    assert html.escape(f"Tier {rec.tier.label}:") in panel.recommendation.reasons.text()
+    table = panel.tiers.table
+    for row, tier in enumerate(TIERS):
+        assert f"{table.item(row, 0).text()} ({table.item(row, 1).text()})" == tier.label
+        assert table.item(row, 6).text() == tier.example_gpus
+
+
+def test_typical_cards_wrap_instead_of_being_cut_off(panel, qtbot):
+    panel.resize(900, 700)
+    panel.show()
+    qtbot.waitExposed(panel)
+    table = panel.tiers.table
+    assert table.textElideMode() == Qt.TextElideMode.ElideNone and table.wordWrap()
+    col = table.columnCount() - 1
+    metrics = table.fontMetrics()
+    for row in range(table.rowCount()):
+        text = table.item(row, col).text()
+        lines = max(1, -(-metrics.horizontalAdvance(text) // max(1, table.columnWidth(col) - 8)))
+        assert table.rowHeight(row) >= min(lines, 2) * metrics.lineSpacing(), (text, table.columnWidth(col))
+    rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
+    assert table.height() >= rows  # every row shown, none scrolled away
+
+
+def test_cards_are_numbered_as_cuda_numbers_them_and_hidden_cards_cannot_be_ticked(panel):
+    from medseg_gui.core.gpu_identity import assign_cuda_indices
+
+    snap = snapshot(gpu(0, name="Card A"), gpu(1, name="Card B"))
+    assign_cuda_indices(snap.gpus, "1", "PCI_BUS_ID", use_env=False)
+    snap.cuda_visible_devices, snap.cuda_device_order = "1", "PCI_BUS_ID"
+    panel.state.set_snapshot(snap)
+    from medseg_gui.gui.hardware_panel import GpuCard
+
+    widgets = (panel.cards.itemAt(i).widget() for i in range(panel.cards.count()))
+    first, second = [w for w in widgets if isinstance(w, GpuCard)]
+    assert first.title.text() == "GPU 0 · Card B" and "nvidia-smi #1" in first.details.text()
+    assert "hidden from CUDA" in second.title.text() and not second.use.isEnabled()
+    assert first.use.isChecked()  # the only card training can use is the one planned for
+    assert "GPU 0 (Card B)" in panel.recommendation.source.text()
+
+
+def test_ticking_gpus_feeds_the_recommendation_and_the_config(qtbot):
+    panel = HardwarePanel(AppState())  # a fresh window: the configuration is the recommendation
+    qtbot.addWidget(panel)
+    snap = snapshot(gpu(0, total=24.0, used=1.0), gpu(1, total=24.0, used=14.0))
+    panel.state.set_snapshot(snap)
+    cards = {k[0]: c for k, c in panel.gpu_cards.items()}
+    assert cards[0].use.isChecked() and not cards[1].use.isChecked()  # the most free card, recommended
+    assert panel.state.config.training.gpus == ["GPU-0"]
+    cards[1].use.setChecked(True)
+    state = panel.state
+    assert state.config.training.gpus == ["GPU-0", "GPU-1"] and state.config.training.devices == 2
+    rec = state.recommendation
+    assert [g.uuid for g in rec.gpus] == ["GPU-0", "GPU-1"] and rec.free_gb == pytest.approx(10.0)
+    assert state.differences() == {}, "an untouched configuration follows the plan for the ticked cards"
+    assert "Planned for 2 GPUs (GPU 0, GPU 1)" in panel.recommendation.source.text()
+    assert panel.recommendation.values["batch"].text().startswith(f"{rec.config.training.batch_size} × 2 GPUs")
+    from medseg_gui.gui.training.worker import TrainingRunner
+
+    assert TrainingRunner.uses_child_process(state.config)  # several GPUs: the child process
+    cards[0].use.setChecked(False)
+    assert state.config.training.gpus == ["GPU-1"] and state.recommendation.free_gb == pytest.approx(10.0)
+    assert not cards[0].use.isChecked() and cards[1].use.isChecked()
+
+
+def test_ticking_keeps_the_users_own_edits(panel):
+    panel.state.set_snapshot(snapshot(gpu(0, total=24.0, used=1.0), gpu(1, total=24.0, used=1.0)))
+    cards = {k[0]: c for k, c in panel.gpu_cards.items()}
+    assert panel.state.config.training.gpus == [] and cards[0].use.isChecked()  # shown: the planned card
+    cards[1].use.setChecked(True)
+    assert panel.state.config.training.gpus == ["GPU-0", "GPU-1"]
+    assert panel.state.config.training.epochs == RunConfig().training.epochs  # not replaced by the plan
+    assert "training.gpus" not in panel.state.differences()
+
+
+def test_a_configured_gpu_that_is_gone_is_said_and_planned_around(qtbot):
+    config = RunConfig()
+    config.training.gpus = ["GPU-gone"]
+    state = AppState(config)
+    widget = HardwarePanel(state)
+    qtbot.addWidget(widget)
+    state.set_snapshot(snapshot(gpu(0)))
+    assert state.recommendation.gpu.uuid == "GPU-0"
+    assert "not available" in state.recommendation.warnings[0]
 
 
 def test_tier_table_marks_the_recommended_tier(panel):
@@ -191,3 +301,21 @@ def test_tier_table_marks_the_recommended_tier(panel):
     assert panel.tiers.selected_tier() == panel.state.recommendation.tier.name == tier_for_vram(7.5).name
     panel.state.set_what_if(20.0)
     assert panel.tiers.selected_tier() == tier_for_vram(20.0).name
+
+
+def test_configuration_page_shows_and_edits_the_gpus_to_use(qtbot):
+    from medseg_gui.gui.config_editor import ConfigEditor
+
+    config = RunConfig()
+    config.training.gpus = ["GPU-0", "GPU-1"]
+    state = AppState(config)
+    editor = ConfigEditor(state)
+    qtbot.addWidget(editor)
+    line = editor.rows["training.gpus"].editor.line
+    assert line.text() == "GPU-0, GPU-1"
+    line.setText("0, 1 ,")
+    line.textEdited.emit(line.text())
+    assert state.config.training.gpus == ["0", "1"]
+    line.setText("")
+    line.textEdited.emit("")
+    assert state.config.training.gpus == []

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -183,3 +184,83 @@ def test_cli_recommend_probe_is_skipped_clearly_without_a_gpu():
                           capture_output=True, text=True, check=True)
     data = json.loads(proc.stdout)
     assert data["fit_probe"] is None and any("fit probe skipped" in w for w in data["warnings"])
+
+
+# ---- which card, and several cards (one identity for a GPU) -----------------------------------------
+
+def _h200s(used0: float, used1: float, environ: dict | None = None):
+    return probe(make_nvml([FakeGpu(name="NVIDIA H200", total_gb=140.0, used_gb=used0, cc=(9, 0)),
+                            FakeGpu(name="NVIDIA H200", total_gb=140.0, used_gb=used1, cc=(9, 0))],
+                           environ=environ))
+
+
+def test_visible_devices_1_sizes_the_card_that_trains():
+    """The issue's first scenario: CUDA_VISIBLE_DEVICES=1 with nvidia-smi's GPU 1 nearly full."""
+    snap = _h200s(0.3, 136.0, environ={"CUDA_VISIBLE_DEVICES": "1"})
+    rec = recommend(snap)
+    assert rec.gpu.index == 1 and rec.gpu.cuda_index == 0
+    assert rec.free_gb == pytest.approx(4.0)
+    assert rec.config.training.gpus == [snap.gpus[1].uuid] and rec.config.training.devices == 1
+    assert rec.predicted_peak_gb <= rec.budget_gb < 4.0
+    d = rec.to_dict()
+    assert d["gpu"]["index"] == 0 and d["gpu"]["nvml_index"] == 1 and d["gpu"]["uuid"] == snap.gpus[1].uuid
+
+
+def test_busy_gpu_0_plans_and_names_the_idle_card():
+    snap = _h200s(134.0, 0.5)
+    rec = recommend(snap)
+    assert rec.gpu.cuda_index == 1 and rec.config.training.gpus == [snap.gpus[1].uuid]
+    assert recommend(snap, gpu_index=0).free_gb == pytest.approx(6.0)  # asked for: sized exactly there
+    assert recommend(snap, gpus=["0"]).config.training.gpus == ["0"]  # kept in the user's words
+
+
+def test_a_gpu_that_does_not_exist_is_one_clear_error():
+    snap = _h200s(0.5, 0.5)
+    with pytest.raises(ValueError, match="there is no GPU 5: CUDA sees 0 = NVIDIA H200"):
+        recommend(snap, gpu_index=5)
+    base = cfg.RunConfig()
+    base.training.gpus = ["GPU-does-not-exist"]
+    with pytest.raises(ValueError, match="no GPU has the UUID"):
+        recommend(snap, base=base)
+
+
+def test_two_gpus_size_the_per_gpu_batch_from_the_smallest_free_memory_and_explain_the_batch():
+    snap = _h200s(0.5, 130.0)  # 139.5 and 10 GB free
+    both = recommend(snap, gpus=["0", "1"])
+    small_alone = recommend(snap, gpus=["1"])
+    tr = both.config.training
+    assert both.free_gb == pytest.approx(10.0) and both.gpu.cuda_index == 1
+    assert [g.cuda_index for g in both.gpus] == [0, 1] and tr.devices == 2 and tr.gpus == ["0", "1"]
+    assert both.tier.name == small_alone.tier.name == "mainstream"
+    # DDP adds gradient buckets and NCCL buffers on each card: never a larger batch than one card alone
+    assert tr.batch_size <= small_alone.config.training.batch_size
+    assert both.predicted_peak_gb <= both.budget_gb
+    d = both.to_dict()
+    assert d["effective_batch_size"] == tr.batch_size * 2 * tr.accumulate_grad_batches
+    assert d["devices"] == 2 and [g["index"] for g in d["gpus"]] == [0, 1]
+    why = next(r for r in both.reasons if r.startswith("Effective batch"))
+    assert f"batch {tr.batch_size} per GPU x 2 GPUs" in why and f"Learning rate {tr.lr:g}" in why
+    assert any("2 GPUs: GPU 0 NVIDIA H200 (139.5 GB free), GPU 1 NVIDIA H200 (10.0 GB free)" in r for r in both.reasons)
+
+
+def test_ddp_memory_is_a_named_addition_per_gpu():
+    from medseg_gui.core import memory
+
+    model = memory.default_memory_model()
+    q = MemoryQuery("b4", 8, 288, 4, "bf16-mixed")
+    extra = model(dataclasses.replace(q, ddp=True)) - model(q)
+    assert extra == pytest.approx(memory.ddp_extra_gb("b4"))
+    assert extra == pytest.approx(64.1e6 * memory.DDP_GRADIENT_BYTES_PER_PARAM / 2**30 + memory.NCCL_WORKSPACE_GB)
+
+
+def test_cuda_visible_devices_empty_plans_for_the_cpu():
+    rec = recommend(_h200s(0.5, 0.5, environ={"CUDA_VISIBLE_DEVICES": ""}))
+    assert rec.tier.name == "cpu" and rec.config.training.gpus == []
+    assert any("hides every GPU" in w for w in rec.warnings)
+
+
+def test_reasons_badge_and_cli_name_the_tier_the_same_way():
+    rec = recommend(CPU_SNAP, vram_gb=7)
+    assert rec.tier.label == "Entry (5-9 GB free)"
+    assert any(r.startswith(f"Tier {rec.tier.label}:") for r in rec.reasons)
+    assert rec.to_dict()["tier_label"] == rec.tier.label

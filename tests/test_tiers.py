@@ -38,3 +38,16 @@ def test_tier_table_is_json_safe():
 
     data = json.loads(json.dumps(tier_table()))
     assert data[-1]["max_free_gb"] is None and len(data) == len(TIERS)
+
+
+def test_names_and_ranges_come_from_one_place():
+    """Badge, reasons, table and CLI print Tier.label; its range is computed from the edges."""
+    by = {t.name: t for t in TIERS}
+    assert by["entry"].label == "Entry (5-9 GB free)"
+    assert by["high"].label == "High (15 GB free or more)"
+    assert by["cpu"].label == "CPU (no GPU, or under 1.5 GB free)"
+    for tier in TIERS:
+        assert tier.label == f"{tier.title} ({tier.range_text})"
+        assert tier.label.isascii()  # printed on any console
+    data = tier_table()
+    assert data[2]["label"] == by["entry"].label and data[2]["range_text"] == "5-9 GB free"

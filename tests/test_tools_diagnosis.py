@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -77,17 +78,19 @@ def test_compute_bound_gpu_and_cpu_runs():
     assert diagnose([]).bottleneck == "unknown"
 
 
-def test_step_timer_splits_wait_and_compute_and_skips_the_first_batch():
+def test_step_timer_splits_wait_and_compute_and_skips_the_first_batch(monkeypatch):
+    clock = [100.0]  # a fake clock: sleeps on a busy machine overshoot, so the split is checked exactly
+    monkeypatch.setattr(dg, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     timer = StepTimer()
     timer.epoch_start()
     for _ in range(3):
-        time.sleep(0.03)  # "waiting for data"
+        clock[0] += 0.03  # "waiting for data"
         timer.batch_start()
-        time.sleep(0.01)  # "compute"
+        clock[0] += 0.01  # "compute"
         timer.batch_end()
     steps, wait, compute = timer.take()
     assert steps == 2  # the first batch of the epoch is left out
-    assert wait > 2 * compute
+    assert wait == pytest.approx(0.06) and compute == pytest.approx(0.02)
     assert timer.take() == (0, 0.0, 0.0)
 
 
@@ -169,3 +172,13 @@ def test_fast_loader_is_not_blamed(tmp_path):
     assert callback.diagnoses
     assert callback.diagnoses[-1].bottleneck == "cpu compute"
     assert events and isinstance(events[0], LogMessage) and "cpu compute" in events[0].message
+
+
+def test_cpu_advice_never_suggests_what_the_run_already_uses():
+    sample = DiagSample(steps=5, data_wait_s=0.01, compute_s=2.0, device="cpu")
+    small = diagnose([sample], DiagContext(variant="b0", image_size=128)).advice[0]
+    assert "224" not in small and "already the smallest model (SegFormer-b0 · 128 px)" in small
+    big = diagnose([sample], DiagContext(variant="b4", image_size=288)).advice[0]
+    assert "SegFormer-b0 at 224 px" in big
+    b2_small = diagnose([sample], DiagContext(variant="b2", image_size=160)).advice[0]
+    assert "SegFormer-b0 at 160 px" in b2_small

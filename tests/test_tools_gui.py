@@ -43,25 +43,54 @@ def test_lr_dialog_plots_the_curve_marks_the_suggestion_and_uses_it(qtbot):
     qtbot.addWidget(dialog)
     dialog.steps.setValue(20)
     dialog.run()
-    qtbot.waitUntil(lambda: dialog.result is not None and dialog.run_button.isEnabled(), timeout=5000)
+    qtbot.waitUntil(lambda: dialog.result is not None and dialog.run_button.isEnabled(), timeout=30_000)
     assert calls == [(3e-4, 20)]
     xs, ys = dialog.curve.getData()
     assert len(xs) == 40 and dialog.plot.getPlotItem().ctrl.logXCheck.isChecked()
     assert list(dialog.marker.xData) == [1e-3]  # data in LR units; the log-x axis shows -3
     assert list(dialog.marker.getData()[0]) == [pytest.approx(-3.0)]
     assert dialog.marker_line.isVisible() and dialog.marker_line.value() == pytest.approx(-3.0)
-    assert dialog.use_button.isEnabled() and "1.00e-03" in dialog.use_button.text()
+    assert dialog.use_button.isEnabled() and "(1e-3)" in dialog.use_button.text()
     changes = []
     state.config_changed.connect(changes.append)
     dialog.use_button.click()
     assert state.config.training.lr == pytest.approx(1e-3) and changes
 
 
+def test_lr_dialog_draws_the_curve_while_the_search_runs_on_a_readable_axis(qtbot):
+    import threading
+
+    release = threading.Event()
+
+    def finder(config, num_training, progress, stop_event, on_point):
+        for i in range(10):
+            on_point(10 ** (-7 + 0.5 * i), 1.0 - 0.05 * i)
+            progress(i + 1, num_training)
+        release.wait(10)  # the search is still "running" while the test looks at the plot
+        return _curve(1e-3)
+
+    dialog = LrFinderDialog(AppState(), finder)
+    qtbot.addWidget(dialog)
+    axis = dialog.plot.getAxis("bottom")
+    empty_ticks = [v for _, values in axis.tickValues(-7, 0, 400) for v in values]
+    labels = axis.tickStrings(empty_ticks, 1, 1)
+    assert "1e-7" in labels and "1e-3" in labels and not {"2", "3", "9"} & set(labels)
+    dialog.steps.setValue(20)
+    dialog.run()
+    try:
+        qtbot.waitUntil(lambda: dialog.curve.getData()[0] is not None and len(dialog.curve.getData()[0]) == 10,
+                        timeout=5000)
+        assert dialog.result is None and dialog.job.is_running()
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: dialog.result is not None and dialog.run_button.isEnabled(), timeout=5000)
+
+
 def test_lr_dialog_without_a_suggestion_shows_the_message(qtbot):
     dialog = LrFinderDialog(AppState(), lambda config, **kw: _curve(None))
     qtbot.addWidget(dialog)
     dialog.run()
-    qtbot.waitUntil(lambda: dialog.result is not None, timeout=5000)
+    qtbot.waitUntil(lambda: dialog.result is not None, timeout=30_000)
     assert not dialog.use_button.isEnabled() and not dialog.marker_line.isVisible()
     assert "Only 8 batches: use a larger dataset or more steps" in dialog.message.text()
 
@@ -73,7 +102,7 @@ def test_lr_dialog_reports_a_tool_error(qtbot):
     dialog = LrFinderDialog(AppState(), finder)
     qtbot.addWidget(dialog)
     dialog.run()
-    qtbot.waitUntil(lambda: "failed" in dialog.message.text(), timeout=5000)
+    qtbot.waitUntil(lambda: "failed" in dialog.message.text(), timeout=30_000)
     assert "/x does not exist" in dialog.message.text() and dialog.run_button.isEnabled()
 
 
@@ -130,7 +159,7 @@ def test_speed_card_shows_the_estimate_labelled_then_the_measurement(qtbot):
     assert card.badge.text() == "estimate" and "12.0" in card.figures.text()
     assert "Run the benchmark" in card.basis.text()
     card.run()
-    qtbot.waitUntil(lambda: card.badge.text() == "measured", timeout=5000)
+    qtbot.waitUntil(lambda: card.badge.text() == "measured", timeout=30_000)
     text = card.figures.text()
     assert "50.0" in text and "80</b> ms per step" in text and "Peak VRAM 1.60 GB" in text
     assert "22 s" in text and "36.7 min" in text  # per epoch and whole run
@@ -147,11 +176,11 @@ def test_checklist_rows_are_coloured_with_the_fix(qtbot):
     state = AppState()
     checklist = PreflightChecklist(state, lambda config: _report("ok", "warn", "fail"))
     qtbot.addWidget(checklist)
-    with qtbot.waitSignal(checklist.report_ready, timeout=5000):
+    with qtbot.waitSignal(checklist.report_ready, timeout=30_000):
         checklist.check()
     assert [row.property("status") for row in checklist.rows] == ["ok", "warn", "fail"]
     assert "Fix: fix 2" in checklist.rows[2].text.text() and "Fix" not in checklist.rows[0].text.text()
-    assert "1 problem(s) to fix" in checklist.summary.text()
+    assert "1 problem to fix" in checklist.summary.text()
     assert checklist.report_for(state.config) is not None
     state.set_value("training.batch_size", 3)
     assert checklist.report_for(state.config) is None  # a changed config needs a new check
@@ -180,7 +209,7 @@ def test_gate_checks_before_start_blocks_on_red_and_offers_start_anyway(qtbot):
     tab = _FakeTab()
     install_start_gate(tab, checklist)
     assert tab.start(config=state.config) is False  # checks first, in the background
-    qtbot.waitUntil(lambda: checklist.report is not None, timeout=5000)
+    qtbot.waitUntil(lambda: checklist.report is not None, timeout=30_000)
     assert tab.started == [] and checklist.anyway_button.isHidden()
     assert tab.start(config=state.config) is False  # red: refused, "Start anyway" offered
     assert not checklist.anyway_button.isHidden()
@@ -190,7 +219,7 @@ def test_gate_checks_before_start_blocks_on_red_and_offers_start_anyway(qtbot):
     verdict["statuses"] = ("ok", "warn")
     state.set_value("training.epochs", 7)
     assert tab.start(config=state.config) is False
-    qtbot.waitUntil(lambda: len(tab.started) == 2, timeout=5000)
+    qtbot.waitUntil(lambda: len(tab.started) == 2, timeout=30_000)
     assert tab.started[-1].training.epochs == 7
 
 
@@ -206,9 +235,78 @@ def test_installed_in_the_main_window(qtbot):
     assert window.training_tab.start_gate is not None
     window.training_tab.preflight.checker = lambda config: checks.append(config) or _report("fail")
     assert window.training_tab.start() is False
-    qtbot.waitUntil(lambda: bool(checks), timeout=5000)
+    qtbot.waitUntil(lambda: bool(checks), timeout=30_000)
     assert not window.training_tab.is_training()
     page = window.page("Tools")
     assert "quick check: SegFormer-b0" in page.plan_label.text()
     window.training_tab.training_changed.emit(True)
     assert not page.lr_button.isEnabled()
+
+
+def test_benchmark_bar_and_label_agree_and_precision_is_named(qtbot):
+    import threading
+
+    state = AppState()
+    release = threading.Event()
+    phases = []
+
+    def bench(config, steps, progress, stop_event):
+        progress(3, 25)
+        phases.append("steps")
+        release.wait(10)
+        progress(25, 25)  # the timed steps are done: validation is next
+        release.clear()
+        phases.append("validation")
+        release.wait(10)
+        return _measured()
+
+    card = SpeedCard(state, bench, lambda *a: None)
+    qtbot.addWidget(card)
+    card.run()
+    try:
+        qtbot.waitUntil(lambda: "step 3 of 25" in card.basis.text(), timeout=10_000)
+        assert card.progress.maximum() == 25 and card.progress.value() == 3
+        release.set()
+        qtbot.waitUntil(lambda: "validation" in card.basis.text(), timeout=10_000)
+        assert card.progress.maximum() == 0  # busy, not a full bar under a "still working" label
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: card.badge.text() == "measured", timeout=10_000)
+    assert "16-bit mixed precision" in card.figures.text()
+
+
+def test_a_check_anywhere_answers_every_checklist(qtbot):
+    """The Training page's check is the Tools page's too: no "Not checked yet" right after it."""
+    state = AppState()
+    training = PreflightChecklist(state, lambda config: _report("ok", "warn"), collapsible=True)
+    tools = PreflightChecklist(state, lambda config: _report("ok", "warn"))
+    for w in (training, tools):
+        qtbot.addWidget(w)
+    assert "Not checked" in tools.summary.text()
+    with qtbot.waitSignal(training.report_ready, timeout=30_000):
+        training.check()
+    assert tools.report is training.report and tools.summary.text() == "Ready · 1 warning"
+    assert tools.report_for(state.config) is training.report
+    late = PreflightChecklist(state, lambda config: _report("ok"))  # a page built after the check
+    qtbot.addWidget(late)
+    assert late.summary.text() == "Ready · 1 warning"
+
+
+def test_checklist_folds_to_one_line(qtbot):
+    state = AppState()
+    checklist = PreflightChecklist(state, lambda config: _report(*["ok"] * 8, "warn"), collapsible=True)
+    qtbot.addWidget(checklist)
+    checklist.resize(900, 600)
+    checklist.show()
+    with qtbot.waitSignal(checklist.report_ready, timeout=30_000):
+        checklist.check()
+    open_height = checklist.sizeHint().height()
+    checklist.set_collapsed(True)
+    assert not checklist.rows_area.isVisible() and checklist.toggle_button.text() == "Show ▸"
+    assert checklist.sizeHint().height() < 60 < open_height  # one line instead of nine rows
+    checklist.toggle_button.click()
+    assert checklist.rows_area.isVisible() and not checklist.collapsed
+    assert checklist.rows_area.maximumHeight() <= PreflightChecklist.ROWS_MAX_HEIGHT
+    checklist.set_collapsed(True)
+    checklist.set_report(_report("ok", "fail"), state.config)  # red must be seen: it unfolds
+    assert not checklist.collapsed

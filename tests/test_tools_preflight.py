@@ -184,3 +184,131 @@ def test_gather_facts_on_this_machine_reads_torch_nvml_and_the_dataset(tmp_path)
     # the default: the lead's model when core/memory.py exists, else "unknown" said plainly
     facts = pf.gather_facts(config, snapshot=snap, check_dataset_files=False)
     assert facts.predicted_peak_gb is not None or "memory model" in facts.peak_note
+
+
+# ---- pretrained weights: available / not available offline -------------------------------------------
+
+def _fake_hub_cache(root, repo: str, weights: str = "model.safetensors"):
+    """The layout huggingface_hub leaves: refs/main naming a snapshot with config.json and weights."""
+    folder = root / ("models--" + repo.replace("/", "--"))
+    snap = folder / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (snap / weights).write_bytes(b"x")
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("abc123")
+    return snap
+
+
+def test_pretrained_availability_reads_the_local_cache_and_paths_without_network(tmp_path, monkeypatch):
+    from medseg_gui.core.config import hub_id
+    from medseg_gui.core.model import pretrained_availability
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    config = RunConfig()
+    config.training.variant = "b0"
+    a = pretrained_availability(config)
+    assert a.state == "offline" and "HF_HUB_OFFLINE" in a.detail  # conftest sets offline, as on this machine
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+    assert pretrained_availability(config).state == "download"
+    assert pretrained_availability(config, online=False).state == "offline"
+    snap = _fake_hub_cache(tmp_path / "hub", hub_id("b0"), "pytorch_model.bin")
+    a = pretrained_availability(config, online=False)
+    assert a.state == "cached" and a.path == str(snap)
+    config.training.variant = "b2"  # another variant's weights are not this one's
+    assert pretrained_availability(config, online=False).state == "offline"
+    config.training.pretrained = "scratch"
+    assert pretrained_availability(config).state == "scratch"
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x")
+    config.training.pretrained = str(weights)
+    assert pretrained_availability(config).state == "local"
+    config.training.pretrained = str(tmp_path)  # a folder without config.json
+    a = pretrained_availability(config)
+    assert a.state == "bad" and "config.json" in a.detail
+
+
+def test_pretrained_item_warns_offline_fails_for_hub_and_is_green_when_available(tmp_path):
+    from medseg_gui.core.model import PretrainedAvailability
+
+    repo = "nvidia/segformer-b4-finetuned-ade-512-512"
+    offline = PretrainedAvailability("offline", "auto", repo, detail=f"{repo} is not on this computer")
+    it = item(healthy(pretrained=offline), "pretrained")
+    assert it.status == "warn" and it.detail.startswith("not available offline") and "random weights" in it.detail
+    assert "Choose weights file…" in it.fix and "training.pretrained" in it.fix
+    it = item(healthy(pretrained=PretrainedAvailability("offline", "hub", repo, detail="x")), "pretrained")
+    assert it.status == "fail" and not run_checks(healthy(pretrained=PretrainedAvailability(
+        "offline", "hub", repo, detail="x"))).ok
+    cached = PretrainedAvailability("cached", "auto", repo, str(tmp_path), f"{repo} is in the local cache")
+    it = item(healthy(pretrained=cached), "pretrained")
+    assert it.status == "ok" and it.detail.startswith("available offline")
+    bad = PretrainedAvailability("bad", "/nowhere", repo, "/nowhere", "/nowhere does not exist")
+    assert item(healthy(pretrained=bad), "pretrained").status == "fail"
+
+
+def test_gather_facts_reports_pretrained_weights_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    snap = HardwareSnapshot(gpus=[], cpu_count=2, cpu_name="cpu", ram_total_gb=8.0, ram_available_gb=4.0)
+    facts = pf.gather_facts(RunConfig(), snapshot=snap, memory_model=None, check_dataset_files=False)
+    assert facts.pretrained.state == "offline"
+    assert pf.run_checks(facts).by_id("pretrained").status == "warn"
+
+
+def test_recommendation_warns_when_weights_are_not_available_offline(tmp_path, monkeypatch):
+    from medseg_gui.core.recommend import recommend
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    snap = HardwareSnapshot(gpus=[], cpu_count=2, cpu_name="cpu", ram_total_gb=8.0, ram_available_gb=4.0)
+    rec = recommend(snap, memory_model=None)
+    assert any("Pretrained weights not available offline" in w for w in rec.warnings)
+    _fake_hub_cache(tmp_path / "empty-hub", rec.config.training.model_name if hasattr(
+        rec.config.training, "model_name") else f"nvidia/segformer-{rec.config.training.variant}-finetuned-ade-512-512")
+    assert not any("Pretrained" in w for w in recommend(snap, memory_model=None).warnings)
+
+
+def test_checklist_offers_choose_weights_and_sets_the_path(qtbot, tmp_path):
+    from medseg_gui.core.model import PRETRAINED_LICENCE, PretrainedAvailability
+    from medseg_gui.gui.state import AppState
+    from medseg_gui.gui.tools.checklist import PreflightChecklist
+
+    state = AppState()
+    repo = "nvidia/segformer-b4-finetuned-ade-512-512"
+    facts = healthy(pretrained=PretrainedAvailability("offline", "auto", repo, detail="x"))
+    checks: list = []
+    checklist = PreflightChecklist(state, checker=lambda c: checks.append(c) or run_checks(facts))
+    qtbot.addWidget(checklist)
+    checklist.set_report(run_checks(facts), state.config)
+    row = next(r for r in checklist.rows if r.item.id == "pretrained")
+    chooser = row.chooser
+    assert "non-commercial research" in chooser.note.text() and "non-commercial" in PRETRAINED_LICENCE
+    assert chooser.download_button.isHidden()  # HF_HUB_OFFLINE is set: no download offered, none attempted
+    assert not hasattr(next(r for r in checklist.rows if r.item.id == "config"), "chooser")
+    (tmp_path / "folder").mkdir()
+    assert not chooser.pick(str(tmp_path / "folder"))  # no config.json: refused, said why
+    assert "config.json" in chooser.note.text() and state.config.training.pretrained == "auto"
+    weights = tmp_path / "segformer.safetensors"
+    weights.write_bytes(b"x")
+    chooser.choose_file = lambda: str(weights)
+    chooser.file_button.click()
+    assert state.config.training.pretrained == str(weights.resolve())
+    qtbot.waitUntil(lambda: bool(checks), timeout=10_000)  # checked again with the new path
+    assert checks[-1].training.pretrained == str(weights.resolve())
+
+
+def test_items_with_nothing_to_check_are_not_applicable_not_green(qtbot):
+    from medseg_gui.gui.state import AppState
+    from medseg_gui.gui.tools.checklist import PreflightChecklist
+
+    facts = healthy(torch_cuda_available=False, gpus=[], gpu=None)
+    facts.config.training.accelerator = "cpu"
+    report = run_checks(facts)
+    na = {i.id for i in report.items if not i.applies}
+    assert {"vram_headroom", "pinned_memory", "other_processes"} <= na
+    assert all(i.status == "ok" for i in report.items if not i.applies)
+    assert report.by_id("config").applies and "[ n/a] Pinned memory" in report.text()
+    checklist = PreflightChecklist(AppState(), checker=lambda c: report)
+    qtbot.addWidget(checklist)
+    checklist.set_report(report, facts.config)
+    rows = {r.item.id: r for r in checklist.rows}
+    assert rows["pinned_memory"].mark.text() == "–" and rows["config"].mark.text() == "✓"

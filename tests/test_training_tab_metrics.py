@@ -148,10 +148,10 @@ def test_long_run_stays_bounded_and_fast():
     import time
 
     m = LiveMetrics(recent_points=2048, max_buckets=1024)
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: other work on a shared machine does not inflate it
     for s in range(1, 120_001):
         m.apply(ev.StepMetrics(step=s, epoch=1 + s // 1000, loss=1.0 / math.sqrt(s), lr=1e-4, time=float(s)))
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     x, y = m.loss.arrays()
     assert len(x) <= 2048 + 2 * 1024
     assert x[-1] == 120_000 and y.max() == 1.0

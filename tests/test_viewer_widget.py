@@ -198,7 +198,7 @@ def test_drop_opens_images_and_loads_models(viewer, qtbot, bundle):
                         Qt.KeyboardModifier.NoModifier)
         viewer.dropEvent(ev)
 
-    with qtbot.waitSignal(viewer.volume_opened, timeout=5000):
+    with qtbot.waitSignal(viewer.volume_opened, timeout=30_000):
         drop(_testdata("MR_small.dcm"))
     with qtbot.waitSignal(viewer.model_loaded, timeout=60000):
         drop(bundle)

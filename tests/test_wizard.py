@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QWizard  # noqa: E402
 
 from medseg_gui.core import config as cfg  # noqa: E402
@@ -68,6 +69,16 @@ def to_config_page(qtbot, wizard: TrainingWizard) -> None:
     assert wizard.validation_page.isComplete(), wizard.validation_page.banner.text()
     wizard.next()
     assert wizard.currentId() == PAGE_CONFIG
+
+
+@pytest.fixture
+def quick_preflight(monkeypatch):
+    """A checklist that passes at once (no torch import): for tests whose run is a fake session."""
+    from medseg_gui.core.preflight import CheckItem, PreflightReport
+    from medseg_gui.gui.wizard import config_page
+
+    monkeypatch.setattr(config_page, "run_preflight",
+                        lambda _config, _snapshot, _report: PreflightReport([CheckItem("fake", "Fake", "ok", "")]))
 
 
 def wait_preflight_ok(qtbot, wizard: TrainingWizard) -> None:
@@ -191,13 +202,40 @@ def test_back_from_config_and_cancel_leave_the_main_state_alone(qtbot, tmp_path)
     wizard.state.set_value("training.epochs", 3)
     wizard.back()
     assert wizard.currentId() == PAGE_VALIDATION
-    wizard.next()  # the check runs again, the user's edit survives
-    qtbot.waitUntil(lambda: not wizard.validation_page.is_busy(), timeout=30_000)
-    wizard.next()
+    assert wizard.validation_page.isComplete()  # Back keeps the dataset check's result
+    wizard.next()  # back on the configuration: the checklist runs again, the user's edit survives
+    assert wizard.currentId() == PAGE_CONFIG
     assert wizard.state.config.training.epochs == 3
-    with qtbot.waitSignal(wizard.rejected, timeout=5000):
-        wizard.reject()
+    with qtbot.waitSignal(wizard.rejected, timeout=30_000):
+        wizard.reject()  # no run was started, so Cancel closes at once
+    assert not wizard.training_page.is_running()
     assert window.state.config.to_dict() == before
+
+
+def test_next_on_the_config_page_waits_for_the_checklist(qtbot, monkeypatch):
+    """QWizard.next() ignores the disabled Next button: the page itself must refuse an unchecked config."""
+    from medseg_gui.gui.wizard import config_page
+
+    release = threading.Event()
+
+    def held_preflight(_config, _snapshot, _report):
+        release.wait(60)
+        raise RuntimeError("the checklist could not run")
+
+    monkeypatch.setattr(config_page, "run_preflight", held_preflight)
+    wizard = make_wizard(qtbot, runner_factory=fake_runner)
+    page = wizard.config_page
+    try:
+        to_config_page(qtbot, wizard)
+        assert page.checklist.is_checking() and not page.isComplete()
+        wizard.next()
+        assert wizard.currentId() == PAGE_CONFIG and not wizard.training_page.is_running()
+    finally:
+        release.set()
+        qtbot.waitUntil(lambda: not page.checklist.is_checking(), timeout=30_000)
+        if wizard.training_page.is_running():
+            wizard.training_page.stop()
+            qtbot.waitUntil(lambda: not wizard.training_page.is_running(), timeout=30_000)
 
 
 class EndlessSession:
@@ -228,43 +266,47 @@ def fake_runner(plan: bool) -> TrainingRunner:
     return TrainingRunner(in_process_factory=factory)
 
 
-def test_cancel_during_training_stops_the_run_before_closing(qtbot, tmp_path):
+def test_cancel_during_training_stops_the_run_before_closing(qtbot, tmp_path, quick_preflight):
     wizard = make_wizard(qtbot, runner_factory=fake_runner)
     to_config_page(qtbot, wizard)
     wizard.state.edit_config(lambda c: setattr(c.training, "output_dir", str(tmp_path / "runs")))
-    wizard.config_page.preflight_error = "skipped in this test"  # no torch import needed for a fake run
+    wizard.config_page.start_preflight()  # the edit's debounced re-check, now
+    qtbot.waitUntil(wizard.config_page.isComplete, timeout=30_000)
     wizard.next()
     page = wizard.training_page
-    qtbot.waitUntil(lambda: page.live.step > 5, timeout=10_000)
+    assert page.is_running()
+    qtbot.waitUntil(lambda: page.live.step > 5, timeout=30_000)
     assert wizard.button(STOP_BUTTON).isVisible()
     assert not wizard.button(QWizard.WizardButton.BackButton).isVisible()
 
     wizard.reject()  # Cancel: asks (auto-yes here), stops cooperatively, closes when the run has ended
     assert wizard.isVisible() or not page.is_running()
-    qtbot.waitUntil(lambda: not wizard.isVisible(), timeout=10_000)
+    qtbot.waitUntil(lambda: not wizard.isVisible(), timeout=30_000)
     assert not page.is_running()
     assert isinstance(page.result, ev.RunFinished) and page.result.stopped_early
     assert wizard.result() == QWizard.DialogCode.Rejected
 
 
-def test_stop_button_then_back_and_train_again(qtbot, tmp_path):
+def test_stop_button_then_back_and_train_again(qtbot, tmp_path, quick_preflight):
     wizard = make_wizard(qtbot, runner_factory=fake_runner)
     to_config_page(qtbot, wizard)
-    wizard.config_page.preflight_error = "skipped in this test"
+    qtbot.waitUntil(wizard.config_page.isComplete, timeout=30_000)
     wizard.next()
     page = wizard.training_page
-    qtbot.waitUntil(lambda: page.live.step > 3, timeout=10_000)
+    assert page.is_running()
+    qtbot.waitUntil(lambda: page.live.step > 3, timeout=30_000)
     wizard.button(STOP_BUTTON).click()
-    qtbot.waitUntil(lambda: page.result is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: page.result is not None, timeout=30_000)
     assert not page.isComplete()  # no model was saved by the fake run: Next stays off
     assert "before a model was saved" in page.outcome.text()
     assert wizard.button(QWizard.WizardButton.BackButton).isVisible()
     wizard.back()
     assert wizard.currentId() == PAGE_CONFIG
+    qtbot.waitUntil(wizard.config_page.isComplete, timeout=30_000)
     wizard.next()  # a second run starts with a fresh live view
     assert page.is_running() and page.live.step == 0
     page.stop()
-    qtbot.waitUntil(lambda: not page.is_running(), timeout=10_000)
+    qtbot.waitUntil(lambda: not page.is_running(), timeout=30_000)
 
 
 def test_cancel_while_the_dataset_is_being_checked(qtbot):
@@ -358,3 +400,56 @@ def test_first_launch_flag_dont_show_again_and_menu(qtbot):
     action.trigger()
     assert window.wizard is not None and window.wizard.isVisible()
     window.wizard.reject()
+
+
+# ---- what the folder holds, said before Import is offered --------------------------------------------------------
+def test_detection_says_what_was_found_and_what_is_missing(tmp_path):
+    import nibabel as nib
+
+    from imageio_fixtures import make_ct_series, make_seg
+    from medseg_gui.gui.wizard.sources import detect_source
+
+    slices = [np.full((16, 16), v, np.int16) for v in (0, 50, 100)]
+    series = tmp_path / "dicom"
+    make_ct_series(series / "ct", slices, [0.0, 2.0, 4.0], "1.2.826.0.1.3680043.9.7777.1")
+    info = detect_source(series)
+    assert info.kind is None and not info.needs_import  # no SEG: Import is not offered
+    assert "1 DICOM image series" in info.message and "(3 images)" in info.message
+    assert "no segmentation" in info.message and "1.2.826" not in info.message  # words, not UIDs
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:9, 4:9] = 1
+    make_seg(series / "seg.dcm", [(1, 2.0, mask)], ["Liver"], series_uid="1.2.826.0.1.3680043.9.7777.1")
+    info = detect_source(series)
+    assert info.kind == "dicom" and info.needs_import
+    assert "1 DICOM series with a segmentation" in info.message and "(3 images)" in info.message
+
+    volumes = tmp_path / "nifti"
+    volumes.mkdir()
+    affine = np.eye(4)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.float32), affine), str(volumes / "scan.nii.gz"))
+    info = detect_source(volumes)
+    assert info.kind is None and "no image/label pairs" in info.message and "scan.nii.gz" in info.message
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.uint8), affine), str(volumes / "scan_seg.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.float32), affine), str(volumes / "other.nii.gz"))
+    info = detect_source(volumes)
+    assert info.kind == "nifti" and "1 NIfTI image/label pair (scan)" in info.message
+    assert "other.nii.gz" in info.message and "left out" in info.message
+
+
+def test_wizard_shows_its_step_and_fits_the_screen(qtbot):
+    from medseg_gui.gui.main_window import MainWindow
+    from medseg_gui.gui.wizard import open_wizard
+
+    window = MainWindow(AppState(start_config()), poll_hardware=False, persist=False)
+    qtbot.addWidget(window)
+    window.state.set_snapshot(cpu_snapshot())
+    opened = open_wizard(window)
+    assert opened.isVisible() and not opened.isModal()  # the main window stays usable during a long run
+    assert opened.windowModality() == Qt.WindowModality.NonModal
+    opened.reject()
+    wizard = make_wizard(qtbot)
+    assert wizard.currentPage().title().startswith("Step 1 of 5")
+    assert wizard.page(PAGE_RESULT).title().startswith("Step 5 of 5")
+    area = wizard.screen().availableGeometry()
+    assert wizard.height() <= area.height()
+    wizard.reject()

@@ -17,3 +17,16 @@ def fail(message: str, hint: str = "", code: int = 2) -> int:
     if hint:
         print(f"hint: {hint}", file=sys.stderr)
     return code
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of 1 or more (argparse then prints one line and exits 2)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value

@@ -19,12 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from medseg_gui.core.config import ConfigError, load, validate
+    from medseg_gui.core.config import problems_in_file
 
-    try:
-        problems = validate(load(args.file))
-    except ConfigError as exc:
-        problems = exc.problems
+    problems = problems_in_file(args.file)  # wrong types and out-of-range values together
     if args.json:
         print_json({"file": args.file, "valid": not problems,
                     "problems": [{"field": p.field, "reason": p.reason} for p in problems]})

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import importlib.util
 
-from medseg_gui.cli.common import fail, print_json
+from medseg_gui.cli.common import fail, positive_int, print_json
 
 DATA_SUBCOMMAND_HOOKS = [
     ("medseg_gui.cli.data_import_cmd", "add_import_parser"),
@@ -33,14 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                    help="validation share when the folder has no train/valid split (default 0.2)")
     c.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
-    c.add_argument("--sample-masks", type=int, default=None, metavar="K",
+    c.add_argument("--sample-masks", type=positive_int, default=None, metavar="K",
                    help="decode only K random masks for the value check (faster on huge folders)")
     c.add_argument("--decode-images", action="store_true",
                    help="fully decode every image too (slower; catches corruption inside files)")
     c.add_argument("--json", action="store_true", help="print the full report as JSON")
     c.set_defaults(handler=run_check)
 
-    d = dsub.add_parser("demo", help="write the synthetic demo dataset (tutorial layout) to a new folder")
+    d = dsub.add_parser("demo", help="write the synthetic demo dataset (train/ + valid/ layout) to a new folder")
     d.add_argument("dst", metavar="DST", help="new or empty destination folder")
     d.add_argument("--n", type=int, default=None, metavar="N", help="number of slices (default 240)")
     d.add_argument("--size", type=int, default=None, metavar="S", help="image side in px (default 256)")
@@ -88,12 +88,16 @@ def run_demo(args: argparse.Namespace) -> int:
 
     n = DEFAULT_N if args.n is None else args.n
     size = DEFAULT_SIZE if args.size is None else args.size
+    from medseg_gui.core.output_guard import os_error_line
+
     try:
         dst = generate_demo(args.dst, n=n, size=size, seed=args.seed)
     except FileExistsError as exc:
-        return fail(str(exc))
+        return fail(str(exc) if exc.errno is None else os_error_line(exc, args.dst))
     except ValueError as exc:
         return fail(str(exc))
+    except OSError as exc:  # a read-only or full drive, no permission
+        return fail(os_error_line(exc, args.dst))
     n_train = len(list((dst / "train" / "images").iterdir()))
     n_valid = len(list((dst / "valid" / "images").iterdir()))
     print(f"wrote {n_train} training and {n_valid} validation slices ({size} px) to {dst}")

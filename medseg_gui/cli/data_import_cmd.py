@@ -17,7 +17,7 @@ SOURCES = ("kaggle", "dicom", "nifti", "flat")
 def add_import_parser(data_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = data_subparsers.add_parser(
         "import", help="convert Kaggle/DICOM/NIfTI/flat data into a new train/valid folder",
-        description="Convert a dataset into the tutorial layout DST/{train,valid}/{images,masks}/*.png "
+        description="Convert a dataset into the split layout DST/{train,valid}/{images,masks}/*.png "
                     "in a new folder. The source is only read.")
     p.add_argument("--from", dest="source_format", required=True, choices=SOURCES,
                    help="kaggle: folder with train.csv + train/; dicom: folder of series + SEG objects; "
@@ -41,9 +41,12 @@ def add_import_parser(data_subparsers: argparse._SubParsersAction) -> argparse.A
 def run_import(args: argparse.Namespace) -> int:
     from medseg_gui.core.data.import_output import DatasetImportError
     from medseg_gui.core.imageio import ImageReadError
+    from medseg_gui.core.output_guard import os_error_line
 
     if not 0.0 <= args.val_fraction < 1.0:
         return fail(f"--val-fraction {args.val_fraction} must be in [0, 1)", "e.g. --val-fraction 0.2")
+    if args.num_classes is not None and args.num_classes < 2:
+        return fail(f"--num-classes {args.num_classes} must be at least 2 (background + one class)")
     if args.label and args.source_format in ("kaggle", "flat"):
         return fail(f"--label is for --from dicom/nifti, not {args.source_format}")
     progress = None if args.json or not sys.stderr.isatty() else _progress
@@ -67,6 +70,8 @@ def run_import(args: argparse.Namespace) -> int:
                                      progress=progress)
     except (DatasetImportError, ImageReadError) as exc:
         return fail(str(exc))
+    except OSError as exc:  # e.g. a read-only or full drive while reading the source
+        return fail(os_error_line(exc, args.dst))
     finally:
         if progress is not None:
             print(file=sys.stderr)

@@ -1,15 +1,14 @@
 """`medseg export RUN_DIR DST`: copy a run's model bundle out (or re-export it from a checkpoint).
 
 A bundle is what the viewer, ``medseg predict`` and other machines load; exporting copies it into a
-temp folder beside ``DST`` and renames it into place, so ``DST`` is never half-written.
+temp folder beside ``DST`` and renames it into place, so ``DST`` is never half-written. ``--force``
+replaces only an earlier export (``core.bundle.is_bundle_export``): never the run itself, a folder
+holding it, or anything else.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
 from medseg_gui.cli.common import fail, print_json
@@ -21,19 +20,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dst", help="destination folder for the bundle")
     p.add_argument("--from-checkpoint", choices=("best", "last"), default=None,
                    help="re-export from checkpoints/{best,last}.ckpt instead of copying bundle/")
-    p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace DST if it is an earlier export (anything else is never replaced)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
     from medseg_gui.core import runs
-    from medseg_gui.core.bundle import META_FILE, BundleError, read_bundle_info
+    from medseg_gui.core.bundle import (META_FILE, BundleError, check_bundle_destination, copy_bundle,
+                                        read_bundle_info)
     from medseg_gui.core.inference import ModelLoadError
+    from medseg_gui.core.output_guard import OutputRefused, os_error_line
 
     src, dst = Path(args.run_dir).expanduser(), Path(args.dst).expanduser()
-    if dst.exists() and not args.force:
-        return fail(f"{dst} already exists", "choose another destination or pass --force")
+    if not src.exists():
+        return fail(f"{src} does not exist", "give a training run folder or a bundle folder")
+    try:
+        check_bundle_destination(dst, force=args.force, sources=(src,))
+    except OutputRefused as exc:
+        return fail(str(exc))
     try:
         if args.from_checkpoint:
             if not runs.is_run_dir(src):
@@ -45,10 +51,12 @@ def run_export(args: argparse.Namespace) -> int:
                 return fail(f"{src} has no bundle ({runs.BUNDLE_DIR}/{META_FILE})",
                             "the run may have stopped before its first checkpoint; try --from-checkpoint last")
             read_bundle_info(bundle)  # refuse to copy something unreadable
-            written = _copy_bundle(bundle, dst)
+            written = copy_bundle(bundle, dst)
         info = read_bundle_info(written)
-    except (BundleError, ModelLoadError, runs.CheckpointError, OSError) as exc:
+    except (BundleError, ModelLoadError, runs.CheckpointError, OutputRefused) as exc:
         return fail(str(exc))
+    except OSError as exc:
+        return fail(os_error_line(exc, dst))
     summary = {"bundle": str(written), "variant": info.variant, "image_size": info.image_size,
                "classes": info.class_names}
     if args.json:
@@ -56,25 +64,6 @@ def run_export(args: argparse.Namespace) -> int:
     else:
         print(f"exported SegFormer-{info.variant} ({info.image_size} px, {info.num_classes} classes) to {written}")
     return 0
-
-
-def _copy_bundle(bundle: Path, dst: Path) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
-        for item in bundle.iterdir():
-            if item.is_file() and not item.name.startswith("."):
-                shutil.copy2(item, tmp / item.name)
-        old = dst.with_name(f".{dst.name}.old-{time.time_ns()}") if dst.exists() else None
-        if old is not None:
-            dst.rename(old)
-        tmp.rename(dst)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dst
 
 
 def _from_checkpoint(run_dir: Path, dst: Path, which: str) -> Path:

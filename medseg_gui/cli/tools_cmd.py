@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from medseg_gui.cli.common import fail, print_json
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-lr", type=float, default=1e-7)
     p.add_argument("--max-lr", type=float, default=1.0)
     p.add_argument("--save", metavar="FILE", help="write the config with the suggested LR to FILE (TOML)")
+    p.add_argument("--force", action="store_true", help="with --save: replace FILE if it exists")
     p.set_defaults(handler=run_lr_find)
 
     p = sub.add_parser("benchmark", help="time real training steps; estimate time per epoch and per run")
@@ -93,6 +95,12 @@ def run_lr_find(args: argparse.Namespace) -> int:
         return fail("--steps must be at least 2")
     if not 0 < args.min_lr < args.max_lr:
         return fail("--min-lr must be above 0 and below --max-lr")
+    if args.save:  # refuse now, not after the sweep
+        from medseg_gui.core.output_guard import file_target_problem
+
+        problem = file_target_problem(args.save, replace=args.force)
+        if problem:
+            return fail(problem)
     try:
         result = find_lr(config, num_training=args.steps, min_lr=args.min_lr, max_lr=args.max_lr,
                          progress=_progress("lr-find", not args.json))
@@ -100,7 +108,12 @@ def run_lr_find(args: argparse.Namespace) -> int:
         return fail(str(exc), "check the configuration (medseg config validate) and the dataset (medseg data check)")
     saved = None
     if args.save and result.suggestion is not None:
-        saved = str(cfg.save(apply_lr(config, result.suggestion), args.save))
+        from medseg_gui.core.output_guard import os_error_line
+
+        try:
+            saved = str(cfg.save(apply_lr(config, result.suggestion), Path(args.save).expanduser()))
+        except OSError as exc:
+            return fail(os_error_line(exc, args.save))
     if args.json:
         data = result.to_dict()
         data["saved_config"] = saved

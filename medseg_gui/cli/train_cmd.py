@@ -40,14 +40,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--image-size", type=int)
     o.add_argument("--precision", choices=("auto", "32", "16-mixed", "bf16-mixed"))
     o.add_argument("--accelerator", choices=("auto", "gpu", "cpu"))
-    o.add_argument("--devices", type=int, help="number of GPUs (or CPU processes); more than 1 runs DDP")
+    o.add_argument("--devices", type=int, help="number of GPUs (or CPU processes); more than 1 runs DDP. A count "
+                   "other than the GPUs named in training.gpus trains on the cards with the most free memory")
+    o.add_argument("--gpus", metavar="LIST",
+                   help="train on exactly these GPUs: CUDA indices or UUIDs as `medseg hardware` lists them, "
+                        "e.g. 0,1 (training.gpus; sets the number of devices)")
     o.add_argument("--strategy", default="auto", help="Lightning strategy (default: ddp for several devices)")
     o.add_argument("--num-nodes", type=int, default=1)
     o.add_argument("--workers", type=int, dest="num_workers", metavar="N", help="data-loading processes")
     o.add_argument("--max-steps-per-epoch", type=int, metavar="N", help="cap training batches per epoch")
     o.add_argument("--seed", type=int)
     o.add_argument("--output", metavar="DIR", help="folder receiving the run folder (training.output_dir)")
-    p.add_argument("--run-dir", metavar="DIR", help="use exactly this run folder (created if missing)")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="use exactly this run folder (created if missing; a folder that already holds a run "
+                        "is refused: continue it with --resume)")
     p.add_argument("--events-json", action="store_true", help="print events as JSON lines on stdout")
     p.add_argument("--stop-on-stdin", action="store_true", help="stop cooperatively when stdin reads 'stop'")
     p.set_defaults(handler=run_train)
@@ -78,6 +84,18 @@ def build_config(args: argparse.Namespace) -> Any:
         value = getattr(args, attr, None)
         if value is not None:
             cfg.set_value(config, dotted, value)
+    if getattr(args, "gpus", None) is not None:
+        from medseg_gui.core.gpu_identity import parse_gpu_list
+
+        gpus = parse_gpu_list(args.gpus)
+        if not gpus or (args.devices is not None and args.devices != len(gpus)):
+            raise cfg.ConfigError([cfg.ConfigProblem("training.gpus", f"--gpus {args.gpus!r} names {len(gpus)} "
+                                                     f"GPU(s); give CUDA indices or UUIDs, e.g. --gpus 0,1"
+                                                     + (f" (and drop --devices {args.devices})" if gpus else ""))],
+                                  "the command line")
+        config.training.gpus, config.training.devices = gpus, len(gpus)
+    elif getattr(args, "devices", None) is not None and config.training.gpus and len(config.training.gpus) != args.devices:
+        config.training.gpus = []  # the command line's count wins (e.g. --demo's one recommended card, --devices 2)
     return config
 
 
@@ -111,6 +129,12 @@ def run_train(args: argparse.Namespace) -> int:
     if problems:
         return fail("the configuration has problems:\n" + "\n".join(f"  - {p}" for p in problems),
                     "fix the named settings")
+    from medseg_gui.core.precision import DeviceError, resolve_accelerator
+
+    try:
+        resolve_accelerator(config.training.accelerator)
+    except DeviceError as exc:
+        return fail(str(exc))
     rank = process_rank(args.num_nodes, config.training.devices)
     if events_out is not None:
         sink = _json_sink(events_out)
@@ -127,7 +151,9 @@ def run_train(args: argparse.Namespace) -> int:
         restore()
     from medseg_gui.core.events import RunFinished
 
-    return 0 if isinstance(result, RunFinished) else 1
+    if isinstance(result, RunFinished):
+        return 0
+    return 2 if result.kind == "run_dir" else 1  # 2: the command asked for a folder it may not use
 
 
 def _quiet_lightning() -> None:
@@ -208,9 +234,15 @@ class ProgressPrinter:
         self.epochs = 0
         self._last_plain = 0.0
         self._open_line = False
+        from medseg_gui.core.live_metrics import LiveMetrics
+
+        self.live = LiveMetrics()  # the same ETA as the GUI's (validation and checkpoints included)
 
     def __call__(self, event: Any) -> None:
         from medseg_gui.core import events as ev
+        from medseg_gui.core.seg_metrics import HEADLINE_METRIC, HEADLINE_SHORT
+
+        self.live.apply(event)
 
         if isinstance(event, ev.RunStarted):
             self.epochs = event.epochs
@@ -223,18 +255,18 @@ class ProgressPrinter:
         elif isinstance(event, ev.EpochMetrics):
             dice = " ".join(f"{d:.3f}" for d in event.per_class_dice)
             self._line(f"epoch {event.epoch}/{self.epochs}: train loss {_f(event.train_loss)}, val loss "
-                       f"{_f(event.val_loss)}, val F1 {_f(event.val_f1)} (Dice per class {dice}), "
+                       f"{_f(event.val_loss)}, {HEADLINE_METRIC} {_f(event.val_f1)} (Dice per class {dice}), "
                        f"{_f(event.epoch_time_s, '.1f')} s")
         elif isinstance(event, ev.LogMessage):
             self._line(f"{event.level}: {event.message}" if event.level != "info" else event.message)
         elif isinstance(event, ev.OomRecovered):
             self._line(f"warning: {event.message}")
         elif isinstance(event, ev.Checkpointed) and event.is_best:
-            self._line(f"best checkpoint (val F1 {_f(event.metric)}) -> {event.path}")
+            self._line(f"best checkpoint ({HEADLINE_SHORT} {_f(event.metric)}) -> {event.path}")
         elif isinstance(event, ev.RunFinished):
             state = "stopped" if event.stopped_early else "finished"
-            self._line(f"{state}: {event.epochs_done} epochs, {event.steps_done} steps in "
-                       f"{event.duration_s:.0f} s; best val F1 {_f(event.best_f1)}; bundle {event.bundle_dir}")
+            self._line(f"{state}: {event.epochs_done} epochs, {event.steps_done} steps in {event.duration_s:.0f} s; "
+                       f"best {HEADLINE_METRIC} {_f(event.best_f1)}; bundle {event.bundle_dir}")
         elif isinstance(event, ev.RunFailed):
             self._line(f"error: {event.reason}" + (f"\nhint: {event.hint}" if event.hint else ""))
 
@@ -242,7 +274,7 @@ class ProgressPrinter:
         filled = int(self.WIDTH * e.epoch_progress)
         bar = "#" * filled + "-" * (self.WIDTH - filled)
         text = (f"epoch {e.epoch}/{self.epochs} [{bar}] {e.epoch_progress * 100:3.0f}% step {e.step} "
-                f"loss {_f(e.loss)} {_f(e.images_per_s, '.1f')} img/s ETA {_eta(e.eta_s)}")
+                f"loss {_f(e.loss)} {_f(e.images_per_s, '.1f')} img/s ETA {_eta(self.live.eta_s)}")
         if self.tty:
             self.stream.write("\r" + text.ljust(100))
             self.stream.flush()

@@ -9,8 +9,8 @@ half-written bundle.
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,10 @@ BUNDLE_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
 HF_CONFIG_FILE = "config.json"
 META_FILE = "medseg.json"
+# A side a model can be fed at (px): 4x the largest training size. Beyond it one slice alone would
+# need tens of GB; a larger value in medseg.json is damage, not a choice.
+MAX_IMAGE_SIZE = 8192
+BUNDLE_FILES = (WEIGHTS_FILE, HF_CONFIG_FILE, META_FILE)  # all a bundle holds
 
 
 class BundleError(ValueError):
@@ -44,6 +48,7 @@ class BundleInfo:
     source_run: str | None = None
     format: int = BUNDLE_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # found while loading: NaN weights, fp16 converted
 
 
 def save_bundle(model: Any, config: RunConfig, dst: str | Path, *, source_run: str | Path | None = None,
@@ -66,9 +71,12 @@ def save_bundle(model: Any, config: RunConfig, dst: str | Path, *, source_run: s
         "source_run": str(source_run) if source_run is not None else None,
     }
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    from medseg_gui.core.atomic import temp_dir_beside, umask_mode
+
+    tmp = temp_dir_beside(dst)  # follows the umask: the bundle is shared with colleagues
     try:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        os.chmod(tmp / WEIGHTS_FILE, umask_mode())  # safetensors writes 0600; colleagues must read it
         model.config.to_json_file(str(tmp / HF_CONFIG_FILE))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         _replace_dir(tmp, dst)
@@ -78,10 +86,59 @@ def save_bundle(model: Any, config: RunConfig, dst: str | Path, *, source_run: s
     return dst
 
 
+def is_bundle_export(folder: str | Path) -> bool:
+    """An earlier bundle of ours (``--force`` may replace it): a ``medseg.json`` that reads back as our
+    metadata, and nothing but the bundle files beside it — a run, a dataset or a folder holding
+    anything else is never taken for one."""
+    from medseg_gui.core.output_guard import is_our_output
+
+    return is_our_output(Path(folder), META_FILE, BUNDLE_FILES,
+                         lambda meta: "format" in meta and "variant" in meta and "num_classes" in meta)
+
+
+def check_bundle_destination(dst: str | Path, *, force: bool, sources: tuple[Path, ...] = ()) -> None:
+    """Refuse (``OutputRefused``) a bundle destination that exists (without ``force``), is not an earlier
+    export (even with ``force``), is a training run's own bundle, or overlaps ``sources`` (the run or
+    bundle being exported)."""
+    from medseg_gui.core import runs
+    from medseg_gui.core.output_guard import OutputRefused, check_folder_target
+
+    dst = Path(dst).expanduser()
+    parent = dst.resolve().parent
+    if runs.is_run_dir(parent) and dst.exists():
+        raise OutputRefused(f"{dst}: is the model bundle of the training run {parent}; an export never replaces "
+                            "a run's files — choose a new folder")
+    check_folder_target(Path(dst), force=force, is_ours=is_bundle_export, ours_name="model export",
+                        sources=sources, ours_files=BUNDLE_FILES)
+
+
+def copy_bundle(bundle: str | Path, dst: str | Path) -> Path:
+    """Copy the bundle files of ``bundle`` to the folder ``dst`` (staged beside it, renamed into place)."""
+    from medseg_gui.core.atomic import temp_dir_beside
+
+    bundle, dst = Path(bundle), Path(dst)
+    tmp = temp_dir_beside(dst)  # follows the umask: colleagues can read the export
+    try:
+        for name in BUNDLE_FILES:
+            if (bundle / name).is_file():
+                shutil.copyfile(bundle / name, tmp / name)  # contents only: modes follow the umask
+        _replace_dir(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
+
+
 def _replace_dir(new: Path, dst: Path) -> None:
-    """Move ``new`` to ``dst``; an existing ``dst`` is moved aside first and removed after."""
+    """Move ``new`` to ``dst``; an existing ``dst`` is moved aside first and removed after — only when it
+    is an earlier bundle of ours: anything else there is refused, never deleted."""
+    from medseg_gui.core.output_guard import OutputRefused, is_empty_folder
+
     old = None
-    if dst.exists():
+    if dst.exists() or dst.is_symlink():
+        if not (is_bundle_export(dst) or is_empty_folder(dst)):
+            raise OutputRefused(f"{dst}: exists and is not an earlier model export; it was left untouched — "
+                                "choose a new folder for the bundle")
         old = dst.with_name(f".{dst.name}.old-{time.time_ns()}")
         dst.rename(old)
     try:
@@ -110,7 +167,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
     try:
         known = {"format", "variant", "image_size", "num_classes", "class_names", "class_colors",
                  "in_channels_hint", "created", "source_run"}
-        return BundleInfo(path=folder, variant=str(meta["variant"]), image_size=int(meta["image_size"]),
+        info = BundleInfo(path=folder, variant=str(meta["variant"]), image_size=int(meta["image_size"]),
                           num_classes=int(meta["num_classes"]), class_names=list(meta["class_names"]),
                           class_colors=list(meta["class_colors"]),
                           in_channels_hint=int(meta.get("in_channels_hint", 3)),
@@ -118,6 +175,13 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
                           extra={k: v for k, v in meta.items() if k not in known})
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{meta_path}: missing or invalid field {exc}") from None
+    if not 1 <= info.image_size <= MAX_IMAGE_SIZE:
+        raise BundleError(f"{meta_path}: image_size {info.image_size} is impossible (expected 1 to "
+                          f"{MAX_IMAGE_SIZE} px) — the file is damaged; export the model again from its run")
+    if not 1 <= info.num_classes <= 255:
+        raise BundleError(f"{meta_path}: num_classes {info.num_classes} is impossible (expected 1 to 255) — "
+                          "the file is damaged; export the model again from its run")
+    return info
 
 
 def _bundle_folder(path: str | Path) -> Path:
@@ -137,7 +201,7 @@ def load_bundle(path: str | Path, device: str = "cpu") -> tuple["SegformerForSem
     """
     from transformers import SegformerConfig
 
-    from medseg_gui.core.model import ModelSourceError, load_with_config
+    from medseg_gui.core.model import ModelSourceError, load_with_config, mismatch_text
 
     info = read_bundle_info(path)
     folder = info.path
@@ -149,16 +213,22 @@ def load_bundle(path: str | Path, device: str = "cpu") -> tuple["SegformerForSem
     except (OSError, ValueError) as exc:
         raise BundleError(f"{folder / HF_CONFIG_FILE} cannot be read: {exc}") from None
     try:
-        model, loading = load_with_config(hf_config, weights)
+        # ignore_mismatched_sizes: transformers then lists every wrong-shaped tensor instead of raising
+        # its own multi-page report; the bundle is still refused below, naming the first few.
+        model, loading = load_with_config(hf_config, weights, ignore_mismatched_sizes=True)
     except ModelSourceError as exc:
         raise BundleError(f"{weights} does not match {HF_CONFIG_FILE} or cannot be read: "
                           f"{exc.__cause__ or exc}") from None
-    bad = list(loading.get("missing_keys", ())) + [k[0] if isinstance(k, tuple) else k
-                                                    for k in loading.get("mismatched_keys", ())]
-    if bad:
-        raise BundleError(f"{weights} does not match {HF_CONFIG_FILE}: {len(bad)} tensors missing or of the "
-                          f"wrong shape (first: {sorted(bad)[0]})")
+    mismatched = [k for k in loading.get("mismatched_keys", ()) if isinstance(k, tuple) and len(k) == 3]
+    if mismatched:
+        raise BundleError(f"{weights} does not match {HF_CONFIG_FILE}: {len(mismatched)} tensor(s) of the wrong "
+                          f"shape — {mismatch_text(mismatched)}")
+    missing = sorted(loading.get("missing_keys", ()))
+    if missing:
+        raise BundleError(f"{weights} does not match {HF_CONFIG_FILE}: {len(missing)} tensor(s) missing "
+                          f"(first: {', '.join(missing[:3])})")
     if hf_config.num_labels != info.num_classes:
         raise BundleError(f"{folder}: {META_FILE} says {info.num_classes} classes but the model has "
                           f"{hf_config.num_labels}")
+    info.warnings.extend(loading.get("notes", ()))
     return model.to(device).eval(), info

@@ -7,6 +7,7 @@ its form and the validator can name the field and the reason without a second so
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ def meta(help: str, *, unit: str = "", min: float | None = None, max: float | No
 @dataclass
 class DatasetConfig:
     path: str = field(default="demo", metadata=meta(
-        "Dataset folder (tutorial split layout or flat images/ + masks/), or 'demo' for the built-in "
+        "Dataset folder (train/ + valid/ split, or flat images/ + masks/), or 'demo' for the built-in "
         "synthetic dataset.", label="Dataset"))
     image_size: int = field(default=288, metadata=meta(
         "Square side images and masks are resized to for training. Memory grows with its square.",
@@ -62,7 +63,7 @@ class DatasetConfig:
     augment_flip: bool = field(default=True, metadata=meta(
         "Random horizontal and vertical flips.", label="Flips"))
     augment_shift_scale_rotate: bool = field(default=True, metadata=meta(
-        "Random shift, scale and rotation (the tutorial's ShiftScaleRotate).", label="Shift/scale/rotate"))
+        "Random shift, scale and rotation.", label="Shift/scale/rotate"))
     augment_brightness_contrast: bool = field(default=True, metadata=meta(
         "Random brightness and contrast.", label="Brightness/contrast"))
     augment_coarse_dropout: bool = field(default=True, metadata=meta(
@@ -92,7 +93,7 @@ class TrainingConfig:
     weight_decay: float = field(default=1e-2, metadata=meta(
         "AdamW weight decay.", min=0.0, max=1.0, label="Weight decay", advanced=True))
     use_scheduler: bool = field(default=True, metadata=meta(
-        "Decay the learning rate (the tutorial's MultiStepLR at half the epochs).", label="LR scheduler"))
+        "Decay the learning rate (by 10x at half the epochs).", label="LR scheduler"))
     num_workers: int = field(default=4, metadata=meta(
         "Data-loading processes. 0 loads on the training thread (use 0 on Windows if workers fail).",
         min=0, max=64, label="Workers"))
@@ -103,6 +104,11 @@ class TrainingConfig:
         "Device kind: 'auto' uses the GPU when PyTorch sees one.", choices=ACCELERATORS, label="Device"))
     devices: int = field(default=1, metadata=meta(
         "Number of GPUs (more than one runs DDP in a child process).", min=1, max=64, label="GPUs"))
+    gpus: list[str] = field(default_factory=list, metadata=meta(
+        "Which GPUs to train on: CUDA indices ('0', '1') or UUIDs ('GPU-…', as the Hardware page and "
+        "medseg hardware show them). Empty: the card(s) with the most free memory, as the recommendation "
+        "chose. When set, it also decides how many GPUs train (the GPUs count follows it).",
+        label="GPUs to use", advanced=True))
     compile: str = field(default="auto", metadata=meta(
         "torch.compile (fused kernels): 'auto' on a CUDA GPU when the run is long enough to pay back "
         "its 1-3 minute warm-up.", choices=COMPILE_MODES, label="Compile", advanced=True))
@@ -113,7 +119,7 @@ class TrainingConfig:
     channels_last: bool = field(default=True, metadata=meta(
         "Channels-last memory layout on CUDA (faster convolutions).", label="Channels last", advanced=True))
     dice_include_background: bool = field(default=True, metadata=meta(
-        "Count the background class in the Dice loss (the tutorial does).", label="Dice on background",
+        "Count the background class in the Dice loss (on by default).", label="Dice on background",
         advanced=True))
     max_steps_per_epoch: int = field(default=0, metadata=meta(
         "Cap on training batches per epoch for quick checks; 0 means the whole training set.",
@@ -136,23 +142,10 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "RunConfig":
         """Build from plain data, rejecting unknown sections/keys and wrong types with named fields."""
-        problems: list[ConfigProblem] = []
-        if not isinstance(data, dict):
-            raise ConfigError([ConfigProblem("", "the file must hold [dataset] and [training] tables")], source)
-        for key in data:
-            if key not in SECTIONS:
-                problems.append(ConfigProblem(key, f"unknown section; expected one of {', '.join(SECTIONS)}"))
-        parts = {}
-        for name, section_cls in SECTIONS.items():
-            raw = data.get(name, {})
-            if not isinstance(raw, dict):
-                problems.append(ConfigProblem(name, "must be a table of settings"))
-                raw = {}
-            parts[name], section_problems = _section_from_dict(section_cls, raw, name)
-            problems.extend(section_problems)
+        config, problems = parse(data)
         if problems:
             raise ConfigError(problems, source)
-        return cls(**parts)
+        return config
 
     def copy(self) -> "RunConfig":
         return RunConfig.from_dict(self.to_dict())
@@ -205,6 +198,39 @@ def _coerce(value: Any, tp: str) -> Any:
     raise TypeError
 
 
+def parse(data: Any) -> tuple[RunConfig, list[ConfigProblem]]:
+    """Plain data → the config it describes plus the problems met on the way (unknown sections or
+    settings, wrong types). A setting that cannot be read keeps its default, so the rest can still be
+    range-checked: the user then sees every problem at once instead of fixing them one run at a time."""
+    problems: list[ConfigProblem] = []
+    if not isinstance(data, dict):
+        return RunConfig(), [ConfigProblem("", "the file must hold [dataset] and [training] tables")]
+    for key in data:
+        if key not in SECTIONS:
+            problems.append(ConfigProblem(key, f"unknown section; expected one of {', '.join(SECTIONS)}"))
+    parts = {}
+    for name, section_cls in SECTIONS.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            problems.append(ConfigProblem(name, "must be a table of settings"))
+            raw = {}
+        parts[name], section_problems = _section_from_dict(section_cls, raw, name)
+        problems.extend(section_problems)
+    return RunConfig(**parts), problems
+
+
+def problems_in(data: Any) -> list[ConfigProblem]:
+    """Every problem of a config given as plain data (a parsed TOML file, a form's values): type errors
+    together with out-of-range values, each naming its dotted field. Checks that read a setting which
+    could not be parsed are skipped, so no problem is reported about a default the user never chose."""
+    config, problems = parse(data)
+    unread = {p.field for p in problems}
+    for name, section_cls in SECTIONS.items():
+        if name in unread or "" in unread:  # the whole section could not be read
+            unread |= {f"{name}.{f.name}" for f in dataclasses.fields(section_cls)}
+    return problems + validate(config, skip=frozenset(unread))
+
+
 def _section_from_dict(section_cls: type, raw: dict[str, Any], prefix: str):
     problems: list[ConfigProblem] = []
     fields = {f.name: f for f in dataclasses.fields(section_cls)}
@@ -221,8 +247,13 @@ def _section_from_dict(section_cls: type, raw: dict[str, Any], prefix: str):
     return section_cls(**values), problems
 
 
-def validate(config: RunConfig) -> list[ConfigProblem]:
-    """All problems with a configuration (empty list: it can be started)."""
+def validate(config: RunConfig, skip: frozenset[str] = frozenset()) -> list[ConfigProblem]:
+    """All problems with a configuration (empty list: it can be started).
+
+    ``skip``: dotted fields whose value is not the user's (it could not be parsed); checks reading them
+    are left out. NaN and infinity are refused for every float: NaN passes every ``<``/``>`` range test,
+    so without this check ``lr = nan`` would start a run that learns nothing.
+    """
     problems: list[ConfigProblem] = []
     for name in SECTIONS:
         section = getattr(config, name)
@@ -230,6 +261,11 @@ def validate(config: RunConfig) -> list[ConfigProblem]:
             value = getattr(section, f.name)
             m = f.metadata
             where = f"{name}.{f.name}"
+            if where in skip:
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(ConfigProblem(where, f"must be a finite number, got {value}"))
+                continue
             if m.get("min") is not None and isinstance(value, (int, float)) and value < m["min"]:
                 problems.append(ConfigProblem(where, f"{value} is below the minimum {m['min']:g}"))
             if m.get("max") is not None and isinstance(value, (int, float)) and value > m["max"]:
@@ -237,21 +273,22 @@ def validate(config: RunConfig) -> list[ConfigProblem]:
             if m.get("choices") and value not in m["choices"]:
                 problems.append(ConfigProblem(where, f"{value!r} is not one of {', '.join(m['choices'])}"))
     ds, tr = config.dataset, config.training
-    if len(ds.class_names) != ds.num_classes:
+    if not skip & {"dataset.class_names", "dataset.num_classes"} and len(ds.class_names) != ds.num_classes:
         problems.append(ConfigProblem("dataset.class_names",
                                       f"{len(ds.class_names)} names for {ds.num_classes} classes"))
-    if len(ds.class_colors) != ds.num_classes:
+    if not skip & {"dataset.class_colors", "dataset.num_classes"} and len(ds.class_colors) != ds.num_classes:
         problems.append(ConfigProblem("dataset.class_colors",
                                       f"{len(ds.class_colors)} colours for {ds.num_classes} classes"))
-    for i, colour in enumerate(ds.class_colors):
+    for i, colour in enumerate(ds.class_colors if "dataset.class_colors" not in skip else []):
         if not _is_hex_colour(colour):
             problems.append(ConfigProblem("dataset.class_colors", f"item {i + 1} {colour!r} is not #rrggbb"))
-    if not ds.path.strip():
+    if "dataset.path" not in skip and not ds.path.strip():
         problems.append(ConfigProblem("dataset.path", "is empty; choose a folder or 'demo'"))
-    if tr.pretrained not in PRETRAINED_CHOICES and not Path(tr.pretrained).expanduser().exists():
+    if ("training.pretrained" not in skip and tr.pretrained not in PRETRAINED_CHOICES
+            and not Path(tr.pretrained).expanduser().exists()):
         problems.append(ConfigProblem("training.pretrained",
                                       f"{tr.pretrained!r} is neither auto/hub/scratch nor an existing path"))
-    if not tr.output_dir.strip():
+    if "training.output_dir" not in skip and not tr.output_dir.strip():
         problems.append(ConfigProblem("training.output_dir", "is empty"))
     return problems
 
@@ -289,9 +326,7 @@ def save(config: RunConfig, path: str | Path) -> Path:
     return atomic_write_text(Path(path), to_toml(config))
 
 
-def load(path: str | Path) -> RunConfig:
-    """Read a TOML file; any problem raises ConfigError naming the file and the fields."""
-    path = Path(path)
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -299,18 +334,37 @@ def load(path: str | Path) -> RunConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem("", f"cannot be read: {exc}")], str(path)) from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([ConfigProblem("", f"is not valid TOML: {exc}")], str(path)) from None
-    return RunConfig.from_dict(data, source=str(path))
+
+
+def load(path: str | Path) -> RunConfig:
+    """Read a TOML file; a setting that cannot be read raises ConfigError naming the file and listing
+    every problem of the file (out-of-range values too), so one attempt shows all there is to fix."""
+    path = Path(path)
+    data = _read_toml(path)
+    config, problems = parse(data)
+    if problems:
+        raise ConfigError(problems_in(data), str(path))
+    return config
+
+
+def problems_in_file(path: str | Path) -> list[ConfigProblem]:
+    """Every problem of a TOML config file (unreadable file, wrong types, out-of-range values) at once."""
+    try:
+        data = _read_toml(Path(path))
+    except ConfigError as exc:
+        return exc.problems
+    return problems_in(data)
 
 
 def load_and_validate(path: str | Path) -> RunConfig:
-    config = load(path)
-    problems = validate(config)
+    """The config of a TOML file, or ConfigError listing every problem (types and ranges together)."""
+    problems = problems_in_file(path)
     if problems:
         raise ConfigError(problems, str(path))
-    return config
+    return load(path)
 
 
 def field_specs(section: str) -> list[dataclasses.Field]:

@@ -1,6 +1,6 @@
-"""Slowdown diagnosis (the brief's FAQ "为什么我的GPU比表格慢？"): which part holds the run back, and what to do.
+"""Slowdown diagnosis ("why is my GPU slower than the table?"): which part holds the run back, and what to do.
 
-The brief lists four causes: a CPU-bound loader (more workers), slow disk I/O (an SSD), heat (cooling)
+There are four usual causes: a CPU-bound loader (more workers), slow disk I/O (an SSD), heat (cooling)
 and other programs on the GPU (close them). During training we measure what separates them:
 
 * **data wait**: the host time between the end of one training batch and the start of the next is
@@ -74,6 +74,8 @@ class DiagContext:
     cpu_count: int = field(default_factory=lambda: os.cpu_count() or 1)
     os_name: str = field(default_factory=platform.system)
     cache_images: bool = False
+    variant: str | None = None  # the run's model and image size: advice never suggests what is already set
+    image_size: int | None = None
 
 
 @dataclass
@@ -171,9 +173,7 @@ def diagnose(samples: list[DiagSample], context: DiagContext | None = None) -> D
         return Diagnosis("other programs", evidence, advice, share, util, steps)
 
     if not on_gpu:
-        return Diagnosis("cpu compute", evidence, [
-            "Training runs on the CPU, where SegFormer is 10-100x slower than on a CUDA GPU; "
-            "for a quick look use SegFormer-b0 at 224 px."], share, util, steps)
+        return Diagnosis("cpu compute", evidence, [_cpu_advice(context)], share, util, steps)
     if util is not None and util < LOW_UTIL_PCT:
         evidence.append("the GPU is often idle although data arrives in time: the steps are small and "
                         "launch-bound")
@@ -185,8 +185,19 @@ def diagnose(samples: list[DiagSample], context: DiagContext | None = None) -> D
         "precision 'auto' (bf16/fp16), channels_last, or torch.compile."], share, util, steps)
 
 
+def _cpu_advice(context: DiagContext) -> str:
+    """A smaller model or image only when the run is not already that small."""
+    head = "Training runs on the CPU, where SegFormer is 10-100x slower than on a CUDA GPU"
+    size = context.image_size
+    if context.variant == "b0" and size is not None and size <= 224:
+        return (f"{head}. This run is already the smallest model (SegFormer-b0 · {size} px): fewer epochs or a "
+                "cap on steps per epoch shortens it; a CUDA GPU makes it fast.")
+    target = min(size, 224) if size is not None else 224
+    return f"{head}; for a quick look use SegFormer-b0 at {target} px."
+
+
 def _data_advice(context: DiagContext) -> list[str]:
-    """The brief's two data fixes (more workers, an SSD) made concrete for this machine."""
+    """The two data fixes (more workers, an SSD) made concrete for this machine."""
     advice = []
     cores = max(1, context.cpu_count)
     if context.os_name == "Windows":
@@ -366,7 +377,8 @@ def diagnosis_callback(emit: Callable[[Any], None], accelerator: str, config: An
     """The callback for a training run of ``config`` on ``accelerator`` ("gpu"/"cpu") — the session's hook."""
     cls = globals().get("DiagnosisCallback") or __getattr__("DiagnosisCallback")
     context = DiagContext(num_workers=config.training.num_workers,
-                          cache_images=bool(getattr(config.dataset, "cache_images", False)))
+                          cache_images=bool(getattr(config.dataset, "cache_images", False)),
+                          variant=config.training.variant, image_size=config.dataset.image_size)
     sampler = None
     if accelerator == "gpu":
         try:

@@ -63,7 +63,7 @@ class EpochMetrics(Event):
     step: int
     train_loss: float | None
     val_loss: float | None
-    val_f1: float | None  # macro F1 (= Dice) over classes, as the tutorial reports it
+    val_f1: float | None  # the headline: mean Dice over the foreground classes (seg_metrics.HEADLINE_METRIC)
     per_class_dice: list[float] = field(default_factory=list)
     per_class_iou: list[float] = field(default_factory=list)
     lr: float | None = None
@@ -183,8 +183,23 @@ def from_json(line: str) -> Event:
 
 
 def read_jsonl(path: str | Path) -> list[Event]:
-    """All readable events of a run's events.jsonl; a truncated last line (crash mid-write) is skipped."""
-    return list(iter_jsonl(Path(path).read_text(encoding="utf-8").splitlines()))
+    """All readable events of a run's events.jsonl; a truncated last line (crash mid-write, perhaps in
+    the middle of a UTF-8 character) is skipped."""
+    return list(iter_jsonl(Path(path).read_text(encoding="utf-8", errors="replace").splitlines()))
+
+
+def open_jsonl_append(path: str | Path) -> TextIO:
+    """Open an events file for appending, first ending a partial last line (a crash mid-write) with a
+    newline: the next event then starts a line of its own instead of being glued onto the broken
+    one, and readers skip only the broken line."""
+    path = Path(path)
+    with open(path, "ab+") as fh:
+        if fh.tell() > 0:
+            fh.seek(-1, 2)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+                fh.flush()
+    return open(path, "a", encoding="utf-8")
 
 
 def iter_jsonl(lines: Iterable[str]) -> Iterator[Event]:
@@ -199,14 +214,26 @@ def iter_jsonl(lines: Iterable[str]) -> Iterator[Event]:
 
 
 class JsonlWriter:
-    """A sink appending one line per event and flushing, so a crash loses at most one event."""
+    """A sink appending one line per event and flushing, so a crash loses at most one event.
+
+    After a failed write (a full disk) the next line starts with a newline, so a partly written line
+    stays alone; the OSError names the file."""
 
     def __init__(self, stream: TextIO):
         self.stream = stream
+        self._broken = False
 
     def __call__(self, event: Event) -> None:
-        self.stream.write(to_json(event) + "\n")
-        self.stream.flush()
+        line = ("\n" if self._broken else "") + to_json(event) + "\n"
+        try:
+            self.stream.write(line)
+            self.stream.flush()
+        except OSError as exc:
+            self._broken = True
+            if exc.filename is None and isinstance(getattr(self.stream, "name", None), str):
+                exc.filename = self.stream.name
+            raise
+        self._broken = False
 
 
 def fan_out(*sinks: Sink) -> Sink:

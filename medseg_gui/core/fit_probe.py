@@ -124,8 +124,9 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def run_child(config: RunConfig, batch: int, *, steps: int = 3, device: str = "cuda",
-              budget_gb: float | None = None, timeout_s: float = 300) -> dict[str, Any]:
-    """One probe in a fresh Python process (its VRAM is freed when it exits)."""
+              budget_gb: float | None = None, timeout_s: float = 300, gpu_uuid: str | None = None) -> dict[str, Any]:
+    """One probe in a fresh Python process (its VRAM is freed when it exits); ``gpu_uuid``: the card to
+    probe, made the child's only CUDA device (else the child's cuda:0 may be another card)."""
     tr, ds = config.training, config.dataset
     cmd = [sys.executable, "-m", "medseg_gui.core.fit_probe", "--variant", tr.variant, "--batch", str(batch),
            "--size", str(ds.image_size), "--precision", tr.precision, "--classes", str(ds.num_classes),
@@ -133,6 +134,8 @@ def run_child(config: RunConfig, batch: int, *, steps: int = 3, device: str = "c
     if budget_gb is not None:
         cmd += ["--budget-gb", str(budget_gb)]
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
+    if gpu_uuid:
+        env["CUDA_VISIBLE_DEVICES"] = gpu_uuid
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
@@ -173,7 +176,8 @@ def probe_fit(config: RunConfig, gpu: GpuInfo | None, *, driver: str | None = No
             path.unlink(missing_ok=True)
     context = _context_gb(config)
     allocator_budget = None if budget_gb is None else budget_gb - context
-    runner = run_one or (lambda b: run_child(config, b, budget_gb=allocator_budget))
+    runner = run_one or (lambda b: run_child(config, b, budget_gb=allocator_budget,
+                                             gpu_uuid=gpu.uuid if gpu is not None else None))
     trials: list[Trial] = []
 
     def attempt(batch: int) -> bool:

@@ -14,6 +14,7 @@ import os
 import platform
 import threading
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
@@ -29,9 +30,16 @@ class GpuProcess:
 
 @dataclass
 class GpuInfo:
+    """One card. ``uuid`` is its identity; ``index`` is NVML's (nvidia-smi's) number; ``cuda_index`` is
+    the ordinal CUDA gives it in this process (``cuda:N``, what training uses; None when
+    CUDA_VISIBLE_DEVICES hides it). See core/gpu_identity.py for how the two numberings relate."""
     index: int
     name: str
     uuid: str | None = None
+    cuda_index: int | None = None
+    pci_bus_id: str | None = None
+    cuda_cores: int | None = None
+    mig_uuids: list[str] = field(default_factory=list)
     total_gb: float | None = None
     used_gb: float | None = None
     free_gb: float | None = None
@@ -84,6 +92,20 @@ class HardwareSnapshot:
     cuda_driver_version: str | None = None
     nvml_error: str | None = None  # why no GPU could be read, in words
     os_name: str = field(default_factory=platform.system)
+    cuda_visible_devices: str | None = None  # the environment the CUDA ordinals were computed for
+    cuda_device_order: str | None = None
+
+    def __post_init__(self) -> None:
+        # A snapshot built by hand (tests, a what-if) numbers its cards as CUDA does with no
+        # CUDA_VISIBLE_DEVICES and identical cards: CUDA ordinal = NVML index. ``probe`` maps real ones.
+        if self.gpus and all(g.cuda_index is None for g in self.gpus):
+            for g in self.gpus:
+                g.cuda_index = g.index
+
+    @property
+    def cuda_gpus(self) -> list[GpuInfo]:
+        """The cards CUDA can use, by ordinal (what "GPU 0", "GPU 1" mean everywhere in the app)."""
+        return sorted((g for g in self.gpus if g.cuda_index is not None), key=lambda g: g.cuda_index)
 
     @property
     def has_gpu(self) -> bool:
@@ -199,11 +221,15 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def probe(nvml: ModuleType | None = None, with_processes: bool = False) -> HardwareSnapshot:
+def probe(nvml: ModuleType | None = None, with_processes: bool = False,
+          environ: Mapping[str, str] | None = None) -> HardwareSnapshot:
     """Read all GPUs and the CPU; never raises.
 
     ``with_processes`` lists other programs on each GPU with their names (a few extra syscalls);
     the per-second poll leaves it off, the pre-flight checklist turns it on.
+    ``environ``: the process environment whose CUDA numbering (CUDA_VISIBLE_DEVICES,
+    CUDA_DEVICE_ORDER) the snapshot speaks of; default this process's, or, for an injected binding
+    that describes a whole machine (the tests' fake NVML), its ``process_environ``.
     """
     snap = _cpu_part()
     try:
@@ -222,6 +248,14 @@ def probe(nvml: ModuleType | None = None, with_processes: bool = False) -> Hardw
                 snap.gpus.append(gpu)
         if count and not snap.gpus:
             snap.nvml_error = "NVIDIA GPUs were found but none could be read"
+        from medseg_gui.core.gpu_identity import ORDER_ENV, VISIBLE_ENV, assign_cuda_indices
+
+        if environ is None:
+            environ = getattr(module, "process_environ", None)
+        env = os.environ if environ is None else environ
+        snap.cuda_visible_devices = env.get(VISIBLE_ENV)
+        snap.cuda_device_order = env.get(ORDER_ENV) or "FASTEST_FIRST"
+        assign_cuda_indices(snap.gpus, snap.cuda_visible_devices, snap.cuda_device_order, use_env=False)
     except Exception as exc:  # a broken binding must not take the app down
         snap.gpus = []
         snap.nvml_error = f"GPU query failed ({type(exc).__name__}: {exc})"
@@ -234,6 +268,10 @@ def _read_gpu(m: ModuleType, index: int, with_processes: bool) -> GpuInfo | None
         return None
     gpu = GpuInfo(index=index, name=_text(_try(m.nvmlDeviceGetName, handle)) or f"GPU {index}")
     gpu.uuid = _text(_try(m.nvmlDeviceGetUUID, handle))
+    pci = _try(m.nvmlDeviceGetPciInfo, handle)
+    gpu.pci_bus_id = _text(getattr(pci, "busId", None)) if pci is not None else None
+    cores = _try(m.nvmlDeviceGetNumGpuCores, handle) if hasattr(m, "nvmlDeviceGetNumGpuCores") else None
+    gpu.cuda_cores = cores if isinstance(cores, int) else None
     mem = _try(m.nvmlDeviceGetMemoryInfo, handle)
     if mem is not None:
         gpu.total_gb, gpu.used_gb, gpu.free_gb = mem.total / GIB, mem.used / GIB, mem.free / GIB
@@ -250,6 +288,8 @@ def _read_gpu(m: ModuleType, index: int, with_processes: bool) -> GpuInfo | None
     gpu.compute_capability = (int(cc[0]), int(cc[1])) if cc else None
     mig = _try(m.nvmlDeviceGetMigMode, handle)
     gpu.mig_enabled = bool(mig[0]) if mig else None
+    if gpu.mig_enabled:
+        gpu.mig_uuids = _mig_uuids(m, handle)
     gpu.memory_bus_width_bits = _try(m.nvmlDeviceGetMemoryBusWidth, handle)
     mem_clock = getattr(m, "NVML_CLOCK_MEM", 2)
     sm_clock = getattr(m, "NVML_CLOCK_SM", 1)
@@ -262,6 +302,17 @@ def _read_gpu(m: ModuleType, index: int, with_processes: bool) -> GpuInfo | None
     gpu.used_by_this_process_gb = sum(p.used_gb or 0.0 for p in own) if procs else None
     gpu.processes = [p for p in procs if p.pid != os.getpid()] if with_processes else []
     return gpu
+
+
+def _mig_uuids(m: ModuleType, handle: Any) -> list[str]:
+    """UUIDs of the card's MIG instances (CUDA_VISIBLE_DEVICES may name them: MIG-...)."""
+    out = []
+    for i in range(_try(m.nvmlDeviceGetMaxMigDeviceCount, handle, default=0) or 0):
+        mig = _try(m.nvmlDeviceGetMigDeviceHandleByIndex, handle, i)
+        uuid = _text(_try(m.nvmlDeviceGetUUID, mig)) if mig is not None else None
+        if uuid:
+            out.append(uuid)
+    return out
 
 
 # NVML clock-event bits (nvmlClocksEventReasons / nvmlClocksThrottleReasons); stable across versions.
@@ -307,14 +358,15 @@ def _process_name(pid: int) -> str:
         return f"pid {pid}"
 
 
-def select_gpu(snapshot: HardwareSnapshot, index: int | None = None) -> GpuInfo | None:
-    """The GPU asked for, or the one with the most free memory (None on a CPU-only machine)."""
-    if not snapshot.gpus:
-        return None
+def select_gpu(snapshot: HardwareSnapshot, index: int | str | None = None) -> GpuInfo | None:
+    """The GPU asked for (CUDA ordinal or UUID), or the visible one with the most free memory.
+
+    None on a CPU-only machine or when CUDA_VISIBLE_DEVICES hides every card. A card that does not
+    exist raises ``GpuSelectionError`` (a ValueError) naming the cards that do.
+    """
+    from medseg_gui.core.gpu_identity import choose_gpus
+
     if index is not None:
-        for gpu in snapshot.gpus:
-            if gpu.index == index:
-                return gpu
-        raise ValueError(f"there is no GPU {index}; this machine has "
-                         f"{', '.join(str(g.index) for g in snapshot.gpus)}")
-    return max(snapshot.gpus, key=lambda g: g.free_gb or 0.0)
+        return choose_gpus(snapshot, [str(index)])[0]
+    chosen = choose_gpus(snapshot, (), 1)
+    return chosen[0] if chosen else None

@@ -59,6 +59,9 @@ CT_SOFT_TISSUE_WINDOW = (40.0, 400.0)
 
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 
+#: Largest NIfTI volume read (voxels, all frames): ~8 GB as float32, far above any CT or MR series.
+MAX_VOLUME_VOXELS = 2**31
+
 
 class ImageReadError(ValueError):
     """A file could not be read as an image/volume. ``str()`` names the file, the problem and a fix."""
@@ -143,12 +146,42 @@ def is_supported(path: str | os.PathLike) -> bool:
 
 
 def _require_file(path: Path) -> None:
-    if not path.exists():
+    """Refuse what is not a readable regular file *before* opening it: opening a FIFO blocks until
+    someone writes to it, and reading a device may never end."""
+    from medseg_gui.core.output_guard import not_a_regular_file
+
+    problem = not_a_regular_file(path)
+    if problem == "file not found":
         raise ImageReadError(path, "file not found", "check the path and that the drive is mounted")
-    if path.is_dir():
+    if problem.startswith("is a folder"):
         raise ImageReadError(path, "is a folder, not an image file", "use read_volume for folders")
+    if problem:
+        raise ImageReadError(path, problem, "choose an image file")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "file is empty (0 bytes)", "re-export or re-copy the file")
+
+
+def max_image_pixels() -> int:
+    """Largest 2D image (width x height) we decode: PIL's decompression-bomb limit (about 89 megapixels
+    unless changed), far above any scan, so a tiny file claiming a gigantic size cannot exhaust memory."""
+    from PIL import Image
+
+    return int(Image.MAX_IMAGE_PIXELS or 2**31)
+
+
+def too_many_pixels(width: int, height: int) -> str:
+    """Why a ``width`` x ``height`` image is refused before decoding ('' when it is not)."""
+    limit = max_image_pixels()
+    if width * height <= limit:
+        return ""
+    return (f"image claims {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), over the safety "
+            f"limit of {limit / 1e6:.0f} megapixels (a possible decompression bomb)")
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    reason = too_many_pixels(width, height)
+    if reason:
+        raise ImageReadError(path, reason, "downscale or crop the image, or remove it")
 
 
 # ------------------------------------------------------------------------------------- 2D images
@@ -174,12 +207,23 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def _read_with_pil(path: Path) -> np.ndarray:
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # our own check below says it in one clear line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            _check_pixels(path, *im.size)
             im.load()  # decode now: truncated files fail here, not later in a worker
             return _pil_to_array(im)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageReadError(path, f"image is over the safety limit of {max_image_pixels() / 1e6:.0f} megapixels "
+                             "(a possible decompression bomb)", "downscale or crop the image, or remove it") from None
     except UnidentifiedImageError:
         raise ImageReadError(path, "not a recognised image (unknown or corrupt header)",
                              f"supported: {', '.join(IMAGE_SUFFIXES)}; convert the file or remove it") from None
@@ -233,6 +277,9 @@ def _png_is_16bit_colour(path: Path) -> bool:
 def _read_png_16bit_colour(path: Path) -> np.ndarray:
     import cv2
 
+    with open(path, "rb") as fh:
+        head = fh.read(24)
+    _check_pixels(path, int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big"))
     raw = np.fromfile(str(path), dtype=np.uint8)
     img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
     if img is None or img.ndim != 3:
@@ -248,7 +295,13 @@ def _read_tiff(path: Path) -> list[np.ndarray]:
 
     try:
         with tifffile.TiffFile(path) as tif:
+            for page in tif.pages:  # sizes from the headers first: a tiny file may claim a gigantic page
+                shape = tuple(getattr(page, "shape", ()) or ())
+                spatial = [d for d in shape if d > 4] or [1]
+                _check_pixels(path, int(np.prod(spatial[:2])), 1)
             pages = [page.asarray() for page in tif.pages]
+    except ImageReadError:
+        raise
     except Exception as exc:  # tifffile raises several types for corrupt files
         raise ImageReadError(path, f"unreadable or truncated TIFF ({type(exc).__name__}: {exc})",
                              "re-copy or re-export the file") from None
@@ -430,8 +483,15 @@ def _read_nifti(path: Path) -> Volume:
 
     try:
         img = nib.load(str(path))
+        voxels = int(np.prod([int(d) for d in img.shape], dtype=object)) if img.shape else 0
+        if voxels > MAX_VOLUME_VOXELS:  # a small .nii.gz may claim a gigantic volume
+            raise ImageReadError(path, f"volume claims {' x '.join(str(int(d)) for d in img.shape)} voxels, over "
+                                 f"the safety limit of {MAX_VOLUME_VOXELS / 1e9:.1f} billion",
+                                 "crop or resample the volume, or remove it")
         canonical = nib.as_closest_canonical(img)
         data = np.asanyarray(canonical.dataobj)
+    except ImageReadError:
+        raise
     except Exception as exc:  # nibabel raises several types for corrupt/truncated files
         raise ImageReadError(path, f"unreadable or truncated NIfTI ({type(exc).__name__}: {exc})",
                              "re-copy or re-export the file") from None

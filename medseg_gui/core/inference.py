@@ -202,12 +202,19 @@ def _model_from_state(hf_config: Any, state: dict[str, Any], source: Path, info:
     if hf_config.num_labels != info.num_classes:
         raise ModelLoadError(f"{source}: the model has {hf_config.num_labels} classes but its metadata says "
                              f"{info.num_classes}")
+    from medseg_gui.core.model import mismatch_text, state_mismatches, weight_notes
+
     model = SegformerForSemanticSegmentation(hf_config)
+    mismatched = state_mismatches(model, state)
+    if mismatched:
+        raise ModelLoadError(f"{source}: the weights do not fit the model's configuration: {len(mismatched)} "
+                             f"tensor(s) of the wrong shape — {mismatch_text(mismatched)}")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelLoadError(f"{source}: the weights do not fit the model's configuration "
-                             f"({str(exc).splitlines()[0]})") from None
+                             f"({' '.join(str(exc).split())[:300]})") from None
+    info.warnings.extend(weight_notes(model, source if source.suffix == ".safetensors" else None))
     return model.to(device).eval()
 
 

@@ -8,7 +8,8 @@ only sync.
 
 Three speeds of the same step (core/speed.py decides which): eager; compiled (``torch.compile``
 fuses forward, upsampling and loss); and either of those captured with the backward and the
-optimiser step as one CUDA graph (core/step_graph.py), which needs manual optimisation here.
+optimiser step as one CUDA graph (core/step_graph.py), which needs manual optimisation here. On
+several GPUs that graph also averages the gradients (one all-reduce, core/grad_sync.py).
 """
 
 from __future__ import annotations
@@ -165,8 +166,30 @@ class SegModule(L.LightningModule):
                                               "continues without it (slower); set training.cuda_graphs = "
                                               "'off' to skip the attempt.")
 
-            self._step_graph = WholeStepGraph(self._train_fn, self.trainer.optimizers[0], on_fallback=fell_back)
+            self._step_graph = WholeStepGraph(self._train_fn, self.trainer.optimizers[0], on_fallback=fell_back,
+                                              grad_sync=self._grad_sync())
         return self._step_graph
+
+    def _grad_sync(self) -> Any:
+        """Several processes: the step averages the gradients itself, one flat all-reduce inside the
+        graph (core/grad_sync.py); the strategy must then be the one that does not wrap in DDP."""
+        if self.trainer.world_size < 2:
+            return None
+        from medseg_gui.core.grad_sync import FlatGradBucket, owns_gradient_sync
+
+        if not owns_gradient_sync(self.trainer.strategy):
+            raise RuntimeError("the graphed training step on several processes needs "
+                               "core.grad_sync.graph_ddp_strategy() (DDP's own hooks would average twice)")
+        return FlatGradBucket(self.parameters())
+
+    def on_train_end(self) -> None:
+        self.release_step_graph()
+
+    def release_step_graph(self) -> None:
+        """Free the captured step (its memory, and the NCCL communicator it holds on to) once
+        training is over; the session also calls this when fit ends by an exception."""
+        if self._step_graph is not None:
+            self._step_graph.release()
 
     def on_train_epoch_end(self) -> None:
         """Manual optimisation (graphs) steps the epoch scheduler itself; Lightning does it otherwise."""
@@ -192,6 +215,10 @@ class SegModule(L.LightningModule):
 
     # ---- validation ----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
+        if self._step_graph is not None and self._step_graph.grad_sync is not None:
+            from medseg_gui.core.grad_sync import broadcast_module_states
+
+            broadcast_module_states(self.model, buffers_only=True)  # rank 0's BatchNorm statistics, as DDP
         self._val_loss_sum = None
         self._val_batches = 0
         self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long, device=self.device)

@@ -24,6 +24,7 @@ import numpy as np
 
 from medseg_gui.core.events import (Checkpointed, EpochMetrics, Event, LogMessage, OomRecovered, PhaseChanged,
                                     RunFailed, RunFinished, RunStarted, StepMetrics, VramSample, read_jsonl)
+from medseg_gui.core.seg_metrics import HEADLINE_METRIC
 
 
 class DecimatedSeries:
@@ -215,6 +216,117 @@ def _num(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+#: Until a first epoch boundary has been timed, validation is guessed at this share of training's
+#: time per image (a forward pass without backward and optimiser step, plus the metric counts).
+VAL_COST_PRIOR = 0.5
+
+
+class EtaEstimator:
+    """Remaining time of a run from the event stream itself: step time x steps left, plus the cost of
+    every epoch boundary still to come (validation, checkpoint, the loader's restart).
+
+    Why not the engine's ``eta_s`` alone: it only knows the current epoch's mean batch time and the
+    last validation, so it jumps at each epoch start and misses checkpoints and loader restarts. Here
+    the step time is measured between step events of one epoch (never across a validation or a
+    compile), and a boundary's cost is the wall time from an epoch's last step event to the next
+    epoch's first one, minus the steps in between. Before the first boundary, validation is guessed
+    from the image counts (:data:`VAL_COST_PRIOR`). Pure arithmetic on event times, so tests replay
+    events with made-up times (no clock).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.total_epochs = 0
+        self.steps_per_epoch = 0
+        self.train_images = 0
+        self.val_images = 0
+        self._intervals: deque[tuple[float, int]] = deque()  # (seconds, steps) of intra-epoch intervals
+        self._window_s = 0.0
+        self._window_steps = 0
+        self._boundaries: list[float] = []  # measured boundary costs (s)
+        self._last: StepMetrics | None = None
+        self._clean = False  # no validation/compile/restart since the last step event
+        self._boundary_start: StepMetrics | None = None  # last step event of the previous epoch
+        self.estimate_s: float | None = None
+        self.estimate_time: float | None = None  # event time the estimate was made at
+
+    def started(self, ev: RunStarted) -> None:
+        self.total_epochs, self.steps_per_epoch = ev.epochs, ev.steps_per_epoch
+        self.train_images, self.val_images = ev.train_images, ev.val_images
+        self._last, self._clean, self._boundary_start = None, False, None
+
+    def interrupted(self) -> None:
+        """Validation, compiling or an OOM restart: the next interval is not pure training."""
+        self._clean = False
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """Mean over about the last epoch's steps (at least 50): recent enough to follow a change of
+        speed (another program starts on the GPU), long enough not to jump with one slow batch."""
+        return self._window_s / self._window_steps if self._window_steps else None
+
+    def _add_interval(self, seconds: float, steps: int) -> None:
+        self._intervals.append((seconds, steps))
+        self._window_s += seconds
+        self._window_steps += steps
+        window = max(50, self.steps_per_epoch)
+        while len(self._intervals) > 1 and self._window_steps - self._intervals[0][1] >= window:
+            old_s, old_n = self._intervals.popleft()
+            self._window_s -= old_s
+            self._window_steps -= old_n
+
+    def boundary_cost(self) -> float | None:
+        """Seconds per epoch boundary: measured (the latest ones weigh most), else the prior."""
+        if self._boundaries:
+            recent = self._boundaries[-3:]
+            return sum(recent) / len(recent)
+        per_step = self.seconds_per_step
+        if per_step is None or not self.train_images:
+            return None
+        per_image = per_step * self.steps_per_epoch / max(1, self.train_images)
+        return VAL_COST_PRIOR * per_image * self.val_images
+
+    def step(self, ev: StepMetrics) -> None:
+        last = self._last
+        if last is not None and ev.step > last.step:
+            if ev.epoch == last.epoch and self._clean:
+                self._add_interval(max(0.0, ev.time - last.time), ev.step - last.step)
+            elif ev.epoch > last.epoch and self._boundary_start is not None:
+                per_step = self.seconds_per_step
+                if per_step is not None:
+                    steps_between = ev.step - self._boundary_start.step
+                    cost = ev.time - self._boundary_start.time - steps_between * per_step
+                    self._boundaries.append(max(0.0, cost))
+        if last is None or ev.epoch != last.epoch:
+            self._boundary_start = None
+        self._last = ev
+        self._clean = True
+        self._update(ev)
+
+    def epoch_ended(self, ev: EpochMetrics) -> None:
+        if self._last is not None:
+            self._boundary_start = self._last  # the boundary runs from the epoch's last step event
+        self._clean = False
+
+    def _update(self, ev: StepMetrics) -> None:
+        per_step, boundary = self.seconds_per_step, self.boundary_cost()
+        if per_step is None or not self.total_epochs or not self.steps_per_epoch:
+            self.estimate_s = None
+            return
+        epochs_after = max(0, self.total_epochs - ev.epoch)
+        steps_left = (epochs_after + max(0.0, 1.0 - ev.epoch_progress)) * self.steps_per_epoch
+        self.estimate_s = steps_left * per_step + (epochs_after + 1) * (boundary or 0.0)
+        self.estimate_time = ev.time
+
+    def remaining_at(self, now: float) -> float | None:
+        """The estimate counted down to ``now`` (between events, e.g. during validation)."""
+        if self.estimate_s is None or self.estimate_time is None:
+            return None
+        return max(0.0, self.estimate_s - max(0.0, now - self.estimate_time))
+
+
 class LiveMetrics:
     """Everything the Training tab draws, accumulated from events; ``apply`` is the only writer.
 
@@ -260,7 +372,8 @@ class LiveMetrics:
         self.step = 0
         self.epoch_progress = 0.0
         self.images_per_s: float | None = None
-        self.eta_s: float | None = None
+        self.eta_s: float | None = None  # the remaining time at the last step event (ours, else the engine's)
+        self.eta = EtaEstimator()
         self.best_f1: float | None = None
         self.best_checkpoint: str | None = None
         self.last_checkpoint: str | None = None
@@ -286,6 +399,18 @@ class LiveMetrics:
             return 0.0
         done = max(0, self.epoch - 1) + self.epoch_progress
         return max(0.0, min(1.0, done / self.total_epochs))
+
+    def remaining_s(self, now: float | None = None) -> float | None:
+        """Time left for a running run at wall time ``now`` (default: now): the last estimate counted
+        down since its step event, so the ETA keeps moving through validation."""
+        if self.status != "running":
+            return None
+        if now is None:
+            import time
+
+            now = time.time()
+        ours = self.eta.remaining_at(now)
+        return ours if ours is not None else self.eta_s
 
     def log_since(self, count: int) -> list[LogEntry]:
         """Entries added after the first ``count`` (what a view that showed ``count`` entries lacks)."""
@@ -332,6 +457,7 @@ class LiveMetrics:
             self.vram_total_gb = ev.vram_total_gb
         self.status = "running"
         self.finished = self.failure = None
+        self.eta.started(ev)
         if ev.resumed_from_step:
             self._restart_at(ev.resumed_from_step)
         self._add_log(ev.time, "info", f"run started on {ev.device}: {ev.epochs} epochs x {ev.steps_per_epoch} "
@@ -353,6 +479,8 @@ class LiveMetrics:
 
     def _on_PhaseChanged(self, ev: PhaseChanged) -> None:  # noqa: N802
         self.phase = ev.phase
+        if ev.phase != "training":
+            self.eta.interrupted()
         if ev.message:
             self._add_log(ev.time, "info", f"{ev.phase}: {ev.message}")
         self._mark("progress")
@@ -363,13 +491,16 @@ class LiveMetrics:
         self.loss_smooth.append(ev.step, self._ema.update(loss))
         self.lr.append(ev.step, _num(ev.lr))
         self.step, self.epoch, self.epoch_progress = ev.step, ev.epoch, ev.epoch_progress
-        self.images_per_s, self.eta_s = ev.images_per_s, ev.eta_s
+        self.eta.step(ev)
+        ours = self.eta.estimate_s
+        self.images_per_s, self.eta_s = ev.images_per_s, (ours if ours is not None else ev.eta_s)
         if self.status == "idle":
             self.status = "running"
         self._mark("steps", "progress")
 
     def _on_EpochMetrics(self, ev: EpochMetrics) -> None:  # noqa: N802
         self.epochs.add(ev)
+        self.eta.epoch_ended(ev)
         self.epoch = ev.epoch
         if ev.val_f1 is not None and (self.best_f1 is None or ev.val_f1 > self.best_f1):
             self.best_f1 = ev.val_f1
@@ -395,6 +526,7 @@ class LiveMetrics:
         self._mark("run")
 
     def _on_OomRecovered(self, ev: OomRecovered) -> None:  # noqa: N802
+        self.eta.interrupted()
         self._add_log(ev.time, "warning", ev.message or (
             f"out of memory: batch {ev.old_batch_size} -> {ev.new_batch_size} x {ev.accumulate_grad_batches}"))
         self._restart_at(ev.step)
@@ -415,7 +547,7 @@ class LiveMetrics:
         best = "n/a" if self.best_f1 is None else f"{self.best_f1:.4f}"
         self._add_log(ev.time, "info", f"run {'stopped' if ev.stopped_early else 'finished'} after "
                                        f"{ev.epochs_done} epochs, {ev.steps_done} steps, "
-                                       f"{ev.duration_s:.0f} s; best F1 {best}")
+                                       f"{ev.duration_s:.0f} s; best {HEADLINE_METRIC} {best}")
         self._mark("run", "progress")
 
     def _on_RunFailed(self, ev: RunFailed) -> None:  # noqa: N802

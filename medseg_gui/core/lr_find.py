@@ -1,4 +1,4 @@
-"""The learning-rate finder (the brief's 技巧5): Lightning's ``Tuner.lr_find`` on the real run's parts.
+"""The learning-rate finder: Lightning's ``Tuner.lr_find`` on the real run's parts.
 
 The LR range test trains for a few dozen batches while the learning rate grows exponentially and
 records the (smoothed) loss; the suggestion is the LR where the loss falls fastest. It runs in a
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,7 +43,11 @@ class LrFindResult:
         return data
 
 
-def _finder_module_class(progress: Progress | None, stop_event: threading.Event | None, total: int) -> type:
+PointSink = Callable[[float, float], None]  # (learning rate, smoothed loss) after each batch
+
+
+def _finder_module_class(progress: Progress | None, stop_event: threading.Event | None, total: int,
+                         on_point: PointSink | None = None) -> type:
     from medseg_gui.core.lit_module import SegModule
 
     class FinderModule(SegModule):
@@ -55,6 +60,11 @@ def _finder_module_class(progress: Progress | None, stop_event: threading.Event 
 
         def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
             self._finder_batches = getattr(self, "_finder_batches", 0) + 1
+            if on_point is not None:  # the point just recorded, so the GUI draws the curve as it grows
+                recorder = next((c for c in self.trainer.callbacks if hasattr(c, "lrs") and hasattr(c, "losses")),
+                                None)  # Lightning's recorder runs its batch-end hook before the module's
+                if recorder is not None and recorder.lrs and len(recorder.losses) == len(recorder.lrs):
+                    on_point(float(recorder.lrs[-1]), float(recorder.losses[-1]))
             if progress is not None:
                 progress(min(self._finder_batches, total), total)
             if stop_event is not None and stop_event.is_set():
@@ -66,18 +76,19 @@ def _finder_module_class(progress: Progress | None, stop_event: threading.Event 
 def find_lr(config: cfg.RunConfig, *, num_training: int = 100, min_lr: float = 1e-7, max_lr: float = 1.0,
             max_epochs: int | None = None, early_stop_threshold: float | None = 4.0,
             datamodule_factory: DatamoduleFactory | None = None, progress: Progress | None = None,
-            stop_event: threading.Event | None = None) -> LrFindResult:
+            stop_event: threading.Event | None = None, on_point: PointSink | None = None) -> LrFindResult:
     """Run the LR range test for ``config`` on its dataset and return the curve and a suggestion.
 
     ``num_training`` batches (optimiser steps) at most; the loader repeats epochs to reach them unless
-    ``max_epochs`` caps it. Raises ToolError for an unusable config, ToolCancelled when stopped.
+    ``max_epochs`` caps it. ``on_point(lr, smoothed_loss)`` is called after each batch (from the
+    training thread) so a plot can grow live. Raises ToolError for an unusable config, ToolCancelled.
     """
     import lightning as L
     from lightning.pytorch.tuner import Tuner
 
     if num_training < 2:
         raise ValueError("num_training must be at least 2")
-    module_class = _finder_module_class(progress, stop_event, num_training)
+    module_class = _finder_module_class(progress, stop_event, num_training, on_point)
     parts = build_parts(config, datamodule_factory, module_class=module_class)
     L.seed_everything(parts.config.training.seed, verbose=False)
     try:

@@ -24,6 +24,9 @@ memory in its own pool for the whole run, so validation allocates beside it inst
 its peak is predicted as ``context + training peak + validation activations + offset``, the offset
 being the largest measured residual over graphed runs of ``bench_train_speed.py``.
 
+Several GPUs under DDP add, on each GPU, a copy of the gradients (DDP's buckets) and NCCL's
+buffers: ``ddp_extra_gb`` (named constants below; the NCCL part is an estimate, not measured).
+
 Recalibrate on a new GPU/driver/torch version (all measurements go through our own step code):
 
     python benchmarks/bench_memory.py --out benchmarks/results/bench_memory.json      # eager grid
@@ -48,6 +51,23 @@ CALIBRATED_CLASSES = 4
 # Bytes per pixel per extra class: logits upsampled to full size in fp32 and their softmax, one-hot,
 # gradient and two loss intermediates (six fp32 copies), beyond the calibrated class count.
 CLASS_BYTES_PER_PIXEL = 6 * 4
+
+# What DDP adds on each GPU of a several-GPU run (the calibration is single-GPU):
+# * gradient buckets: DDP all-reduces gradients through flat buckets that, by default
+#   (gradient_as_bucket_view=False), are one more copy of all gradients, in the parameters' dtype:
+#   fp32 (4 bytes) even under mixed precision, where Lightning keeps fp32 weights;
+# * NCCL's communication buffers and its own CUDA allocations: an estimate, not yet measured here
+#   (recalibrate with a 2-GPU run of benchmarks/bench_memory.py when one is added).
+DDP_GRADIENT_BYTES_PER_PARAM = 4
+NCCL_WORKSPACE_GB = 0.5
+# SegFormer parameters (millions) with the decode head, per variant (the paper's and the model cards').
+SEGFORMER_PARAMS_M = {"b0": 3.7, "b1": 13.7, "b2": 27.5, "b3": 47.3, "b4": 64.1, "b5": 84.7}
+
+
+def ddp_extra_gb(variant: str) -> float:
+    """GiB DDP adds per GPU: one gradient bucket copy plus NCCL's workspace."""
+    params = SEGFORMER_PARAMS_M.get(variant, max(SEGFORMER_PARAMS_M.values())) * 1e6
+    return params * DDP_GRADIENT_BYTES_PER_PARAM / 2**30 + NCCL_WORKSPACE_GB
 
 
 def precision_class(precision: str) -> str:
@@ -118,9 +138,10 @@ class MemoryModelData:
 
     def __call__(self, q: MemoryQuery) -> float:
         """Peak GB of the run (training or validation step, whichever is higher) incl. CUDA context."""
+        ddp = ddp_extra_gb(q.variant) if q.ddp else 0.0
         if q.graphs and self.graphs_offset is not None:
-            return self.context_gb + self.graph_peak(q)
-        return self.context_gb + max(self.train_peak(q), self.val_peak(q))
+            return self.context_gb + self.graph_peak(q) + ddp
+        return self.context_gb + max(self.train_peak(q), self.val_peak(q)) + ddp
 
 
 @lru_cache(maxsize=1)

@@ -2,10 +2,11 @@
 
 Definitions (pixel level, summed over the whole validation set, not averaged per image):
   Dice_c = F1_c = 2·TP_c / (2·TP_c + FP_c + FN_c),   IoU_c = TP_c / (TP_c + FP_c + FN_c)
-  macro F1 = mean of F1_c over classes, background included unless excluded.
-This is what the tutorial reports as F1 (torchmetrics' MulticlassF1Score(average="macro") over the
-epoch's pixels). A class that appears neither in the masks nor in the predictions (denominator 0)
-has no defined score: it is NaN in the per-class lists and left out of the macro mean.
+  headline = mean of Dice_c over the foreground classes (``seg_metrics.HEADLINE_METRIC``, the one
+  score the Training page, the runs list, the Viewer and the CLI show; background included only when
+  asked, as torchmetrics' MulticlassF1Score(average="macro") would).
+A class that appears neither in the masks nor in the predictions (denominator 0) has no defined
+score: it is NaN in the per-class lists and left out of the mean.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from medseg_gui.core.seg_metrics import headline_score
 
 
 def confusion_matrix(preds: torch.Tensor, masks: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -31,10 +34,11 @@ def confusion_matrix(preds: torch.Tensor, masks: torch.Tensor, num_classes: int)
 class SegScores:
     dice: list[float]  # per class, NaN where undefined
     iou: list[float]
-    macro_f1: float  # NaN when no class is defined
+    macro_f1: float  # the headline (mean foreground Dice); NaN when no class is defined. The field keeps
+    #                 its old name because events and checkpoints carry it as val_f1/best_f1.
 
 
-def scores_from_confusion(confusion: torch.Tensor, include_background: bool = True) -> SegScores:
+def scores_from_confusion(confusion: torch.Tensor, include_background: bool = False) -> SegScores:
     cm = confusion.double().cpu()
     tp = cm.diag()
     fp = cm.sum(0) - tp
@@ -44,7 +48,10 @@ def scores_from_confusion(confusion: torch.Tensor, include_background: bool = Tr
     nan = torch.tensor(float("nan"), dtype=torch.float64)
     dice = torch.where(dice_den > 0, 2 * tp / dice_den.clamp(min=1), nan)
     iou = torch.where(iou_den > 0, tp / iou_den.clamp(min=1), nan)
-    kept = dice if include_background else dice[1:]
-    defined = kept[~kept.isnan()]
-    macro = float(defined.mean()) if defined.numel() else float("nan")
-    return SegScores(dice=[float(v) for v in dice], iou=[float(v) for v in iou], macro_f1=macro)
+    per_class = [float(v) for v in dice]
+    if include_background:
+        defined = dice[~dice.isnan()]
+        macro = float(defined.mean()) if defined.numel() else float("nan")
+    else:
+        macro = headline_score(per_class)  # the one definition of the headline
+    return SegScores(dice=per_class, iou=[float(v) for v in iou], macro_f1=macro)

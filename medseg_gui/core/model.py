@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -199,6 +200,8 @@ def _from_folder(config: RunConfig, path: Path, log: Log) -> "SegformerForSemant
     except (OSError, ValueError) as exc:
         raise ModelSourceError(f"training.pretrained: cannot load a SegFormer from {path}: {exc}") from exc
     log("info", f"initial weights from {path}")
+    for note in weight_notes(model, path):
+        log("warning", note)
     return model
 
 
@@ -227,6 +230,8 @@ def _from_safetensors(config: RunConfig, path: Path, log: Log) -> "SegformerForS
             f"is it a SegFormer state dict of this variant?")
     log("info", f"initial weights from {path}: {total - missing - mismatched} tensors loaded, "
                 f"{mismatched} re-initialised (shape mismatch, e.g. the class head), {missing} missing")
+    for note in info.get("notes", ()):
+        log("warning", note)
     return model
 
 
@@ -247,7 +252,191 @@ def load_with_config(hf_config: Any, weights: Path, **kwargs: Any) -> tuple[Any,
             shutil.copyfile(weights, target)
         try:
             with _quiet_transformers():
-                return SegformerForSemanticSegmentation.from_pretrained(
+                model, info = SegformerForSemanticSegmentation.from_pretrained(
                     tmp, local_files_only=True, output_loading_info=True, **kwargs)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise ModelSourceError(f"{weights} is not a readable SegFormer .safetensors file: {exc}") from exc
+    info["notes"] = weight_notes(model, weights)
+    return model, info
+
+
+# ---- checks on loaded weights: dtype, NaN/inf, shape mismatches ------------------------------------
+
+def stored_float_dtypes(weights: Path) -> set[str]:
+    """The floating dtypes a .safetensors file stores ('F16', 'BF16', 'F32'), read from its header only."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {f.get_slice(k).get_dtype() for k in f.keys()} & {"F16", "BF16", "F32", "F64"}
+    except Exception:  # noqa: BLE001 — unreadable headers are reported by the loader itself
+        return set()
+
+
+def ensure_float32(model: Any) -> str:
+    """Cast a model holding half-precision parameters to float32; returns the dtype it had ('' if fp32).
+
+    Weights saved in fp16/bf16 (e.g. by ``model.half()`` to halve the file) load fine, but a model in
+    fp16 cannot run on the CPU ("Input type (float) and bias type (Half) should be the same") and
+    training needs fp32 master weights; mixed precision is applied by autocast, not by the stored dtype.
+    """
+    import torch
+
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if not dtypes or dtypes == {torch.float32}:
+        return ""
+    model.float()
+    return ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes if d != torch.float32))
+
+
+def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
+    """Names of floating tensors holding NaN or infinity (a diverged run saved, or a damaged file)."""
+    import torch
+
+    return [name for name, t in state.items()
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def weight_notes(model: Any, weights: Path | None = None) -> list[str]:
+    """What a user should hear about freshly loaded weights: a dtype conversion and NaN/inf tensors.
+    The model is converted to float32 in place."""
+    notes = []
+    stored = stored_float_dtypes(weights) - {"F32"} if weights is not None else set()
+    converted = ensure_float32(model)
+    if stored or converted:
+        what = converted or ", ".join(sorted({"F16": "float16", "BF16": "bfloat16", "F64": "float64"}[d]
+                                              for d in stored))
+        notes.append(f"{weights or 'the model'}: weights stored as {what} were converted to float32 on load")
+    bad = nonfinite_tensors(model.state_dict())
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        notes.append(f"{weights or 'the model'}: {len(bad)} weight tensor(s) hold NaN or infinity ({shown}); "
+                     "its predictions will be meaningless — use an earlier checkpoint or retrain")
+    return notes
+
+
+def mismatch_text(mismatched: list[tuple[str, Any, Any]], limit: int = 3) -> str:
+    """'name: expected (32, 8), found (33, 8); ...' for the first ``limit`` (name, found, expected) tuples,
+    as transformers' loading info lists them."""
+    def shape(s: Any) -> str:
+        return "(" + ", ".join(str(int(n)) for n in s) + ")"
+
+    parts = [f"{name}: expected {shape(expected)}, found {shape(found)}"
+             for name, found, expected in sorted(mismatched)[:limit]]
+    more = f" (and {len(mismatched) - limit} more)" if len(mismatched) > limit else ""
+    return "; ".join(parts) + more
+
+
+def state_mismatches(model: Any, state: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(name, found shape, expected shape) for tensors of ``state`` whose shape differs from ``model``'s."""
+    own = model.state_dict()
+    return [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+            if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+
+
+# ---- where the initial weights would come from, without loading them or asking the network ----------
+
+PRETRAINED_LICENCE = ("NVIDIA's SegFormer weights (ADE20k) are licensed for non-commercial research use only "
+                      "(NVIDIA Source Code License for SegFormer).")
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class PretrainedAvailability:
+    """What ``build_model`` would start from. ``state``:
+
+    "scratch" (random weights, chosen), "local" (a usable local file/folder), "cached" (hub weights in
+    the local Hugging Face cache), "download" (not cached; downloaded at Start when online),
+    "offline" (not cached and offline: training would start from random weights), "bad" (the
+    configured path is missing or unusable).
+    """
+    state: str
+    source: str  # the configured training.pretrained
+    repo: str  # the hub id for the variant
+    path: str = ""  # the local file/folder found, if any
+    detail: str = ""
+
+
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face hub cache folder, as huggingface_hub resolves it (without importing it)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "huggingface" / "hub"
+
+
+def cached_hub_weights(repo: str, cache_dir: Path | None = None) -> Path | None:
+    """The cached snapshot folder of ``repo`` holding config.json and weights, or None (no network)."""
+    root = (cache_dir or hf_hub_cache_dir()) / ("models--" + repo.replace("/", "--"))
+    snapshots = root / "snapshots"
+    candidates: list[Path] = []
+    try:
+        main = (root / "refs" / "main").read_text(encoding="utf-8").strip()
+        candidates.append(snapshots / main)
+    except OSError:
+        pass
+    try:
+        candidates += sorted(p for p in snapshots.iterdir() if p.is_dir())
+    except OSError:
+        pass
+    for folder in candidates:
+        if (folder / "config.json").is_file() and any((folder / w).is_file() for w in HUB_WEIGHT_FILES):
+            return folder
+    return None
+
+
+def local_weights_problem(path: Path) -> str:
+    """Why ``path`` cannot serve as initial weights ('' when it can): the rules ``build_model`` applies."""
+    if path.is_dir():
+        return "" if (path / "config.json").is_file() else f"{path} has no config.json (not a model folder)"
+    if path.is_file():
+        return "" if path.suffix == ".safetensors" else f"{path} is not a .safetensors file"
+    return f"{path} does not exist"
+
+
+def pretrained_availability(config: RunConfig, *, online: bool | None = None,
+                            cache_dir: Path | None = None) -> PretrainedAvailability:
+    """Where ``config``'s initial weights would come from; never touches the network.
+
+    ``online``: whether the hub can be reached (None: only the offline environment flags decide,
+    so a cache miss without them is reported as "download").
+    """
+    source = config.training.pretrained
+    repo = hub_id(config.training.variant)
+    if source == "scratch":
+        return PretrainedAvailability("scratch", source, repo, detail="random weights (chosen: 'scratch')")
+    if source not in ("auto", "hub"):
+        path = Path(source).expanduser()
+        problem = local_weights_problem(path)
+        if problem:
+            return PretrainedAvailability("bad", source, repo, str(path), problem)
+        return PretrainedAvailability("local", source, repo, str(path.resolve()), f"local weights {path.resolve()}")
+    cached = cached_hub_weights(repo, cache_dir)
+    if cached is not None:
+        return PretrainedAvailability("cached", source, repo, str(cached),
+                                      f"{repo} is in the local Hugging Face cache")
+    if offline_by_environment() or online is False:
+        why = "offline mode is set (HF_HUB_OFFLINE)" if offline_by_environment() else "no internet connection"
+        return PretrainedAvailability("offline", source, repo,
+                                      detail=f"{repo} is not on this computer and {why}")
+    return PretrainedAvailability("download", source, repo,
+                                  detail=f"{repo} is not on this computer yet; it is downloaded at Start")
+
+
+def download_pretrained(variant: str) -> Path:
+    """Fetch the variant's hub weights into the local Hugging Face cache; returns the snapshot folder.
+
+    Refuses when the environment says offline, so tests (which set HF_HUB_OFFLINE) never download.
+    """
+    repo = hub_id(variant)
+    if offline_by_environment():
+        raise ModelSourceError(f"cannot download {repo}: offline mode is set (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo, allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin"])
+    except Exception as exc:  # noqa: BLE001 — network and hub errors, said in one line
+        raise ModelSourceError(f"cannot download {repo}: {type(exc).__name__}: {exc}") from exc
+    return Path(folder)

@@ -17,11 +17,14 @@ CONTOUR = "contour"
 MODES = (FILLED, CONTOUR)
 
 # Error-map colours (RGB): correct foreground, false positive, false negative, wrong foreground class.
+# Deliberately outside the class palette (config.DEFAULT_CLASS_COLORS is black/red/green/blue): an error
+# map drawn in class colours reads as a prediction. Yellow / magenta / cyan / white stay apart from each
+# other and from the default classes, and show on grey scans.
 ERROR_COLORS = {
-    "tp": (46, 204, 113),
-    "fp": (231, 76, 60),
-    "fn": (52, 152, 219),
-    "wrong": (243, 156, 18),
+    "tp": (255, 215, 0),
+    "fp": (255, 0, 255),
+    "fn": (0, 229, 255),
+    "wrong": (255, 255, 255),
 }
 ERROR_LABELS = {"tp": "correct", "fp": "false positive", "fn": "missed (false negative)",
                 "wrong": "wrong class"}
@@ -113,7 +116,7 @@ def error_categories(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarra
 
 def error_overlay(pred: np.ndarray, truth: np.ndarray, opacity: float = 0.6,
                   visible: Sequence[bool] | None = None) -> np.ndarray:
-    """RGBA map of prediction vs truth: green correct, red false positive, blue missed, orange wrong class.
+    """RGBA map of prediction vs truth: yellow correct, magenta false positive, cyan missed, white wrong class.
 
     ``visible[k]`` limits the map to pixels where prediction or truth is class ``k`` (to inspect one
     organ at a time).

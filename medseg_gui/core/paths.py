@@ -29,3 +29,29 @@ def cache_dir(name: str) -> Path:
     path = app_home() / "cache" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def last_config_file() -> Path:
+    """The configuration the app had when it last closed (restored at the next start)."""
+    return app_home() / "last_config.toml"
+
+
+def default_output_dir() -> Path:
+    """Where the app's runs go unless the user chooses a folder: not the launch directory, which for a
+    desktop app is wherever the launcher happened to start it."""
+    return app_home() / "runs"
+
+
+def absolute_output_dir(value: str) -> str:
+    """``training.output_dir`` as an absolute path: a relative one is taken inside the app's data folder."""
+    path = Path(value.strip() or "runs").expanduser()
+    return str(path if path.is_absolute() else app_home() / path)
+
+
+def docs_location() -> Path | None:
+    """The local documentation (docs/ beside the package in a source install, else the README), or None."""
+    root = Path(__file__).resolve().parents[2]
+    for candidate in (root / "README.md", root / "docs"):
+        if candidate.exists():
+            return candidate
+    return None

@@ -17,6 +17,7 @@ from typing import Any
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core.events import EpochMetrics, Event, LogMessage, RunFinished, Sink, StepMetrics
+from medseg_gui.core.words import plural
 
 CHECK_VARIANT = "b0"
 CHECK_IMAGE_SIZE = 224
@@ -45,7 +46,7 @@ def describe(plan: list[cfg.RunConfig]) -> list[str]:
         kind = "quick check" if i < len(plan) - 1 else "full run"
         steps = f", {tr.max_steps_per_epoch} steps" if tr.max_steps_per_epoch else ""
         lines.append(f"{i + 1}. {kind}: SegFormer-{tr.variant}, batch {tr.batch_size}, {ds.image_size} px, "
-                     f"{tr.epochs} epoch(s){steps}")
+                     f"{plural(tr.epochs, 'epoch')}{steps}")
     return lines
 
 

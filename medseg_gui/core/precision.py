@@ -1,10 +1,19 @@
-"""Resolving the precision setting 'auto' to what Lightning should run.
+"""Resolving the precision and device settings ('auto', 'gpu', 'cuda:1') to what PyTorch should run.
 
 Kept apart from the LightningModule so the recommender and the GUI can show the resolved value
-without building a trainer.
+without building a trainer. One rule for every entry point (``medseg train --accelerator``,
+``training.accelerator`` in a config, ``medseg predict --device``): asking for a GPU that PyTorch
+cannot see is refused here with one sentence, instead of PyTorch's "Torch not compiled with CUDA
+enabled" assertion deep inside a run.
 """
 
 from __future__ import annotations
+
+GPU_NAMES = ("gpu", "cuda")
+
+
+class DeviceError(ValueError):
+    """The requested device does not exist on this machine; the message says what to do instead."""
 
 
 def resolve_precision(requested: str, accelerator: str = "auto") -> str:
@@ -23,9 +32,52 @@ def resolve_precision(requested: str, accelerator: str = "auto") -> str:
 
 
 def resolve_accelerator(requested: str) -> str:
-    """'auto' → 'gpu' when PyTorch sees a CUDA device, else 'cpu'."""
-    if requested != "auto":
-        return requested
+    """'auto' → 'gpu' when PyTorch sees a CUDA device, else 'cpu'; 'gpu' without one → DeviceError."""
+    if requested == "auto":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if requested in GPU_NAMES:
+        _require_cuda(f"the GPU was requested (accelerator {requested})", "set the accelerator to cpu or auto")
+        return "gpu"
+    return requested
+
+
+def resolve_device(requested: str | None) -> str:
+    """A torch device string for inference: None/'auto' → 'cuda' when available, else 'cpu';
+    'gpu'/'cuda' → 'cuda'; 'cuda:N' must name an existing GPU; anything else → DeviceError."""
+    text = (requested or "auto").strip().lower()
+    if text == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return "cpu"
+    if text in GPU_NAMES:
+        _require_cuda(f"--device {requested} was requested", "use --device cpu")
+        return "cuda"
+    kind, _, index = text.partition(":")
+    if kind in GPU_NAMES and index.isdigit():
+        count = _require_cuda(f"--device {requested} was requested", "use --device cpu")
+        if int(index) >= count:
+            raise DeviceError(f"--device {requested}: this machine has {count} CUDA GPU(s), numbered 0 to "
+                              f"{count - 1}; choose one of them or --device cpu")
+        return f"cuda:{index}"
+    if text == "mps":  # Apple GPUs
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"--device {requested} was requested but PyTorch sees no Apple GPU; use --device cpu")
+        return "mps"
+    raise DeviceError(f"--device {requested!r} is not a device; use cpu, cuda or cuda:N")
+
+
+def _require_cuda(what: str, instead: str) -> int:
+    """The number of CUDA GPUs PyTorch sees; DeviceError naming ``what`` and ``instead`` when none."""
     import torch
 
-    return "gpu" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        build = "this PyTorch build has no CUDA support" if torch.version.cuda is None else \
+            "PyTorch sees no CUDA GPU (driver missing, CUDA_VISIBLE_DEVICES empty, or no NVIDIA GPU)"
+        raise DeviceError(f"{what} but {build}; {instead} to run on the CPU")
+    return torch.cuda.device_count()

@@ -3,6 +3,10 @@
 Shared by the viewer's Export buttons and ``medseg predict`` so a mask exported either way is the
 same file. Mask PNGs hold raw class ids (0, 1, 2, …: they look black in a photo viewer, and that is
 what training and other tools read); overlay PNGs are for people.
+
+An existing file is never replaced unless the caller passes ``overwrite=True`` (``--overwrite``, or
+the viewer's save dialog after the user confirmed): a ground-truth ``case1_mask.png`` beside the
+outputs must survive a prediction run.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medseg_gui.core.atomic import atomic_write
+from medseg_gui.core.output_guard import check_file_target
 from medseg_gui.core.overlay import FILLED, blend, label_overlay
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,26 +47,30 @@ def safe_stem(path: str | os.PathLike) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
 
 
-def export_mask_png(path: str | os.PathLike, labels2d: np.ndarray) -> Path:
+def export_mask_png(path: str | os.PathLike, labels2d: np.ndarray, *, overwrite: bool = False) -> Path:
     """A 2D mask as a single-channel PNG of class ids."""
     from medseg_gui.core.imageio import write_mask_png
 
+    check_file_target(Path(path), replace=overwrite, flag="--overwrite")
     return write_mask_png(path, labels2d)
 
 
-def export_mask_nifti(path: str | os.PathLike, labels_zyx: np.ndarray, reference: "Volume") -> Path:
+def export_mask_nifti(path: str | os.PathLike, labels_zyx: np.ndarray, reference: "Volume", *,
+                      overwrite: bool = False) -> Path:
     """A label volume as NIfTI in the source volume's space (same grid and affine)."""
     from medseg_gui.core.imageio import write_nifti_like
 
+    check_file_target(Path(path), replace=overwrite, flag="--overwrite")
     return write_nifti_like(path, labels_zyx, reference)
 
 
-def write_rgb_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+def write_rgb_png(path: str | os.PathLike, rgb: np.ndarray, *, overwrite: bool = False) -> Path:
     from PIL import Image
 
     arr = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise ValueError(f"{path}: expected an RGB(A) image [H, W, 3|4], got shape {arr.shape}")
+    check_file_target(Path(path), replace=overwrite, flag="--overwrite")
     img = Image.fromarray(arr)
     return atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))
 
@@ -74,8 +83,9 @@ def overlay_picture(image_u8: np.ndarray, labels2d: np.ndarray, colours: Sequenc
 
 def export_overlay_png(path: str | os.PathLike, image_u8: np.ndarray, labels2d: np.ndarray,
                        colours: Sequence[str], opacity: float = 0.5, mode: str = FILLED,
-                       visible: Sequence[bool] | None = None) -> Path:
-    return write_rgb_png(path, overlay_picture(image_u8, labels2d, colours, opacity, mode, visible))
+                       visible: Sequence[bool] | None = None, *, overwrite: bool = False) -> Path:
+    return write_rgb_png(path, overlay_picture(image_u8, labels2d, colours, opacity, mode, visible),
+                         overwrite=overwrite)
 
 
 def nifti_possible(volume: "Volume") -> bool:
@@ -83,28 +93,50 @@ def nifti_possible(volume: "Volume") -> bool:
     return volume.affine is not None or (volume.kind == "nifti" and "source_affine" in volume.meta)
 
 
+def planned_outputs(out_dir: str | os.PathLike, stem: str, volume: "Volume", *, overlay: bool = False
+                    ) -> list[Path]:
+    """Every file :func:`export_volume` would write for ``volume`` under ``stem`` — so a caller can check
+    them all (existing files, names another input already took) before anything is written."""
+    out = Path(out_dir)
+    z = volume.n_slices
+    if nifti_possible(volume):
+        paths = [out / f"{stem}_mask.nii.gz"]
+    else:
+        paths = [out / (f"{stem}_mask.png" if z == 1 else f"{stem}_{i + 1:04d}_mask.png") for i in range(z)]
+    if overlay:
+        paths += [out / (f"{stem}_overlay.png" if z == 1 else f"{stem}_overlay/{stem}_{i + 1:04d}_overlay.png")
+                  for i in range(z)]
+    return paths
+
+
 def export_volume(out_dir: str | os.PathLike, stem: str, volume: "Volume", labels_zyx: np.ndarray,
                   display_u8: np.ndarray | None = None, colours: Sequence[str] = (), *,
-                  overlay: bool = False, opacity: float = 0.5, mode: str = FILLED) -> ExportResult:
+                  overlay: bool = False, opacity: float = 0.5, mode: str = FILLED,
+                  overwrite: bool = False) -> ExportResult:
     """Masks of a whole input: NIfTI when the source has geometry, PNG per slice otherwise (and for
     single 2D images), plus one overlay PNG per slice when ``overlay``.
 
-    ``display_u8`` is the uint8 picture the overlays are drawn on (``[Z, H, W(, 3)]``).
+    ``display_u8`` is the uint8 picture the overlays are drawn on (``[Z, H, W(, 3)]``). Every output is
+    checked before the first is written, so a refused input leaves no partial set behind.
     """
     out = Path(out_dir)
     result = ExportResult()
     labels = np.asarray(labels_zyx)
     z = labels.shape[0]
+    if overlay and display_u8 is None:
+        raise ValueError("overlay export needs the display image (display_u8)")
+    for path in planned_outputs(out, stem, volume, overlay=overlay):
+        check_file_target(path, replace=overwrite, flag="--overwrite")
     if nifti_possible(volume):
-        result.nifti = export_mask_nifti(out / f"{stem}_mask.nii.gz", labels, volume)
+        result.nifti = export_mask_nifti(out / f"{stem}_mask.nii.gz", labels, volume, overwrite=overwrite)
     else:
         for i in range(z):
             name = f"{stem}_mask.png" if z == 1 else f"{stem}_{i + 1:04d}_mask.png"
-            result.masks.append(export_mask_png(out / name, labels[i]))
+            result.masks.append(export_mask_png(out / name, labels[i], overwrite=overwrite))
     if overlay:
-        if display_u8 is None:
-            raise ValueError("overlay export needs the display image (display_u8)")
+        assert display_u8 is not None
         for i in range(z):
             name = f"{stem}_overlay.png" if z == 1 else f"{stem}_overlay/{stem}_{i + 1:04d}_overlay.png"
-            result.overlays.append(export_overlay_png(out / name, display_u8[i], labels[i], colours, opacity, mode))
+            result.overlays.append(export_overlay_png(out / name, display_u8[i], labels[i], colours, opacity, mode,
+                                                      overwrite=overwrite))
     return result

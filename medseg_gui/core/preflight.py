@@ -34,9 +34,20 @@ class CheckItem:
     status: str  # "ok" | "warn" | "fail"
     detail: str
     fix: str = ""
+    applies: bool = True  # False: nothing to check on this machine/run (shown grey, "n/a", never a green tick)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# A green item whose detail starts so has nothing to check here (e.g. VRAM headroom on a CPU run).
+NOT_APPLICABLE_PREFIXES = ("not applicable", "not needed", "not used")
+
+
+def mark_not_applicable(item: CheckItem) -> CheckItem:
+    if item.status == "ok" and item.detail.lower().startswith(NOT_APPLICABLE_PREFIXES):
+        item.applies = False
+    return item
 
 
 @dataclass
@@ -50,7 +61,9 @@ class PreflightFacts:
     torch_cuda_available: bool = False
     torch_error: str | None = None  # torch could not be imported
     gpus: list[GpuInfo] = field(default_factory=list)  # what NVML sees
-    gpu: GpuInfo | None = None  # the card the run will use
+    gpu: GpuInfo | None = None  # the card the run will use (of several: the one with the least free memory)
+    train_gpus: list[GpuInfo] = field(default_factory=list)  # every card the run will use (training.gpus)
+    gpu_error: str | None = None  # training.gpus names a card CUDA cannot see
     nvml_error: str | None = None
     cuda_driver_version: str | None = None  # the newest CUDA the driver supports, e.g. "12.8"
     predicted_peak_gb: float | None = None  # as nvidia-smi would show it
@@ -67,6 +80,7 @@ class PreflightFacts:
     dataset_problems: int = 0
     dataset_warnings: list[str] = field(default_factory=list)
     pin_memory: bool | None = None  # what the loader will use
+    pretrained: Any = None  # model.PretrainedAvailability: where the initial weights would come from
 
 
 @dataclass
@@ -92,7 +106,7 @@ class PreflightReport:
         marks = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
         lines = []
         for item in self.items:
-            lines.append(f"{marks[item.status]} {item.title}: {item.detail}")
+            lines.append(f"{marks[item.status] if item.applies else '[ n/a]'} {item.title}: {item.detail}")
             if item.fix and item.status != "ok":
                 lines.append(f"       fix: {item.fix}")
         lines.append("Ready to train." if self.ok else "Not ready: fix the items marked FAIL.")
@@ -143,6 +157,11 @@ def _mb(value: float | None) -> str:
     return "? MB" if value is None else f"{value * 1024:.0f} MB"
 
 
+def _card(gpu: GpuInfo) -> str:
+    """"GPU 1 NVIDIA H200": the CUDA ordinal training uses (core/gpu_identity.py), and the name."""
+    return f"GPU {gpu.cuda_index} {gpu.name}" if gpu.cuda_index is not None else gpu.name
+
+
 def _run_text(f: PreflightFacts) -> str:
     tr, ds = f.config.training, f.config.dataset
     return f"SegFormer-{tr.variant}, batch {tr.batch_size}, {ds.image_size} px"
@@ -153,8 +172,12 @@ def _run_text(f: PreflightFacts) -> str:
 def check_config(f: PreflightFacts) -> CheckItem:
     problems = cfg.validate(f.config)
     if problems:
-        return CheckItem("config", "Settings are valid", "fail", "; ".join(str(p) for p in problems),
-                         "correct the named settings")
+        from medseg_gui.core.config_checks import field_label
+
+        named = "; ".join(f"{field_label(p.field)} ({p.field}): {p.reason}" if p.field else p.reason
+                          for p in problems)  # the form's label for people, the key for config files
+        return CheckItem("config", "Settings are valid", "fail", named,
+                         "correct the named settings (marked in red on the Configuration page)")
     return CheckItem("config", "Settings are valid", "ok", "every setting is within its range")
 
 
@@ -164,7 +187,7 @@ def check_torch_gpu(f: PreflightFacts) -> CheckItem:
     if f.torch_error:
         return CheckItem("torch_gpu", title, "fail", f"PyTorch cannot be imported: {f.torch_error}",
                          torch_install_command(f.cuda_driver_version) if f.gpus else "pip install torch")
-    card = f.gpus[0].name if f.gpus else ""
+    card = (f.gpu or f.gpus[0]).name if f.gpus else ""  # the card that trains, when known
     if f.gpus and not f.torch_cuda_build:
         return CheckItem("torch_gpu", title, "fail",
                          f"PyTorch {f.torch_version} is a CPU-only build, but an NVIDIA GPU ({card}) is installed: "
@@ -203,8 +226,9 @@ def check_vram_headroom(f: PreflightFacts) -> CheckItem:
         return CheckItem("vram_headroom", title, "warn", f"the card does not report its free memory; the run "
                          f"needs about {_gb(f.predicted_peak_gb)}", "")
     headroom = f.gpu.free_gb - f.predicted_peak_gb
-    detail = (f"{_run_text(f)} needs about {_gb(f.predicted_peak_gb)}; {_gb(f.gpu.free_gb)} is free, "
-              f"leaving {headroom:+.1f} GB")
+    where = f" on {_card(f.gpu)}" + (" (the one with the least free memory)" if len(f.train_gpus) > 1 else "")
+    detail = (f"{_run_text(f)} needs about {_gb(f.predicted_peak_gb)}{' per GPU' if len(f.train_gpus) > 1 else ''}; "
+              f"{_gb(f.gpu.free_gb)} is free{where}, leaving {headroom:+.1f} GB")
     if headroom >= HEADROOM_GB:
         return CheckItem("vram_headroom", title, "ok", detail)
     fix = (f"set training.batch_size = {f.batch_fitting_free} (with gradient accumulation for the same "
@@ -324,15 +348,17 @@ def check_dataset(f: PreflightFacts) -> CheckItem:
     path = f.dataset_path
     if f.dataset_exists is False:
         return CheckItem("dataset", title, "fail", f"{path} does not exist",
-                         "choose the dataset folder in dataset.path, or import one with `medseg data import`")
+                         "choose an existing folder with Browse… beside Dataset on the Configuration page, or import "
+                         "your data with File → New training wizard (command line: medseg data import)")
     if f.dataset_error:
         return CheckItem("dataset", title, "fail", f"{path}: {f.dataset_error}",
-                         f"run `medseg data check {path}` for the full report")
+                         f"see the report in the wizard's Check step, or run: medseg data check {path}")
     if f.dataset_can_train is False:
         return CheckItem("dataset", title, "fail", f"{path}: {f.dataset_verdict}",
-                         f"run `medseg data check {path}` and fix the listed files")
+                         f"fix the files the wizard's Check step lists (or: medseg data check {path})")
     if f.dataset_can_train is None:
-        return CheckItem("dataset", title, "warn", f"{path} was not checked", f"run `medseg data check {path}`")
+        return CheckItem("dataset", title, "warn", f"{path} was not checked",
+                         f"check it in the wizard's Check step, or run: medseg data check {path}")
     pairs = ", ".join(f"{split} {n}" for split, n in f.dataset_pairs.items())
     if f.dataset_problems or f.dataset_warnings:
         parts = []
@@ -340,17 +366,69 @@ def check_dataset(f: PreflightFacts) -> CheckItem:
             parts.append(f"{f.dataset_problems} bad file(s) will be skipped")
         parts.extend(f.dataset_warnings[:2])
         return CheckItem("dataset", title, "warn", f"{pairs} usable pairs; " + "; ".join(parts),
-                         f"run `medseg data check {path}` to see the files")
+                         f"see the files in the wizard's Check step (or: medseg data check {path})")
     return CheckItem("dataset", title, "ok", f"{pairs} usable pairs")
 
 
+def check_pretrained(f: PreflightFacts) -> CheckItem:
+    """Offline, 'auto' quietly trains from random weights; say so before Start, with the ways out."""
+    title = "Pretrained weights"
+    a = f.pretrained
+    if a is None:
+        return CheckItem("pretrained", title, "ok", "not checked")
+    choose = ("choose a local weights file or model folder (Choose weights file… in the app, or "
+              "training.pretrained = PATH)")
+    if a.state == "scratch":
+        return CheckItem("pretrained", title, "ok", "not used: " + a.detail)
+    if a.state in ("local", "cached"):
+        return CheckItem("pretrained", title, "ok", "available offline: " + a.detail)
+    if a.state == "download":
+        return CheckItem("pretrained", title, "ok", a.detail)
+    if a.state == "bad":
+        return CheckItem("pretrained", title, "fail", a.detail, choose + ", or set it to 'auto'")
+    # offline and not cached
+    if a.source == "hub":
+        return CheckItem("pretrained", title, "fail", "not available offline: " + a.detail,
+                         choose + ", connect to the internet, or set it to 'scratch'")
+    return CheckItem("pretrained", title, "warn", "not available offline: " + a.detail + "; training would "
+                     "start from random weights and need many more epochs",
+                     choose + ", or connect to the internet once to download them")
+
+
+def check_gpu_choice(f: PreflightFacts) -> CheckItem:
+    """The cards in training.gpus exist and CUDA sees them (their free memory: ``check_vram_headroom``)."""
+    from medseg_gui.core.gpu_identity import short_uuid
+
+    title = "The chosen GPUs are there"
+    tr = f.config.training
+    fix_choice = ("pick the GPUs on the Hardware page, or set training.gpus to GPUs that `medseg hardware` lists "
+                  "(empty: the card with the most free memory)")
+    if not runs_on_gpu(f):
+        return CheckItem("gpu_choice", title, "ok", "not used: training on the CPU")
+    if f.gpu_error:
+        return CheckItem("gpu_choice", title, "fail", f.gpu_error, fix_choice)
+    cards = f.train_gpus or ([f.gpu] if f.gpu is not None else [])
+    if not cards:
+        return CheckItem("gpu_choice", title, "warn", "the GPUs cannot be listed (the driver cannot be queried); "
+                         "training uses " + (f"training.gpus = {tr.gpus}" if tr.gpus else "CUDA's first GPU"), "")
+    names = "; ".join(f"{_card(g)} ({short_uuid(g.uuid)}, {_gb(g.free_gb)} free)" for g in cards)
+    how = "as configured" if tr.gpus else "the most free memory (training.gpus is empty)"
+    # Too little free memory on a chosen card is the VRAM headroom item's red (it checks the card with the
+    # least free memory of these), so one cause never shows two red lines.
+    if tr.gpus and tr.devices != len(tr.gpus):
+        return CheckItem("gpu_choice", title, "warn", f"{names}; training.devices is {tr.devices} but "
+                         f"training.gpus names {len(tr.gpus)}: the named GPUs train",
+                         f"set training.devices = {len(tr.gpus)}")
+    return CheckItem("gpu_choice", title, "ok", f"{names} ({how})")
+
+
 CHECKS: list[Callable[[PreflightFacts], CheckItem]] = [
-    check_config, check_torch_gpu, check_vram_headroom, check_dataset, check_fits_card, check_mixed_precision,
-    check_other_processes, check_workers, check_pinned_memory]
+    check_config, check_torch_gpu, check_gpu_choice, check_vram_headroom, check_dataset, check_fits_card, check_mixed_precision,
+    check_other_processes, check_workers, check_pinned_memory, check_pretrained]
 
 
 def run_checks(facts: PreflightFacts) -> PreflightReport:
-    return PreflightReport([check(facts) for check in CHECKS])
+    return PreflightReport([mark_not_applicable(check(facts)) for check in CHECKS])
 
 
 # ---- gathering the facts (touches torch, NVML, the dataset) ----------------------------------------
@@ -366,22 +444,15 @@ def _default_memory_model() -> tuple[Any, str]:
         return None, f"no memory model available ({type(exc).__name__})"
 
 
-def _training_gpu(snapshot: HardwareSnapshot, torch_mod: Any) -> GpuInfo | None:
-    """The card torch's device 0 is (CUDA_VISIBLE_DEVICES reorders), by UUID; else the only/most-free one."""
-    if not snapshot.gpus:
-        return None
-    if torch_mod is not None:
-        try:
-            if torch_mod.cuda.is_available():
-                uuid = str(torch_mod.cuda.get_device_properties(torch_mod.cuda.current_device()).uuid)
-                for gpu in snapshot.gpus:
-                    if gpu.uuid and gpu.uuid.endswith(uuid):
-                        return gpu
-        except Exception:  # noqa: BLE001
-            pass
-    from medseg_gui.core.hardware import select_gpu
+def _training_gpus(snapshot: HardwareSnapshot, config: cfg.RunConfig) -> tuple[list[GpuInfo], str | None]:
+    """The cards the run will train on, as the session resolves them (core/gpu_identity.py), or why not."""
+    from medseg_gui.core.gpu_identity import GpuSelectionError, choose_gpus, device_count
 
-    return select_gpu(snapshot)
+    tr = config.training
+    try:
+        return choose_gpus(snapshot, tr.gpus, device_count(tr.gpus, tr.devices)), None
+    except GpuSelectionError as exc:
+        return [], str(exc)
 
 
 def gather_facts(config: cfg.RunConfig, *, memory_model: Any = "default", snapshot: HardwareSnapshot | None = None,
@@ -407,11 +478,15 @@ def gather_facts(config: cfg.RunConfig, *, memory_model: Any = "default", snapsh
     snap = snapshot if snapshot is not None else probe(with_processes=True)
     f.os_name, f.cpu_count = snap.os_name, snap.cpu_count
     f.gpus, f.nvml_error, f.cuda_driver_version = list(snap.gpus), snap.nvml_error, snap.cuda_driver_version
-    f.gpu = _training_gpu(snap, torch_mod)
+    f.train_gpus, f.gpu_error = _training_gpus(snap, f.config)
+    f.gpu = min(f.train_gpus, key=lambda g: g.free_gb if g.free_gb is not None else float("inf"), default=None)
     tr = f.config.training
     f.pin_memory = tr.accelerator != "cpu" and f.torch_cuda_available  # the DataModule's rule
     _predict(f, memory_model)
     _dataset_facts(f, report, check_dataset_files, mask_sample)
+    from medseg_gui.core.model import hub_reachable, offline_by_environment, pretrained_availability
+
+    f.pretrained = pretrained_availability(f.config, online=None if offline_by_environment() else hub_reachable())
     return f
 
 

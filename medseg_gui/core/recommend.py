@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medseg_gui.core.config import RunConfig, hub_id, set_num_classes
-from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot, select_gpu
+from medseg_gui.core.gpu_identity import choose_gpus, device_count, gpu_label
+from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot
 from medseg_gui.core.tiers import TIERS, Tier, tier_for_vram
+from medseg_gui.core.words import plural
 
 SAFETY_MARGIN_GB = 0.75  # fragmentation, cuDNN workspaces, a browser tab opening mid-run
 SAFETY_MARGIN_SHARE = 0.08  # the memory model's worst measured error (core/memory.py) on big budgets
@@ -36,6 +38,7 @@ class MemoryQuery:
     precision: str  # resolved: "32", "16-mixed", "bf16-mixed"
     compiled: bool = False
     graphs: bool = False  # whole-step CUDA graph (core/step_graph.py): its pool stays reserved
+    ddp: bool = False  # one of several GPUs under DDP: gradient buckets and NCCL buffers (core/memory.py)
 
 
 MemoryModel = Callable[[MemoryQuery], float]  # -> predicted peak GB as nvidia-smi shows it
@@ -64,7 +67,7 @@ class Alternative:
 class Recommendation:
     tier: Tier
     config: RunConfig
-    gpu: GpuInfo | None
+    gpu: GpuInfo | None  # the card the plan is sized for: the one with the least free memory of ``gpus``
     vram_source: str  # "gpu N free", "override", "none"
     free_gb: float | None
     budget_gb: float | None
@@ -73,6 +76,7 @@ class Recommendation:
     warnings: list[str] = field(default_factory=list)
     alternatives: list[Alternative] = field(default_factory=list)
     train_images: int | None = None
+    gpus: list[GpuInfo] = field(default_factory=list)  # every card the run will train on
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON shape printed by ``medseg recommend --json`` (documented in the README)."""
@@ -80,8 +84,9 @@ class Recommendation:
         return {
             "tier": self.tier.name,
             "tier_label": self.tier.label,
-            "gpu": None if self.gpu is None else {"index": self.gpu.index, "name": self.gpu.name,
-                                                  "total_gb": self.gpu.total_gb, "free_gb": self.gpu.free_gb},
+            "gpu": None if self.gpu is None else _gpu_dict(self.gpu),
+            "gpus": [_gpu_dict(g) for g in self.gpus],
+            "devices": tr.devices,
             "vram_source": self.vram_source,
             "free_gb": self.free_gb,
             "budget_gb": self.budget_gb,
@@ -90,7 +95,7 @@ class Recommendation:
             "model_name": hub_id(tr.variant),
             "batch_size": tr.batch_size,
             "accumulate_grad_batches": tr.accumulate_grad_batches,
-            "effective_batch_size": tr.batch_size * tr.accumulate_grad_batches,
+            "effective_batch_size": tr.batch_size * tr.accumulate_grad_batches * device_count(tr.gpus, tr.devices),
             "image_size": ds.image_size,
             "epochs": tr.epochs,
             "lr": tr.lr,
@@ -102,6 +107,12 @@ class Recommendation:
             "alternatives": [dataclasses.asdict(a) for a in self.alternatives],
             "config": self.config.to_dict(),
         }
+
+
+def _gpu_dict(gpu: GpuInfo) -> dict[str, Any]:
+    """``index`` is the CUDA ordinal (what training uses); ``nvml_index`` is nvidia-smi's number."""
+    return {"index": gpu.cuda_index, "nvml_index": gpu.index, "uuid": gpu.uuid, "name": gpu.name,
+            "total_gb": gpu.total_gb, "free_gb": gpu.free_gb}
 
 
 def resolve_precision(gpu: GpuInfo | None) -> str:
@@ -117,14 +128,19 @@ def default_workers(snapshot: HardwareSnapshot) -> int:
     return max(0, min(4, snapshot.cpu_count - 1))
 
 
-def recommend(snapshot: HardwareSnapshot, gpu_index: int | None = None, vram_gb: float | None = None,
+def recommend(snapshot: HardwareSnapshot, gpu_index: int | str | None = None, vram_gb: float | None = None,
               dataset: DatasetSummary | None = None, base: RunConfig | None = None,
-              memory_model: MemoryModel | None | str = "default") -> Recommendation:
+              memory_model: MemoryModel | None | str = "default",
+              gpus: list[str] | None = None) -> Recommendation:
     """Pick a tier by free VRAM (or the ``vram_gb`` what-if) and fill in a whole configuration.
 
     ``base`` carries the user's dataset path, class names and output folder, which are kept.
     ``memory_model``: "default" (the packaged calibration, core/memory.py), a callable, or None to
     keep the brief's tier batch as it is.
+    The cards planned for: ``gpus`` (CUDA indices or UUIDs), else ``gpu_index``, else the base
+    config's ``training.gpus``, else the visible card with the most free memory; a named card that
+    CUDA cannot see raises ``GpuSelectionError`` (a ValueError). Several cards are planned from the
+    smallest free memory among them; the chosen cards go into ``training.gpus``.
     """
     if memory_model == "default":
         from medseg_gui.core.memory import default_memory_model
@@ -134,28 +150,42 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | None = None, vram_gb:
     reasons: list[str] = []
     warnings: list[str] = []
 
-    gpu = None if vram_gb is not None else select_gpu(snapshot, gpu_index)
+    wanted = (list(gpus) if gpus is not None else [str(gpu_index)] if gpu_index is not None
+              else list(base.training.gpus) if base is not None else [])
+    chosen: list[GpuInfo] = [] if vram_gb is not None else choose_gpus(snapshot, wanted, 1)
+    gpu = min(chosen, key=lambda g: (g.free_gb is None, g.free_gb or 0.0)) if chosen else None
     if vram_gb is not None:
         free = float(vram_gb) if vram_gb > 0 else None
         source = "override"
         reasons.append(f"What-if: planning for a card with {vram_gb:g} GB free.")
         if free is None:
             warnings.append("No GPU (what-if 0 GB): training on the CPU will be very slow.")
-    elif gpu is not None and gpu.free_gb is not None:
+    elif gpu is not None and gpu.free_gb is not None and all(g.free_gb is not None for g in chosen):
         free = gpu.free_gb
-        source = f"gpu {gpu.index} free"
-        reasons.append(f"GPU {gpu.index} {gpu.name}: {gpu.free_gb:.1f} of {gpu.total_gb:.1f} GB free.")
-        others = gpu.used_by_others_gb
-        if others is not None and others > OTHERS_WARN_GB:
-            warnings.append(f"{others:.1f} GB is used by other programs; close them to free it for training.")
-        if gpu.mig_enabled:
-            warnings.append("MIG is enabled on this GPU: the memory figures are for the whole card; "
-                            "plan for your MIG slice's size with the what-if control.")
+        source = f"gpu {gpu.cuda_index} free"
+        if len(chosen) == 1:
+            reasons.append(f"{gpu_label(gpu)} {gpu.name}: {gpu.free_gb:.1f} of {gpu.total_gb:.1f} GB free.")
+        else:
+            listed = ", ".join(f"{gpu_label(g)} {g.name} ({g.free_gb:.1f} GB free)" for g in chosen)
+            reasons.append(f"{len(chosen)} GPUs: {listed}. Each trains on its own share of every batch, so the "
+                           f"per-GPU batch is sized for the one with the least free memory, {gpu_label(gpu)}.")
+        for g in chosen:
+            others = g.used_by_others_gb
+            where = "" if len(chosen) == 1 else f" on {gpu_label(g)}"
+            if others is not None and others > OTHERS_WARN_GB:
+                warnings.append(f"{others:.1f} GB is used by other programs{where}; close them to free it for "
+                                "training.")
+            if g.mig_enabled:
+                warnings.append(f"MIG is enabled on {gpu_label(g)}: the memory figures are for the whole card; "
+                                "plan for your MIG slice's size with the what-if control.")
     else:
         free = None
         source = "none"
         if gpu is not None:
-            warnings.append(f"GPU {gpu.index} {gpu.name} does not report its memory; planning for the CPU.")
+            warnings.append(f"{gpu_label(gpu)} {gpu.name} does not report its memory; planning for the CPU.")
+        elif snapshot.gpus:
+            warnings.append(f"CUDA_VISIBLE_DEVICES={snapshot.cuda_visible_devices!r} hides every GPU from "
+                            "training: planning for the CPU.")
         else:
             warnings.append("No GPU: training on the CPU will be very slow (hours per epoch on real data). "
                             + (f"({snapshot.nvml_error})" if snapshot.nvml_error else ""))
@@ -163,14 +193,19 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | None = None, vram_gb:
     tier = tier_for_vram(free)
     if free is not None and tier.name == "cpu":
         warnings.append(f"{free:.1f} GB free is too little for GPU training; using the CPU tier.")
-    reasons.append(f"Tier '{tier.label}' ({_range_text(tier)}): SegFormer-{tier.variant}, batch "
-                   f"{tier.batch_size}, {tier.image_size} px, {tier.epochs} epochs, lr {tier.lr:g}.")
+    reasons.append(f"Tier {tier.label}: SegFormer-{tier.variant}, batch "
+                   f"{tier.batch_size}, {tier.image_size} px, {plural(tier.epochs, 'epoch')}, lr {tier.lr:g}.")
     _apply_tier(config, tier)
     config.training.accelerator = "cpu" if tier.name == "cpu" else "gpu"
+    on_gpu = tier.name != "cpu" and bool(chosen)
+    config.training.gpus = (wanted or [g.uuid or str(g.cuda_index) for g in chosen]) if on_gpu else []
+    config.training.devices = len(chosen) if on_gpu else 1
     if tier.name == "cpu":
         config.training.precision = "32"
     else:
-        config.training.precision = resolve_precision(gpu) if gpu is not None else "16-mixed"
+        bf16_everywhere = gpu is not None and all(g.supports_bf16 for g in chosen)
+        config.training.precision = ("bf16-mixed" if bf16_everywhere else "16-mixed") if gpu is not None \
+            else "16-mixed"
         if gpu is None:
             reasons.append(f"Precision {config.training.precision} (no card to ask; fp16 works on every "
                            "CUDA GPU).")
@@ -180,7 +215,7 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | None = None, vram_gb:
                               f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]})."
                               if gpu.supports_bf16 else "fp16 with loss scaling (no native bf16 on this GPU)."))
     config.training.num_workers = default_workers(snapshot)
-    reasons.append(f"{config.training.num_workers} data-loading workers ({snapshot.cpu_count} CPU cores, "
+    reasons.append(f"{plural(config.training.num_workers, 'data-loading worker')} ({snapshot.cpu_count} CPU cores, "
                    f"{snapshot.os_name}).")
     if dataset is not None:
         _apply_dataset(config, dataset, reasons)
@@ -188,18 +223,23 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | None = None, vram_gb:
     budget = free - safety_margin(free) if free is not None and tier.name != "cpu" else None
     rec = Recommendation(tier=tier, config=config, gpu=gpu, vram_source=source, free_gb=free,
                          budget_gb=budget, reasons=reasons, warnings=warnings,
-                         train_images=dataset.train_images if dataset is not None else None)
+                         train_images=dataset.train_images if dataset is not None else None,
+                         gpus=list(chosen) if on_gpu else [])
     if memory_model is not None and budget is not None:
         fit_batch(rec, memory_model)
+    _warn_if_no_pretrained_weights(rec)
     return rec
 
 
-def _range_text(tier: Tier) -> str:
-    if tier.name == "cpu":
-        return "no GPU or under 1.5 GB free"
-    if tier.max_free_gb == float("inf"):
-        return f"{tier.min_free_gb:g} GB free or more"
-    return f"{tier.min_free_gb:g} to {tier.max_free_gb:g} GB free"
+def _warn_if_no_pretrained_weights(rec: Recommendation) -> None:
+    """Offline without cached weights, 'auto' starts from random weights: say it where the plan is read."""
+    from medseg_gui.core.model import pretrained_availability
+
+    weights = pretrained_availability(rec.config)
+    if weights.state == "offline":
+        rec.warnings.append(f"Pretrained weights not available offline ({weights.repo}): training would start "
+                            "from random weights. Choose a local weights file in the pre-flight checklist, or "
+                            "connect to the internet once.")
 
 
 def _apply_tier(config: RunConfig, tier: Tier) -> None:
@@ -234,7 +274,8 @@ def predicted_peak(memory_model: MemoryModel, config: RunConfig, batch_size: int
     graphs = graphs_possible(config) and tr.accumulate_grad_batches == 1 if graphs is None else graphs
     return memory_model(MemoryQuery(variant=variant or tr.variant, batch_size=batch_size or tr.batch_size,
                                     image_size=image_size or ds.image_size, num_classes=ds.num_classes,
-                                    precision=tr.precision, compiled=compiled, graphs=graphs))
+                                    precision=tr.precision, compiled=compiled, graphs=graphs,
+                                    ddp=device_count(tr.gpus, tr.devices) > 1))
 
 
 def graphs_possible(config: RunConfig) -> bool:
@@ -246,7 +287,7 @@ def graphs_possible(config: RunConfig) -> bool:
     from medseg_gui.core.speed import plan_cuda_graphs
 
     tr = config.training
-    return plan_cuda_graphs(tr.cuda_graphs, on_cuda=tr.accelerator != "cpu", devices=tr.devices,
+    return plan_cuda_graphs(tr.cuda_graphs, on_cuda=tr.accelerator != "cpu", devices=device_count(tr.gpus, tr.devices),
                             precision=tr.precision).enabled
 
 
@@ -273,6 +314,7 @@ def fit_batch(rec: Recommendation, memory_model: MemoryModel) -> None:
     tr, ds = rec.config.training, rec.config.dataset
     assert rec.budget_gb is not None
     effective = rec.tier.batch_size * rec.tier.accumulate_grad_batches
+    n_gpus = device_count(tr.gpus, tr.devices) if tr.accelerator != "cpu" else 1
     variant, size = tr.variant, ds.image_size
     batch = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size)
     if batch == 0:
@@ -294,22 +336,40 @@ def fit_batch(rec: Recommendation, memory_model: MemoryModel) -> None:
     ungraphed = batch
     graphed = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size, graphs=True) \
         if graphs_possible(rec.config) else 0
-    if rec.train_images:  # keep at least ~8 optimiser steps per epoch on small datasets
-        cap = max(rec.tier.batch_size, rec.train_images // 8)
+    if rec.train_images:  # keep at least ~8 optimiser steps per epoch on small datasets (all GPUs together)
+        cap = max(rec.tier.batch_size, rec.train_images // (8 * n_gpus))
         batch, ungraphed, graphed = min(batch, cap), min(ungraphed, cap), min(graphed, cap)
     if graphed and graphed >= min(effective, ungraphed):
         batch = graphed  # the graph runs: no accumulation needed, or none would fit without it either
     tr.batch_size = batch
-    tr.accumulate_grad_batches = max(1, -(-effective // batch))
+    tr.accumulate_grad_batches = max(1, -(-effective // (batch * n_gpus)))
     _settle_graph(rec, graphed, ungraphed, effective)
     rec.predicted_peak_gb = predicted_peak(memory_model, rec.config)
     rec.reasons.append(f"Batch {batch}: predicted peak {rec.predicted_peak_gb:.1f} GB of a "
                        f"{rec.budget_gb:.1f} GB budget ({rec.free_gb:.1f} GB free minus a "
                        f"{rec.free_gb - rec.budget_gb:.2g} GB safety margin).")
-    if tr.accumulate_grad_batches > 1:
+    if n_gpus > 1:
+        rec.reasons.append(_multi_gpu_batch_reason(batch, n_gpus, tr.accumulate_grad_batches, effective, tr.lr))
+    elif tr.accumulate_grad_batches > 1:
         rec.reasons.append(f"Gradient accumulation {tr.accumulate_grad_batches} keeps the tier's effective "
                            f"batch of {effective}.")
     rec.alternatives = alternatives(rec, memory_model)
+
+
+def _multi_gpu_batch_reason(batch: int, n_gpus: int, accumulate: int, tier_effective: int, lr: float) -> str:
+    """The effective batch of a several-GPU plan and the learning-rate rule, in words.
+
+    The rule: the tier's learning rate at any effective batch, on one GPU or several. AdamW's
+    per-parameter step sizes make it far less sensitive to the batch than SGD (whose linear-scaling
+    rule would multiply the rate by the batch ratio), and one rule for any GPU count means N GPUs at
+    batch B train exactly like one GPU at batch N x B, which is what a user comparing runs expects.
+    """
+    total = batch * n_gpus * accumulate
+    acc = f" x {accumulate} accumulation" if accumulate > 1 else ""
+    return (f"Effective batch {total} images per optimiser step: batch {batch} per GPU x {n_gpus} GPUs{acc} "
+            f"(the tier's is {tier_effective}). Learning rate {lr:g}, the tier's: the app keeps the same rate "
+            f"for any effective batch (AdamW needs no linear scaling), so {n_gpus} GPUs at batch {batch} train "
+            f"like one GPU at batch {batch * n_gpus}.")
 
 
 def _settle_graph(rec: Recommendation, graphed: int, ungraphed: int, effective: int) -> None:
@@ -321,7 +381,7 @@ def _settle_graph(rec: Recommendation, graphed: int, ungraphed: int, effective: 
     if tr.batch_size <= graphed and tr.accumulate_grad_batches == 1:
         if ungraphed > tr.batch_size:
             rec.reasons.append(f"The batch leaves room for the CUDA graph (training.cuda_graphs), which replays "
-                               f"each step in one launch (2-11x faster at the brief's batch sizes); with graphs "
+                               f"each step in one launch (2-11x faster at the tiers' batch sizes); with graphs "
                                f"off, batch {ungraphed} would fit.")
         return
     if tr.accumulate_grad_batches > 1:

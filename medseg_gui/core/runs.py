@@ -1,7 +1,9 @@
 """Run folders: layout, checkpoints, metrics.csv, environment.json, listing and re-opening runs.
 
 Layout (DESIGN.md): ``<output>/<YYYYmmdd-HHMMSS>_<variant>_<name>/`` with ``config.toml``,
-``events.jsonl``, ``metrics.csv``, ``environment.json``, ``checkpoints/{best,last}.ckpt``, ``bundle/``.
+``events.jsonl``, ``metrics.csv``, ``environment.json``, ``checkpoints/{best,last}.ckpt``, ``bundle/``, and
+``run.lock`` while a training writes it (core/run_lock.py). A new run never reuses a folder that holds
+anything (``new_run_dir_problem``); only a resume continues one.
 
 Checkpoints hold only tensors, numbers, strings, lists and dicts, so ``torch.load(weights_only=True)``
 reads them; a file that needs anything else (a pickled object, which could run code) is refused.
@@ -23,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from medseg_gui.core import config as cfg
-from medseg_gui.core.atomic import atomic_write, atomic_write_text
-from medseg_gui.core.events import Event, RunFailed, RunFinished, RunStarted, read_jsonl
+from medseg_gui.core.atomic import atomic_write, atomic_write_text, name_write_error
+from medseg_gui.core.events import Event, RunFailed, RunFinished, RunStarted, StepMetrics, read_jsonl
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.toml"
@@ -115,15 +117,25 @@ class MetricsCsv:
     def append(self, row: dict[str, Any]) -> None:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow([_cell(row.get(c)) for c in self.columns])
-        with open(self.path, "a", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8", newline="") as fh:
+                fh.write(buf.getvalue())
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise name_write_error(exc, self.path)
 
     def truncate_after(self, epochs_completed: int) -> None:
-        """Drop rows of epochs a resume will redo (epoch numbers are 1-based in the file)."""
-        rows = read_metrics(self.path)
-        keep = [r for r in rows if r.get("epoch") is not None and r["epoch"] <= epochs_completed]
+        """Keep one row per epoch the resumed checkpoint has done (epoch numbers are 1-based in the
+        file): rows of epochs a resume will redo go, a partial last row (a crash mid-write) goes, and
+        an epoch written twice keeps its latest row, so resuming never duplicates rows."""
+        latest: dict[int, dict[str, Any]] = {}
+        for r in read_metrics(self.path):
+            epoch = r.get("epoch")
+            if isinstance(epoch, int) and 1 <= epoch <= epochs_completed:
+                latest.pop(epoch, None)
+                latest[epoch] = r
+        keep = [latest[e] for e in sorted(latest)]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(self.columns)
@@ -141,18 +153,25 @@ def _cell(value: Any) -> str:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.csv; a last line without its newline (a crash mid-write) is not a row."""
     if not Path(path).exists():
         return []
-    with open(path, encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
     out = []
-    for r in rows:
+    for r in csv.DictReader(io.StringIO(text, newline="")):
+        if None in r:  # more cells than columns: not a row this file's header describes
+            continue
         parsed: dict[str, Any] = {}
         for k, v in r.items():
             if v in ("", None):
                 parsed[k] = None
             elif k in ("epoch", "step", "batch_size", "accumulate_grad_batches"):
-                parsed[k] = int(float(v))
+                try:
+                    parsed[k] = int(float(v))
+                except (ValueError, OverflowError):
+                    parsed[k] = None
             else:
                 try:
                     parsed[k] = float(v)
@@ -182,7 +201,12 @@ def save_checkpoint(path: Path, *, model_state: dict[str, Any], optimizer_state:
         "config": config.to_dict(),
         "saved": time.time(),
     }
-    return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: a full disk surfaces as OSError(ENOSPC), not torch's text
+            torch.save(payload, fh)
+
+    return atomic_write(Path(path), write)
 
 
 def _to_cpu(value: Any) -> Any:
@@ -197,8 +221,12 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a medseg checkpoint with ``weights_only=True``; refuse anything else with a clear reason."""
+def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Read a medseg checkpoint with ``weights_only=True``; refuse anything else with a clear reason.
+
+    ``mmap=True`` maps the tensors instead of reading them: cheap when only the numbers are needed
+    (``checkpoint_score``). The refusal is our own sentence: torch's names an unsafe way round it.
+    """
     import pickle
 
     import torch
@@ -207,22 +235,58 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            f"refusing to load checkpoint {path}: it contains pickled Python objects, which could run code "
-            f"when loaded. Only checkpoints written by medseg (plain tensors and numbers) are accepted. "
-            f"({str(exc).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read (truncated or not a PyTorch file): {exc}") from None
+            f"{path} contains pickled Python objects that a safe load refuses (loading them could run code); "
+            f"medseg only loads checkpoints it wrote (tensors and numbers): start a new run or choose a "
+            f"checkpoint medseg saved") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        reason = _plain(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise CheckpointError(f"checkpoint {path} cannot be read (truncated or not a PyTorch file): {reason}") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or "model" not in data:
         raise CheckpointError(f"checkpoint {path} is not a medseg checkpoint (format {CHECKPOINT_FORMAT}); "
                               f"to start from other weights set training.pretrained to a .safetensors file")
     return data
 
 
+def _plain(text: str) -> str:
+    """Terminal colour codes out of library text we quote."""
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).strip()
+
+
 def checkpoint_paths(run_dir: Path) -> tuple[Path, Path]:
     return run_dir / CHECKPOINT_DIR / "best.ckpt", run_dir / CHECKPOINT_DIR / "last.ckpt"
+
+
+def checkpoint_score(path: Path) -> tuple[int, float | None]:
+    """(epochs completed, validation F1) a checkpoint was saved with, without reading its tensors."""
+    try:
+        data = load_checkpoint(path, mmap=True)
+    except CheckpointError:  # mmap needs the zip format; an older file may still read whole
+        data = load_checkpoint(path)
+    score = data.get("val_f1")
+    return int(data.get("epochs_completed") or 0), None if score is None else float(score)
+
+
+def new_run_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot take a NEW run (None: it can). An existing run is only ever resumed, and a
+    folder holding anything else is not ours to fill (a config.toml or checkpoints/ there would be
+    replaced)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return f"the run folder {path} exists and is not a folder; choose a new folder"
+    if is_run_dir(path):
+        return (f"{path} already holds a training run; resume it with 'medseg train --resume {path}' "
+                f"or choose a new run folder (nothing was changed)")
+    try:
+        if any(path.iterdir()):
+            return f"the run folder {path} exists and is not empty; choose a new or empty folder"
+    except OSError as exc:
+        return f"the run folder {path} cannot be read ({exc.strerror or exc}); choose another folder"
+    return None
 
 
 # ---- listing and re-opening ------------------------------------------------------------------------
@@ -237,6 +301,9 @@ class RunSummary:
     best_f1: float | None = None
     epochs_done: int = 0
     has_bundle: bool = False
+    steps_done: int = 0  # optimiser steps reached (a run stopped mid-epoch has steps but 0 epochs)
+    last_epoch: int = 0  # the epoch the last step belonged to (1-based): where a stop happened
+    can_resume: bool = False  # checkpoints/last.ckpt exists
 
 
 @dataclass
@@ -271,11 +338,14 @@ def list_runs(output_dir: str | Path) -> list[RunSummary]:
 def _summarise(run_dir: Path) -> RunSummary:
     config = cfg.load(run_dir / CONFIG_FILE)
     events = read_jsonl(run_dir / EVENTS_FILE) if (run_dir / EVENTS_FILE).exists() else []
-    status, best, epochs = "incomplete", None, 0
+    status, best, epochs, steps, last_epoch = "incomplete", None, 0, 0, 0
     for ev in events:
-        if isinstance(ev, RunFinished):
+        if isinstance(ev, StepMetrics):
+            steps, last_epoch = ev.step, ev.epoch
+        elif isinstance(ev, RunFinished):
             status = "stopped" if ev.stopped_early else "finished"
             best, epochs = ev.best_f1, ev.epochs_done
+            steps = max(steps, ev.steps_done)
         elif isinstance(ev, RunFailed):
             status = "failed"
         elif isinstance(ev, RunStarted):
@@ -288,7 +358,8 @@ def _summarise(run_dir: Path) -> RunSummary:
     return RunSummary(run_dir=run_dir, name=run_dir.name, variant=config.training.variant,
                       dataset=config.dataset.path, created=(run_dir / CONFIG_FILE).stat().st_mtime,
                       status=status, best_f1=best, epochs_done=epochs,
-                      has_bundle=(run_dir / BUNDLE_DIR / "medseg.json").is_file())
+                      has_bundle=(run_dir / BUNDLE_DIR / "medseg.json").is_file(), steps_done=steps,
+                      last_epoch=last_epoch, can_resume=checkpoint_paths(run_dir)[1].is_file())
 
 
 def load_run(run_dir: str | Path) -> RunRecord:

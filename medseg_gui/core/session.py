@@ -9,6 +9,12 @@ Out-of-memory recovery: a CUDA OOM inside ``fit`` unwinds to here; we free the t
 last good state (last.ckpt, or the initial weights before the first epoch ended), halve the batch,
 double gradient accumulation (same effective batch) and start ``fit`` again. Restarting ``fit`` is
 simpler and more robust than patching Lightning's loops mid-flight.
+
+The run folder is never trained into twice at once or by accident: a new run refuses a folder that
+already holds one (only a resume continues it), and rank 0 holds ``run.lock`` (core/run_lock.py)
+from before the first write to the end. Checkpoints are written so that a crash between any two
+writes resumes consistently: an improved epoch writes best.ckpt first, then last.ckpt; on resume the
+best score is read back from best.ckpt itself, so best score = best file = bundle.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from typing import Any
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core import runs
+from medseg_gui.core.atomic import disk_error_path, is_disk_full, remove_stale_temps
+from medseg_gui.core.run_lock import LOCK_FILE, RunLock, RunLocked
 from medseg_gui.core.trial_run import free_cuda
 from medseg_gui.core.events import (Checkpointed, Event, JsonlWriter, LogMessage, OomRecovered, PhaseChanged,
-                                    RunFailed, RunFinished, RunStarted, Sink, fan_out)
+                                    RunFailed, RunFinished, RunStarted, Sink, open_jsonl_append)
 
 RUN_DIR_ENV = "MEDSEG_RUN_DIR"  # passes rank 0's run folder to the DDP processes Lightning starts
 
@@ -114,6 +122,11 @@ class TrainingSession:
         self.rank = process_rank(num_nodes, config.training.devices)
         self._emit: Sink = self.user_sink
         self._events_file = None
+        self._file_sink: JsonlWriter | None = None
+        self._lock: RunLock | None = None
+        self._created_run_dir = False  # only a folder this session made may be removed again
+        self._fresh_run_dir = False  # a new run's folder: everything in it is this session's
+        self._notes: list[str] = []  # said once the events file is open (stale lock, stale temp files)
         self._started_emitted = False
         self._csv: runs.MetricsCsv | None = None
         self._model: Any = None
@@ -121,6 +134,8 @@ class TrainingSession:
         self._trainer: Any = None
         self._initial_state: _State | None = None
         self._previous_run_dir_env: str | None = None
+        self._device_plan: Any = None  # gpu_identity.DevicePlan, resolved at the first fit
+        self._set_devices_env = False
         self.best_f1: float | None = None
         self.epochs_completed = 0
         self.step = 0
@@ -138,17 +153,23 @@ class TrainingSession:
 
     def run(self) -> RunFinished | RunFailed:
         start = time.time()
+        discard = False
         try:
-            with warnings.catch_warnings():
-                _quiet_known_warnings()
-                result: RunFinished | RunFailed = self._run(start)
-        except _Failure as failure:
-            result = RunFailed(run_dir=str(self.run_dir or ""), reason=failure.reason, hint=failure.hint,
-                               kind=failure.kind, detail=failure.detail)
-        except Exception as exc:  # noqa: BLE001 — the contract: a terminal event, never a raise
-            result = _classify_failure(exc, str(self.run_dir or ""))
-        self._safe_emit(result)
-        self._close()
+            try:
+                with warnings.catch_warnings():
+                    _quiet_known_warnings()
+                    result: RunFinished | RunFailed = self._run(start)
+            except _Failure as failure:
+                result = RunFailed(run_dir=str(self.run_dir or ""), reason=failure.reason, hint=failure.hint,
+                                   kind=failure.kind, detail=failure.detail)
+            except Exception as exc:  # noqa: BLE001 — the contract: a terminal event, never a raise
+                result = _classify_failure(exc, str(self.run_dir or ""))
+            discard = isinstance(result, RunFailed) and self._is_failed_start()
+            if discard:
+                result.run_dir = ""  # the folder goes: nothing in it was worth keeping
+            self._safe_emit(result)
+        finally:  # every way out, Ctrl-C included, closes the files and releases the lock
+            self._close(discard=discard)
         return result
 
     # ---- the run -------------------------------------------------------------------------------
@@ -157,7 +178,15 @@ class TrainingSession:
         if problems:
             raise _Failure("the configuration has problems: " + "; ".join(str(p) for p in problems),
                            hint="fix the listed settings and start again", kind="config")
-        resume = self._resolve_resume()
+        from medseg_gui.core.precision import DeviceError, resolve_accelerator
+
+        try:  # before any folder is made: a GPU request on a machine without one fails here
+            resolve_accelerator(self.config.training.accelerator)
+        except DeviceError as exc:
+            raise _Failure(str(exc), hint="set training.accelerator to cpu or auto", kind="config") from None
+        checkpoint = self._resume_checkpoint()
+        self._claim_run_dir(checkpoint)
+        resume = self._load_resume(checkpoint)
         self._open_run_dir(resume)
         tr = self.config.training
         if self._stop.is_set():
@@ -184,7 +213,8 @@ class TrainingSession:
             state = self._recover_from_oom(model, detail)
         return self._finished(start, stopped=self._stop.is_set())
 
-    def _resolve_resume(self) -> dict[str, Any] | None:
+    def _resume_checkpoint(self) -> Path | None:
+        """The checkpoint a resume starts from (path checks only: it is read once the folder is locked)."""
         if self.resume_from is None:
             return None
         path = self.resume_from
@@ -192,6 +222,13 @@ class TrainingSession:
         if path.is_dir() and not runs.is_run_dir(path):
             raise _Failure(f"cannot resume: {path} is not a run folder (no {runs.CONFIG_FILE} and checkpoints/)",
                            hint="choose a folder created by a previous run", kind="config")
+        if self.requested_run_dir is None:
+            self.requested_run_dir = _owning_run(ckpt)
+        return ckpt
+
+    def _load_resume(self, ckpt: Path | None) -> dict[str, Any] | None:
+        if ckpt is None:
+            return None
         try:
             data = runs.load_checkpoint(ckpt)
         except runs.CheckpointError as exc:
@@ -204,13 +241,38 @@ class TrainingSession:
             if theirs is not None and mine != theirs:
                 raise _Failure(f"cannot resume from {ckpt}: {where} is {theirs!r} there but {mine!r} now",
                                hint=f"set {where} back to {theirs!r} or start a new run", kind="config")
-        if self.requested_run_dir is None:
-            self.requested_run_dir = ckpt.parent.parent if ckpt.parent.name == runs.CHECKPOINT_DIR else None
         data["_path"] = str(ckpt)
+        self._reconcile_best(data)
         return data
 
-    def _open_run_dir(self, resume: dict[str, Any] | None) -> None:
-        """Rank 0 creates/reuses the folder and opens events.jsonl; other ranks only learn its path."""
+    def _reconcile_best(self, resume: dict[str, Any]) -> None:
+        """The best score a resume continues with is the one best.ckpt was saved with: a crash after
+        best.ckpt and before last.ckpt leaves last.ckpt one improvement behind, and a best.ckpt that
+        is gone must not be reported."""
+        if self.run_dir is None:
+            return
+        best_path, _ = runs.checkpoint_paths(self.run_dir)
+        recorded = resume.get("best_f1")
+        score = None
+        if best_path.is_file():
+            try:
+                score = runs.checkpoint_score(best_path)[1]
+            except runs.CheckpointError as exc:
+                raise _Failure(f"cannot resume: {exc}", kind="config",
+                               hint=f"move {best_path} out of the run folder to resume without it") from None
+        if score != recorded:
+            before = "no score" if recorded is None else f"val F1 {recorded:.4f}"
+            if score is None:
+                self._notes.append(f"there is no best checkpoint in {best_path.parent} (the checkpoint resumed "
+                                   f"recorded {before}): the next validated epoch becomes the best")
+            else:
+                self._notes.append(f"{best_path} holds val F1 {score:.4f} while the checkpoint resumed recorded "
+                                   f"{before} (the run ended between two saves): continuing with {score:.4f}")
+        resume["best_f1"] = score
+
+    def _claim_run_dir(self, checkpoint: Path | None) -> None:
+        """Rank 0 creates the folder (or checks the one it resumes) and locks it before writing
+        anything; other ranks only learn its path (rank 0 holds the lock for them)."""
         inherited = os.environ.get(RUN_DIR_ENV)
         if self.rank != 0:
             self.run_dir = Path(inherited) if inherited else self.requested_run_dir
@@ -219,26 +281,67 @@ class TrainingSession:
                 # rank 0 may have resolved 'auto' settings from the hardware it saw: train the same run
                 self.config = cfg.load(self.run_dir / runs.CONFIG_FILE)
             return
-        if self.requested_run_dir is not None and (resume is not None or runs.is_run_dir(self.requested_run_dir)):
-            self.run_dir = self.requested_run_dir
-            (self.run_dir / runs.CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-            cfg.save(self.config, self.run_dir / runs.CONFIG_FILE)
-        elif self.requested_run_dir is not None:
-            self.run_dir = self.requested_run_dir
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        requested = self.requested_run_dir
+        where = requested if requested is not None else Path(self.config.training.output_dir).expanduser()
+        hint = "each training run needs a folder of its own; a run is continued only by resuming it"
+        try:
+            if requested is None:
+                self.run_dir = runs.create_run_dir(self.config)
+                self._created_run_dir = True
+                self._lock = RunLock(self.run_dir).acquire()
+            else:
+                continuing = (checkpoint is not None and runs.is_run_dir(requested)
+                              and _same_path(_owning_run(checkpoint), requested))
+                problem = None if continuing else runs.new_run_dir_problem(requested)
+                if problem:
+                    raise _Failure(problem, kind="run_dir", hint=hint)
+                existed = requested.exists()
+                requested.mkdir(parents=True, exist_ok=True)
+                self.run_dir, self._created_run_dir = requested, not existed
+                self._lock = RunLock(self.run_dir).acquire()
+                if not continuing and any(p.name != LOCK_FILE for p in requested.iterdir()):
+                    # another process filled it between our check and our lock
+                    self._lock.release()
+                    self._lock = None
+                    raise _Failure(runs.new_run_dir_problem(requested) or f"{requested} is in use", kind="run_dir",
+                                   hint=hint)
+        except RunLocked as exc:
+            raise _Failure(str(exc), kind="run_dir", hint="two trainings must not write one run folder") from None
+        except OSError as exc:
+            raise _write_failure(exc, self.run_dir or where) from None
+        self._fresh_run_dir = checkpoint is None or self._created_run_dir  # only now: the folder is ours
+        if self._lock.taken_over is not None:
+            self._notes.append(f"took over the lock of {self._lock.taken_over.describe()}, which is no longer "
+                               f"running")
+        for folder in (self.run_dir, self.run_dir / runs.CHECKPOINT_DIR):
+            for gone in remove_stale_temps(folder):
+                self._notes.append(f"removed {gone.name}, a temporary file an interrupted run left")
+
+    def _open_run_dir(self, resume: dict[str, Any] | None) -> None:
+        """Rank 0 writes the config and opens events.jsonl and metrics.csv in the locked folder."""
+        if self.rank != 0:
+            return
+        assert self.run_dir is not None
+        try:
             (self.run_dir / runs.CHECKPOINT_DIR).mkdir(exist_ok=True)
-            cfg.save(self.config, self.run_dir / runs.CONFIG_FILE)
-        else:
-            self.run_dir = runs.create_run_dir(self.config)
-        self._previous_run_dir_env = os.environ.get(RUN_DIR_ENV)
-        os.environ[RUN_DIR_ENV] = str(self.run_dir)
-        self._events_file = open(self.run_dir / runs.EVENTS_FILE, "a", encoding="utf-8")
-        self._emit = fan_out(JsonlWriter(self._events_file), self.user_sink)
-        self._csv = runs.MetricsCsv(self.run_dir / runs.METRICS_FILE, self.config.dataset.class_names)
-        if resume is not None:
-            self._csv.truncate_after(int(resume["epochs_completed"]))
-        runs.write_environment(self.run_dir, {"strategy": self.strategy, "num_nodes": self.num_nodes,
-                                              "devices": self.config.training.devices})
+            if self.requested_run_dir is not None:
+                cfg.save(self.config, self.run_dir / runs.CONFIG_FILE)
+            self._previous_run_dir_env = os.environ.get(RUN_DIR_ENV)
+            os.environ[RUN_DIR_ENV] = str(self.run_dir)
+            self._events_file = open_jsonl_append(self.run_dir / runs.EVENTS_FILE)
+            self._file_sink = JsonlWriter(self._events_file)
+            self._emit = self._emit_everywhere
+            for note in self._notes:
+                self._log("info", note)
+            self._csv = runs.MetricsCsv(self.run_dir / runs.METRICS_FILE, self.config.dataset.class_names)
+            if resume is not None:
+                self._csv.truncate_after(int(resume["epochs_completed"]))
+            runs.write_environment(self.run_dir, {"strategy": self.strategy, "num_nodes": self.num_nodes,
+                                                  "devices": self.config.training.devices})
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise
+            raise _write_failure(exc, self.run_dir) from None
 
     def _initial_model(self, resume: dict[str, Any] | None) -> tuple[Any, _State]:
         from medseg_gui.core.model import ModelSourceError, build_model
@@ -288,8 +391,14 @@ class TrainingSession:
             return
         data_config = self.config.copy()
         data_config.training.batch_size = self.batch_size
-        datamodule = self.datamodule_factory(data_config)
         accelerator = resolve_accelerator(tr.accelerator)
+        if accelerator == "cpu":  # threads and loader workers that do not collapse on a busy machine
+            from medseg_gui.core.cpu_threads import configure_cpu_training
+
+            cpu = configure_cpu_training(tr.num_workers, processes=tr.devices * self.num_nodes, log=self._log)
+            data_config.training.num_workers = cpu.loader_workers
+        datamodule = self.datamodule_factory(data_config)
+        devices = self._training_devices(accelerator)  # CUDA ordinals: exactly the configured/chosen GPUs
         precision = resolve_precision(tr.precision, accelerator)
         graphs = self._graph_plan(accelerator, precision)
         plan = self._compile_plan(accelerator, datamodule, remaining, graphs.enabled)
@@ -306,7 +415,8 @@ class TrainingSession:
         if accelerator == "gpu":
             import torch
 
-            vram = cuda_vram_probe(torch.cuda.current_device())
+            # rank 0's card: the first of the ordinals (the sampler matches NVML's reading by its UUID)
+            vram = cuda_vram_probe(devices[0] if isinstance(devices, list) and devices else torch.cuda.current_device())
         hooks = CallbackHooks(emit=self._emit, stop_event=self._stop, on_epoch_done=self._on_epoch_done,
                               run_started=self._run_started, is_rank_zero=self.rank == 0,
                               step_interval_s=self.step_event_interval_s, vram_probe=vram)
@@ -317,8 +427,12 @@ class TrainingSession:
         strategy = self.strategy
         if strategy == "auto" and tr.devices * self.num_nodes > 1:
             strategy = "ddp"  # never ddp_spawn: it would pickle the model and the GUI's objects
+        if graphs.enabled and tr.devices * self.num_nodes > 1:
+            from medseg_gui.core.grad_sync import graph_ddp_strategy
+
+            strategy = graph_ddp_strategy()  # DDP's processes; the graphed step averages the gradients
         trainer = L.Trainer(
-            accelerator=accelerator, devices=tr.devices, num_nodes=self.num_nodes, strategy=strategy,
+            accelerator=accelerator, devices=devices, num_nodes=self.num_nodes, strategy=strategy,
             precision=precision, max_epochs=remaining, accumulate_grad_batches=self.accumulate,
             limit_train_batches=tr.max_steps_per_epoch or 1.0, num_sanity_val_steps=0, logger=False,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -335,8 +449,47 @@ class TrainingSession:
             pass
         finally:
             self.step = module.batches_done
+            module.release_step_graph()  # before the process group goes (a live graph pins NCCL)
         if callback.stopping and self.rank == 0 and module.batches_done > state.step and self.run_dir:
             self._save_last(module, trainer, note="stopped")
+
+    def _training_devices(self, accelerator: str) -> int | list[int]:
+        """Lightning's ``devices``: on the GPU, the CUDA ordinals of training.gpus (or of the card(s) with
+        the most free memory when it is empty), resolved once per run by UUID (core/gpu_identity.py).
+
+        Also makes this process's card the current CUDA device, so everything that asks torch for
+        "the" device before Lightning sets up (the VRAM sampler, the slowdown diagnosis, the memory
+        check of the CUDA graph, bf16 support) speaks of the card that trains, and sets
+        training.devices to the number of cards (the count follows training.gpus when it is set).
+        """
+        tr = self.config.training
+        if accelerator != "gpu":
+            return tr.devices
+        from medseg_gui.core import gpu_identity as gi
+
+        if self._device_plan is None:
+            try:
+                plan = gi.plan_for_this_process(tr.gpus, tr.devices)
+            except gi.GpuSelectionError as exc:
+                raise _Failure(str(exc), hint="set training.gpus to GPUs that `medseg hardware` lists, or empty it "
+                               "to train on the card with the most free memory", kind="config") from None
+            if tr.gpus and tr.devices != len(tr.gpus):
+                self._log("warning", f"training.devices is {tr.devices} but training.gpus names {len(tr.gpus)} "
+                                     f"GPU(s): training on the named GPUs")
+            if plan.note:
+                self._log("info", plan.note)
+            if len(plan.ordinals) > 1 and not os.environ.get(gi.TRAIN_DEVICES_ENV):
+                os.environ[gi.TRAIN_DEVICES_ENV] = ",".join(map(str, plan.ordinals))  # the DDP ranks inherit it
+                self._set_devices_env = True
+            self._device_plan = plan
+        ordinals = self._device_plan.ordinals
+        tr.devices = len(ordinals)
+        import torch
+
+        local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        if ordinals and torch.cuda.is_available() and ordinals[local % len(ordinals)] < torch.cuda.device_count():
+            torch.cuda.set_device(ordinals[local % len(ordinals)])
+        return list(ordinals)
 
     def _graph_plan(self, accelerator: str, precision: str) -> Any:
         """Whether this fit replays its step as a CUDA graph (core/speed.py), logged with its reason."""
@@ -344,7 +497,7 @@ class TrainingSession:
 
         tr = self.config.training
         plan = plan_cuda_graphs(tr.cuda_graphs, on_cuda=accelerator == "gpu", devices=tr.devices * self.num_nodes,
-                                precision=precision, accumulate=self.accumulate)
+                                precision=precision, accumulate=self.accumulate, strategy=self.strategy)
         if plan.enabled:
             plan = check_graph_memory(plan, **self._graph_memory(precision))
         if plan.enabled or tr.cuda_graphs == "on" or "not used" in plan.reason:
@@ -425,7 +578,11 @@ class TrainingSession:
             return None
 
     def _on_epoch_done(self, trainer: Any, module: Any, record: Any) -> list[Checkpointed]:
-        """Rank 0 after each epoch: metrics.csv row, last.ckpt, best.ckpt when val F1 improved."""
+        """Rank 0 after each epoch: metrics.csv row, then best.ckpt when val F1 improved, then last.ckpt.
+
+        Best before last: a crash between the two leaves last.ckpt one epoch behind (the resume redoes
+        that epoch and drops its metrics row) while best.ckpt already holds the better weights, whose
+        score the resume reads back from best.ckpt (``_reconcile_best``)."""
         self.epochs_completed, self.step = record.epoch, record.step
         names = self.config.dataset.class_names
         row = {"epoch": record.epoch, "step": record.step, "train_loss": record.train_loss,
@@ -441,24 +598,28 @@ class TrainingSession:
         if improved:
             self.best_f1 = record.val_f1
         best_path, last_path = runs.checkpoint_paths(self.run_dir)
-        events = []
-        self._save_last(module, trainer, val_f1=record.val_f1)
-        events.append(Checkpointed(path=str(last_path), epoch=record.epoch, step=record.step,
-                                   is_best=False, metric=record.val_f1))
+        events = [Checkpointed(path=str(last_path), epoch=record.epoch, step=record.step,
+                               is_best=False, metric=record.val_f1)]
         if improved or (record.val_f1 is None and not best_path.exists()):
-            _copy_atomic(last_path, best_path)
+            self._save_checkpoint(best_path, module, trainer, val_f1=record.val_f1)
+            _copy_atomic(best_path, last_path)  # the same state: copy rather than serialise twice
             events.append(Checkpointed(path=str(best_path), epoch=record.epoch, step=record.step,
                                        is_best=True, metric=record.val_f1))
+        else:
+            self._save_last(module, trainer, val_f1=record.val_f1)
         return events
 
-    def _save_last(self, module: Any, trainer: Any, val_f1: float | None = None, note: str = "") -> None:
-        assert self.run_dir is not None
+    def _save_checkpoint(self, path: Path, module: Any, trainer: Any, val_f1: float | None) -> None:
         optimizer = trainer.optimizers[0].state_dict() if trainer.optimizers else None
-        _, last_path = runs.checkpoint_paths(self.run_dir)
-        runs.save_checkpoint(last_path, model_state=module.model.state_dict(), optimizer_state=optimizer,
+        runs.save_checkpoint(path, model_state=module.model.state_dict(), optimizer_state=optimizer,
                              epochs_completed=self.epochs_completed, step=module.batches_done,
                              best_f1=self.best_f1, batch_size=self.batch_size,
                              accumulate_grad_batches=self.accumulate, config=self.config, val_f1=val_f1)
+
+    def _save_last(self, module: Any, trainer: Any, val_f1: float | None = None, note: str = "") -> None:
+        assert self.run_dir is not None
+        _, last_path = runs.checkpoint_paths(self.run_dir)
+        self._save_checkpoint(last_path, module, trainer, val_f1)
         if note:
             self._log("info", f"saved the {note} state to {last_path} (resume restarts epoch "
                               f"{self.epochs_completed + 1} from these weights)")
@@ -494,8 +655,9 @@ class TrainingSession:
         _, last_path = runs.checkpoint_paths(self.run_dir)
         if last_path.exists():
             data = runs.load_checkpoint(last_path)
+            # self.best_f1 is best.ckpt's score; a resumed last.ckpt may record an older one
             return _State(data["model"], data.get("optimizer"), int(data["epochs_completed"]), int(data["step"]),
-                          data.get("best_f1"))
+                          self.best_f1)
         return self._initial_state
 
     def _finished(self, start: float, stopped: bool) -> RunFinished:
@@ -528,21 +690,59 @@ class TrainingSession:
     def _log(self, level: str, message: str) -> None:
         self._emit(LogMessage(level=level, message=message))
 
-    def _safe_emit(self, event: Event) -> None:
+    def _emit_everywhere(self, event: Event) -> None:
+        """events.jsonl, then the front end; a failed file write (a full disk) still reaches the
+        front end before it propagates and ends the run."""
+        assert self._file_sink is not None
         try:
-            self._emit(event)
-        except Exception:  # noqa: BLE001 — a broken sink must not hide the result
-            pass
+            self._file_sink(event)
+        finally:
+            self.user_sink(event)
 
-    def _close(self) -> None:
+    def _safe_emit(self, event: Event) -> None:
+        sinks = [self._emit] if self._file_sink is None else [self._file_sink, self.user_sink]
+        for sink in sinks:
+            try:
+                sink(event)
+            except Exception:  # noqa: BLE001 — a broken sink (or a full disk) must not hide the result
+                pass
+
+    def _is_failed_start(self) -> bool:
+        """A new run's folder (made by this session, or empty before it) and the run never started
+        training: nothing in it is worth keeping. A resumed run's folder is never a failed start."""
+        if self.rank != 0 or not self._fresh_run_dir or self._started_emitted or self.run_dir is None:
+            return False
+        best, last = runs.checkpoint_paths(self.run_dir)
+        return not (best.exists() or last.exists() or (self.run_dir / runs.BUNDLE_DIR).exists())
+
+    def _close(self, discard: bool = False) -> None:
+        if self._set_devices_env:
+            from medseg_gui.core.gpu_identity import TRAIN_DEVICES_ENV
+
+            os.environ.pop(TRAIN_DEVICES_ENV, None)
+            self._set_devices_env = False
         if self.rank == 0 and self.run_dir is not None and os.environ.get(RUN_DIR_ENV) == str(self.run_dir):
             if self._previous_run_dir_env is None:
                 os.environ.pop(RUN_DIR_ENV, None)
             else:
                 os.environ[RUN_DIR_ENV] = self._previous_run_dir_env
         if self._events_file is not None:
-            self._events_file.close()
+            try:
+                self._events_file.close()
+            except OSError:  # a full disk refusing the last flush
+                pass
             self._events_file = None
+        if discard and self.run_dir is not None:
+            _remove_our_files(self.run_dir)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        if discard and self.run_dir is not None:
+            for folder in (self.run_dir / runs.CHECKPOINT_DIR, self.run_dir)[:2 if self._created_run_dir else 1]:
+                try:
+                    folder.rmdir()  # only when empty: anything someone else put there stays
+                except OSError:
+                    pass
 
 
 def _quiet_known_warnings() -> None:
@@ -560,6 +760,10 @@ def _classify_failure(exc: BaseException, run_dir: str) -> RunFailed:
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     name = type(exc).__name__
     module = type(exc).__module__ or ""
+    if is_disk_full(exc):
+        where = disk_error_path(exc) or run_dir or "the run folder"
+        return RunFailed(run_dir=run_dir, reason=f"disk full while writing {where}", kind="disk", detail=detail,
+                         hint="free some disk space, then resume the run: the checkpoints saved before are kept")
     if is_oom(exc):
         return RunFailed(run_dir=run_dir, reason="out of memory", kind="oom", detail=detail,
                          hint="lower training.batch_size, the image size or the model variant")
@@ -607,9 +811,45 @@ def _dataset_len(datamodule: Any, which: str) -> int:
     return 0
 
 
+def _write_failure(exc: OSError, where: Path) -> _Failure:
+    """A run folder that cannot be created or written (read-only, no permission, full): one line."""
+    if is_disk_full(exc):
+        return _Failure(f"disk full while writing {exc.filename or where}", kind="disk",
+                        hint="free some disk space or choose another output folder")
+    return _Failure(f"cannot write the run folder {where}: {exc.strerror or exc}", kind="run_dir",
+                    hint="choose a folder you can write to (training.output_dir, or --run-dir)")
+
+
+def _owning_run(ckpt: Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/x.ckpt``), if it is in one."""
+    return ckpt.parent.parent if ckpt.parent.name == runs.CHECKPOINT_DIR else None
+
+
+def _same_path(a: Path | None, b: Path | None) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
+
+
+def _remove_our_files(run_dir: Path) -> None:
+    """What a session writes into a run folder before training starts; nothing else is touched."""
+    for name in (runs.CONFIG_FILE, runs.EVENTS_FILE, runs.METRICS_FILE, runs.ENV_FILE):
+        try:
+            (run_dir / name).unlink(missing_ok=True)
+        except OSError:
+            pass
+    remove_stale_temps(run_dir)
+    remove_stale_temps(run_dir / runs.CHECKPOINT_DIR)
+
+
 def _copy_atomic(src: Path, dst: Path) -> None:
+    import shutil
+
     from medseg_gui.core.atomic import atomic_write
 
-    atomic_write(dst, lambda tmp: tmp.write_bytes(src.read_bytes()))
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))  # streamed: a checkpoint can be gigabytes
 
 

@@ -5,8 +5,10 @@ thousands of small kernels, not by the GPU. Two remedies, decided separately:
 
 * **CUDA graphs** (``cuda_graphs``): the whole step (forward, loss, backward, optimiser) is captured
   once and replayed (core/step_graph.py). Costs a few ordinary warm-up steps, so ``auto`` turns it
-  on wherever it can work: one CUDA GPU, bf16 or fp32 (fp16's loss scaler syncs with the host every
-  step), no gradient accumulation.
+  on wherever it can work: CUDA GPUs, bf16 or fp32 (fp16's loss scaler syncs with the host every
+  step), no gradient accumulation. On several GPUs the graph includes the gradient average (one
+  all-reduce of one flat buffer, core/grad_sync.py) under Lightning's DDP processes; other
+  strategies keep their own synchronisation, ungraphed.
 * **torch.compile** (``compile``): inductor fuses the forward and loss into far fewer kernels; the
   price is a warm-up of one to three minutes, paid back only by runs long enough; hence ``auto``.
   Inside a graph it compiles with mode "default" (the graph is ours); without graphs on one GPU it
@@ -48,16 +50,24 @@ class GraphPlan:
     reason: str
 
 
+# Strategies under which the graphed step can own the gradient average (Lightning's process launch
+# and sampler, our all-reduce instead of DDP's wrapper: core/grad_sync.graph_ddp_strategy).
+GRAPH_STRATEGIES = ("auto", "ddp")
+
+
 def plan_cuda_graphs(setting: str, *, on_cuda: bool, devices: int = 1, precision: str = "bf16-mixed",
-                     accumulate: int = 1) -> GraphPlan:
-    """Whether to capture the whole training step as one CUDA graph; the reason is shown to users."""
+                     accumulate: int = 1, strategy: str = "auto") -> GraphPlan:
+    """Whether to capture the whole training step as one CUDA graph; the reason is shown to users.
+
+    ``devices`` counts every GPU of the run (devices per node x nodes)."""
     if setting == "off":
         return GraphPlan(False, "CUDA graphs are off in the configuration")
     blockers = []
     if not on_cuda:
         blockers.append("no CUDA GPU")
-    if devices > 1:
-        blockers.append("several GPUs (DDP synchronises gradients outside the graph)")
+    if devices > 1 and strategy not in GRAPH_STRATEGIES:
+        blockers.append(f"the '{strategy}' strategy (the graphed step averages gradients itself only under "
+                        "plain DDP; use strategy 'ddp' or 'auto')")
     if precision in ("16-mixed", "16", "fp16"):
         blockers.append("fp16 precision (its loss scaler checks for overflow on the host every step)")
     if accumulate > 1:
@@ -65,7 +75,8 @@ def plan_cuda_graphs(setting: str, *, on_cuda: bool, devices: int = 1, precision
     if blockers:
         verb = "cannot be used" if setting == "on" else "not used"
         return GraphPlan(False, f"CUDA graphs {verb}: {', '.join(blockers)}")
-    return GraphPlan(True, f"CUDA graphs {setting}: the whole training step replays as one graph after "
+    across = f", averaging gradients across {devices} GPUs inside it" if devices > 1 else ""
+    return GraphPlan(True, f"CUDA graphs {setting}: the whole training step replays as one graph{across} after "
                            f"{GRAPH_WARMUP_STEPS} warm-up steps")
 
 

@@ -25,6 +25,11 @@ Rules the capture relies on (PyTorch's "whole network capture" recipe):
   memory meanwhile, which a global-mode capture counts as an illegal call (measured: it failed the
   capture of some configurations at random).
 
+Several GPUs (core/grad_sync.py): ``grad_sync`` owns the gradients instead: they are views of one
+flat buffer that each step zeroes and, after the backward, averages across processes with one
+all-reduce, captured into the graph with the rest of the step (the warm-up steps run it eagerly,
+which creates the NCCL communicator before the capture).
+
 If capture fails the step falls back to ordinary steps for the rest of the fit and says why once.
 A failed capture leaves the CUDA random generator believing it is still capturing (every later
 dropout would raise "Offset increment outside graph capture"), so its state is replaced by a copy.
@@ -34,13 +39,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from medseg_gui.core.speed import GRAPH_WARMUP_STEPS as WARMUP_STEPS
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class GradSync(Protocol):
+    """What the step needs from a cross-process gradient average (core/grad_sync.FlatGradBucket)."""
+
+    def attach(self) -> None: ...
+
+    def zero_(self) -> None: ...
+
+    def all_reduce(self) -> None: ...
 
 
 def _autocast_without_cache() -> contextlib.AbstractContextManager:
@@ -57,9 +72,11 @@ class WholeStepGraph:
     """
 
     def __init__(self, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
-                 on_fallback: Callable[[str], None] | None = None, warmup_steps: int = WARMUP_STEPS):
+                 on_fallback: Callable[[str], None] | None = None, warmup_steps: int = WARMUP_STEPS,
+                 grad_sync: GradSync | None = None):
         self.loss_fn = loss_fn
         self.optimizer = optimizer
+        self.grad_sync = grad_sync
         self.on_fallback = on_fallback
         self.warmup_steps = warmup_steps
         self.steps = 0
@@ -100,10 +117,15 @@ class WholeStepGraph:
 
     # ---- the step, three ways ------------------------------------------------------------------
     def _plain_step(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.grad_sync is None:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self.grad_sync.zero_()
         with _autocast_without_cache():
             loss = self.loss_fn(images, masks)
         loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync.all_reduce()
         self.optimizer.step()
         return loss.detach()
 
@@ -122,19 +144,36 @@ class WholeStepGraph:
     def _capture(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Capture this batch's step; the capture itself does not run it, so replay once afterwards."""
         static_images, static_masks = images.clone(), masks.clone()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.grad_sync is None:
+            self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates them
+        else:
+            self.grad_sync.attach()  # the flat buffer outlives the graph; zeroed inside it
         torch.cuda.synchronize()
         torch.cuda.empty_cache()  # give warm-up blocks back so the graph's pool does not double the peak
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=self._side, capture_error_mode="thread_local"):
-            with _autocast_without_cache():
-                loss = self.loss_fn(static_images, static_masks)
-            loss.backward()
-            self.optimizer.step()
-            static_loss = loss.detach()
+            static_loss = self._plain_step(static_images, static_masks)
         self.graph, self._static, self._static_loss = graph, (static_images, static_masks), static_loss
         graph.replay()
         return static_loss
+
+    def release(self) -> None:
+        """Free the graph (and its memory pool) now. Needed before the process group goes: NCCL
+        keeps a communicator that a live graph captured from being destroyed, so a process exiting
+        with the graph still alive hangs (seen on 2 H200s: training finished, the processes never
+        exited). Later steps, if any, run ordinarily."""
+        close = getattr(self.grad_sync, "close", None)
+        if close is not None:
+            close()  # its gradient hooks would outlive this fit on the model
+        if self.graph is None:
+            return
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        reset = getattr(self.graph, "reset", None)
+        if reset is not None:
+            reset()
+        self.graph, self._static, self._static_loss = None, None, None
+        self.failed = self.failed or "released"
 
     def _fall_back(self, reason: str) -> None:
         self.failed = reason

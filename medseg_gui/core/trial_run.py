@@ -41,6 +41,7 @@ class EngineParts:
     datamodule: Any
     accelerator: str  # "gpu" | "cpu"
     precision: str  # resolved: "32", "16-mixed", "bf16-mixed"
+    device: Any = None  # Lightning's devices, resolved at the first trainer (trial_device) and kept
 
 
 def default_datamodule(config: cfg.RunConfig) -> Any:
@@ -58,15 +59,22 @@ def build_parts(config: cfg.RunConfig, datamodule_factory: DatamoduleFactory | N
     """
     from medseg_gui.core.lit_module import OptimSettings, SegModule
     from medseg_gui.core.model import ModelSourceError, build_model
-    from medseg_gui.core.precision import resolve_accelerator, resolve_precision
+    from medseg_gui.core.precision import DeviceError, resolve_accelerator, resolve_precision
 
     config = config.copy()
     problems = cfg.validate(config)
     if problems:
         raise ToolError("the configuration has problems: " + "; ".join(str(p) for p in problems))
     tr = config.training
-    accelerator = resolve_accelerator(tr.accelerator)
+    try:
+        accelerator = resolve_accelerator(tr.accelerator)
+    except DeviceError as exc:
+        raise ToolError(str(exc)) from None
     precision = resolve_precision(tr.precision, accelerator)
+    if accelerator == "cpu":  # the same threads and loader workers as a CPU training run
+        from medseg_gui.core.cpu_threads import configure_cpu_training
+
+        tr.num_workers = configure_cpu_training(tr.num_workers, processes=tr.devices, log=log).loader_workers
     try:
         model = build_model(config, log=log)
     except ModelSourceError as exc:
@@ -109,11 +117,33 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def trial_device(config: cfg.RunConfig, accelerator: str) -> int | list[int]:
+    """The one device a trial runs on: on the GPU, the first card the run would train on (training.gpus,
+    or the one with the most free memory), as a CUDA ordinal, and made torch's current device, so the
+    tools measure the card the run will use rather than CUDA's device 0."""
+    if accelerator != "gpu":
+        return 1
+    from medseg_gui.core.gpu_identity import GpuSelectionError, plan_for_this_process
+
+    tr = config.training
+    try:
+        ordinals = plan_for_this_process(tr.gpus[:1], 1).ordinals
+    except GpuSelectionError as exc:
+        raise ToolError(str(exc)) from None
+    import torch
+
+    if ordinals and torch.cuda.is_available() and ordinals[0] < torch.cuda.device_count():
+        torch.cuda.set_device(ordinals[0])
+    return ordinals[:1] or 1
+
+
 def trainer_kwargs(parts: EngineParts, root: Path, **overrides: Any) -> dict[str, Any]:
     """Single-device trainer settings matching the session's, minus everything that writes files."""
     tr = parts.config.training
+    if parts.device is None:  # once: a second trainer must not pick another card by free memory
+        parts.device = trial_device(parts.config, parts.accelerator)
     kwargs: dict[str, Any] = dict(
-        accelerator=parts.accelerator, devices=1, precision=parts.precision,
+        accelerator=parts.accelerator, devices=parts.device, precision=parts.precision,
         accumulate_grad_batches=tr.accumulate_grad_batches, num_sanity_val_steps=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=str(root), benchmark=parts.accelerator == "gpu")

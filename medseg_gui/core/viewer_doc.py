@@ -35,6 +35,9 @@ SHOW_TRUTH = "truth"
 SHOW_ERRORS = "errors"
 SIDE_BY_SIDE = "side by side"
 COMPARE_MODES = (SHOW_PREDICTION, SHOW_TRUTH, SHOW_ERRORS, SIDE_BY_SIDE)
+#: The modes that draw the ground truth: offered only while one is loaded for the open image (a mode
+#: carried over from the last image would draw nothing on the next one).
+TRUTH_MODES = (SHOW_TRUTH, SHOW_ERRORS, SIDE_BY_SIDE)
 
 FALLBACK_COLOURS = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
                     "#bcf60c", "#fabebe", "#008080", "#e6beff"]
@@ -87,20 +90,61 @@ class ViewerDocument:
     mode: str = FILLED
     visible: list[bool] = field(default_factory=list)
     compare: str = SHOW_PREDICTION
+    # a folder of separate 2D images (not one volume): its files, and which one is open
+    image_list: list[Path] = field(default_factory=list)
+    image_index: int = 0
     _model_input: np.ndarray | None = field(default=None, repr=False)
     _range: tuple[float, float] = (0.0, 255.0)
 
     # ----- opening ------------------------------------------------------------------------------
     def open(self, path: str | os.PathLike) -> Volume:
-        """Read ``path`` (image, slice folder, DICOM, NIfTI) and show it; prediction and truth reset."""
+        """Read ``path`` (image, slice folder, DICOM, NIfTI) and show it; prediction and truth reset.
+
+        A folder of 2D images that are not slices of one volume (see :func:`folder_layout`) opens as
+        a list: its first image is shown and :meth:`select_image` steps through the others.
+        """
+        path = Path(path)
+        if path.is_dir():
+            kind, files = folder_layout(path)
+            if kind == IMAGE_LIST:
+                volume = read_volume(files[0])
+                self.image_list, self.image_index = files, 0
+                return self.set_volume(volume, keep_list=True)
         return self.set_volume(read_volume(path))
 
-    def set_volume(self, volume: Volume, name: str | None = None) -> Volume:
+    def select_image(self, index: int) -> Volume:
+        """Show image ``index`` of the open image list (its prediction and truth start empty)."""
+        if not self.image_list:
+            raise ValueError("no image list is open")
+        index = int(min(max(0, index), len(self.image_list) - 1))
+        volume = read_volume(self.image_list[index])
+        self.image_index = index
+        return self.set_volume(volume, keep_list=True)
+
+    @property
+    def is_image_list(self) -> bool:
+        return bool(self.image_list)
+
+    def current_file(self) -> str | None:
+        """The file behind the slice on screen (slice folders, DICOM series, image lists), if known."""
+        if self.volume is None:
+            return None
+        if self.image_list:
+            return self.image_list[self.image_index].name
+        files = self.volume.meta.get("files") or []
+        if len(files) == self.volume.n_slices and len(set(files)) == len(files):
+            return Path(files[self.slice_index]).name
+        return None
+
+    def set_volume(self, volume: Volume, name: str | None = None, *, keep_list: bool = False) -> Volume:
+        if not keep_list:
+            self.image_list, self.image_index = [], 0
         self.volume = volume
         self.name = name or Path(volume.source).name
         self.slice_index = volume.n_slices // 2
         self.labels = self.confidence = self.predicted = None
         self.truth = self.truth_source = self.truth_names = None
+        self.compare = SHOW_PREDICTION
         self._model_input = None
         finite = volume.data[np.isfinite(volume.data)] if volume.data.dtype.kind == "f" else volume.data
         self._range = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -297,6 +341,11 @@ class ViewerDocument:
 
     def clear_truth(self) -> None:
         self.truth = self.truth_source = self.truth_names = None
+        self.compare = SHOW_PREDICTION
+
+    def compare_modes(self) -> tuple[str, ...]:
+        """The Show modes that can draw something now: the truth modes only with a ground truth."""
+        return COMPARE_MODES if self.truth is not None else (SHOW_PREDICTION,)
 
     # ----- overlays -----------------------------------------------------------------------------
     def set_opacity(self, opacity: float) -> None:
@@ -317,6 +366,8 @@ class ViewerDocument:
     def set_compare(self, compare: str) -> None:
         if compare not in COMPARE_MODES:
             raise ValueError(f"compare mode must be one of {COMPARE_MODES}, got {compare!r}")
+        if compare in TRUTH_MODES and self.truth is None:
+            raise ValueError(f"'{compare}' needs a ground truth: load one for {self.name or 'the image'} first")
         self.compare = compare
 
     def _colours(self) -> list[str]:
@@ -403,6 +454,67 @@ class ViewerDocument:
         return rows
 
 
+IMAGE_LIST = "images"
+SLICE_STACK = "volume"
+
+
+def folder_layout(folder: str | os.PathLike) -> tuple[str, list[Path]]:
+    """Whether a folder of 2D images is one volume or a list of separate images, and its image files.
+
+    Why: stacking unrelated pictures (different patients, cases or sizes) into one "volume" shows
+    slices that do not belong together and a prediction "per volume" that means nothing. The rule:
+    the images are one volume only when they all have the same size and their names differ only in a
+    trailing number (``slice_001.png``, ``slice_002.png``, or ``0001.png``, ``0002.png``); names with
+    different stems (``case01_3.png``, ``case02_1.png``) or sizes make a list. A folder holding DICOM
+    (or no 2D image) returns ``("other", [])``: ``read_volume`` handles it.
+    """
+    from medseg_gui.core.imageio import IMAGE_SUFFIXES, is_dicom_file, natural_key
+
+    root = Path(folder)
+    files = sorted((p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")),
+                   key=lambda p: natural_key(p.name))
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not images or any(is_dicom_file(p) for p in files if p.suffix.lower() not in IMAGE_SUFFIXES):
+        return "other", []
+    if len(images) == 1:
+        return SLICE_STACK, images
+    stems = {_stem_without_number(p.name) for p in images}
+    if len(stems) > 1 or any(not p.stem[-1:].isdigit() for p in images):
+        return IMAGE_LIST, images
+    sizes = {_image_size(p) for p in images}
+    return (SLICE_STACK if len(sizes) == 1 else IMAGE_LIST), images
+
+
+def _stem_without_number(name: str) -> str:
+    """``case01_slice_0003.png`` -> ``case01_slice_`` (the part that names the series)."""
+    import re
+
+    stem = Path(name).stem
+    return re.sub(r"\d+$", "", stem).lower()
+
+
+def _image_size(path: Path) -> tuple[Any, ...]:
+    """Width, height and mode from the header only (PIL reads no pixels for this)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return (im.size, im.mode)
+    except Exception:  # noqa: BLE001 — unreadable: its own size, so the folder opens as a list
+        return (str(path),)
+
+
+def model_display_name(path: str | os.PathLike) -> str:
+    """What to call a model: its run folder's name for a run's exported bundle (every run's bundle
+    folder is called "bundle", which says nothing), else the folder or file name."""
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json") or p.is_file():
+        p = p.parent
+    if p.name == "bundle" and p.parent.name:
+        return p.parent.name
+    return p.name
+
+
 def _val(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
@@ -413,4 +525,5 @@ def _fmt(v: Any) -> str:
 
 
 __all__ = ["ViewerDocument", "HoverInfo", "TruthError", "ClassCountError", "CT_PRESETS", "COMPARE_MODES",
-           "SHOW_PREDICTION", "SHOW_TRUTH", "SHOW_ERRORS", "SIDE_BY_SIDE", "AUTO", "FILE_DEFAULT"]
+           "SHOW_PREDICTION", "SHOW_TRUTH", "SHOW_ERRORS", "SIDE_BY_SIDE", "TRUTH_MODES", "AUTO", "FILE_DEFAULT",
+           "folder_layout", "model_display_name", "IMAGE_LIST", "SLICE_STACK"]

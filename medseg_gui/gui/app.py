@@ -19,6 +19,7 @@ import os  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 HEAVY_MODULES = ("torch", "lightning", "transformers", "albumentations")
 # What the background preload imports (transformers itself is lazy; the SegFormer module is the cost).
@@ -50,8 +51,8 @@ def process_age_s() -> float | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="medseg-gui", description="medseg-gui desktop app")
-    parser.add_argument("dataset", nargs="?", default="demo",
-                        help="dataset folder to open (default: the built-in demo)")
+    parser.add_argument("dataset", nargs="?", default=None,
+                        help="dataset folder to open (default: the last session's, else the built-in demo)")
     parser.add_argument("--self-test", action="store_true",
                         help="open the window offscreen, print start-up timings as JSON and exit")
     parser.add_argument("--no-preload", action="store_true",
@@ -111,7 +112,7 @@ class FirstPaintWatcher:
         self._on_painted(self)
 
 
-def build_window(dataset: str = "demo", *, persist: bool = True):
+def build_window(dataset: str | None = "demo", *, persist: bool = True):
     """The styled QApplication and the main window on ``dataset`` (shared by ``main`` and screenshot tools)."""
     from PySide6.QtWidgets import QApplication
 
@@ -127,14 +128,49 @@ def build_window(dataset: str = "demo", *, persist: bool = True):
     app.setWindowIcon(app_icon())
     apply_style(app)
     state = AppState()
-    state.set_dataset(dataset)
-    return app, MainWindow(state, persist=persist)
+    window = MainWindow(state, persist=persist)  # restores the last session's configuration when persist
+    if dataset is not None:  # a folder named on the command line wins over the restored one
+        state.set_dataset(dataset)
+    return app, window
+
+
+def display_problem(environ: dict[str, str] | os._Environ = os.environ, system: str = sys.platform) -> str:
+    """Why no window can open here ('' when one can), said before Qt is asked.
+
+    On Linux without DISPLAY or WAYLAND_DISPLAY Qt's xcb plugin aborts the process (SIGABRT) with a
+    message about missing plugins that points at the wrong cause; QT_QPA_PLATFORM names an explicit
+    platform (offscreen, vnc, eglfs), so it is left to Qt. Windows and macOS always have a display.
+    """
+    if not system.startswith("linux") or environ.get("QT_QPA_PLATFORM"):
+        return ""
+    if environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"):
+        return ""
+    return ("medseg-gui needs a display, and none is set (DISPLAY and WAYLAND_DISPLAY are empty): run it "
+            "in a desktop session or with ssh -X, set QT_QPA_PLATFORM=offscreen to run it without a "
+            "screen, or use the command line instead (medseg --help)")
+
+
+def dataset_problem(dataset: str | None) -> str:
+    """Why the dataset named on the command line cannot be opened ('' when it can)."""
+    if dataset is None or dataset == "demo":
+        return ""
+    path = Path(dataset).expanduser()
+    if not path.exists():
+        return (f"dataset folder {path} does not exist — check the path, or start medseg-gui without it "
+                "and choose the dataset in the app")
+    if not path.is_dir():
+        return f"{path} is not a folder — give the dataset folder (with images/ and masks/ inside)"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.self_test:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    problem = display_problem() or dataset_problem(args.dataset)
+    if problem:  # before QApplication exists: Qt would abort, or open on a folder it cannot train on
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
 
     from PySide6.QtCore import QTimer, qVersion
     from PySide6.QtWidgets import QApplication

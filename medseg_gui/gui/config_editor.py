@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QColorDialog, QComb
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core.config import ConfigError, RunConfig
+from medseg_gui.core.config_checks import describe_problem, field_label
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
 
@@ -223,6 +224,37 @@ class TextEditor(FieldEditor):
         self.line.setText(str(value))
 
 
+class ListEditor(FieldEditor):
+    """A list of text values typed as "a, b, c" (e.g. the GPUs to use)."""
+
+    def __init__(self, dotted, f, on_change):
+        super().__init__(dotted, f, on_change)
+        self.line = QLineEdit()
+        self.line.setPlaceholderText("empty, or values separated by commas")
+        self.line.textEdited.connect(self.changed)
+        self.widget = self.input = self.line
+
+    def get(self) -> list[str]:
+        return [part.strip() for part in self.line.text().split(",") if part.strip()]
+
+    def set(self, value: list[str]) -> None:
+        self.line.setText(", ".join(str(v) for v in value))
+
+
+class ListEditor(TextEditor):
+    """A list of text as comma-separated entries (the GPUs to use: 0, 1 or their UUIDs)."""
+
+    def __init__(self, dotted, f, on_change):
+        super().__init__(dotted, f, on_change)
+        self.line.setPlaceholderText("empty: the GPU with the most free memory")
+
+    def get(self) -> list[str]:
+        return [part.strip() for part in self.line.text().split(",") if part.strip()]
+
+    def set(self, value: list[str]) -> None:
+        self.line.setText(", ".join(value))
+
+
 class ClassTable(QTableWidget):
     """Class names and colours together, one row per class, with a colour swatch per row."""
 
@@ -296,7 +328,11 @@ class ClassTable(QTableWidget):
 
 
 class FieldRow:
-    """Label + editor + inline error + "recommended:" caption for one field."""
+    """Label + editor + a caption line (inline error, "Recommended:") for one field.
+
+    The caption's line is reserved even when empty, so an error or a hint appearing never pushes the
+    fields below it down (two lines for the dataset folder, whose error carries its fix).
+    """
 
     def __init__(self, dotted: str, editor: FieldEditor | None, widget: QWidget, label_text: str, help: str):
         self.dotted = dotted
@@ -310,15 +346,22 @@ class FieldRow:
         box.setContentsMargins(0, 0, 0, 0)
         box.setSpacing(2)
         box.addWidget(widget)
+        self.caption = QWidget()
+        line = QHBoxLayout(self.caption)
+        line.setContentsMargins(0, 0, 0, 0)
+        line.setSpacing(10)
         self.error = QLabel()
         self.error.setProperty("role", "error")
         self.error.setWordWrap(True)
         self.error.hide()
-        box.addWidget(self.error)
+        line.addWidget(self.error, 1, Qt.AlignmentFlag.AlignTop)
         self.diff = QLabel()
         self.diff.setProperty("role", "diff")
         self.diff.hide()
-        box.addWidget(self.diff)
+        line.addWidget(self.diff, 0, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignRight)
+        reserved = 2 if dotted == "dataset.path" else 1
+        self.caption.setMinimumHeight(reserved * self.error.fontMetrics().lineSpacing())
+        box.addWidget(self.caption)
         self.styled = editor.input if editor is not None else widget
 
     def show_problems(self, reasons: list[str]) -> None:
@@ -342,22 +385,29 @@ class ConfigEditor(QWidget):
     """The generated form; model → widgets on ``config_changed``, widgets → model on every edit."""
 
     validity_changed = Signal(bool)
+    problems_changed = Signal(int)  # the count the banner shows (the status bar shows the same)
+    file_synced = Signal(str)  # a TOML file now holds exactly the shown configuration (loaded or saved)
 
-    def __init__(self, state: AppState, parent: QWidget | None = None):
+    def __init__(self, state: AppState, parent: QWidget | None = None, *, compact: bool = False):
+        """``compact``: one column and no page title, for a narrower place with its own heading (the
+        wizard), so fields keep a readable width instead of being cut off ("emo", "backgrou…")."""
         super().__init__(parent)
         self.setObjectName("page")
         self.state = state
+        self.compact = compact
         self.rows: dict[str, FieldRow] = {}
         self._valid: bool | None = None
+        self._problem_count: int | None = None
 
         outer = QVBoxLayout(self)
-        outer.setContentsMargins(24, 20, 24, 16)
-        outer.setSpacing(12)
+        outer.setContentsMargins(*((0, 0, 0, 0) if compact else (24, 20, 24, 16)))
+        outer.setSpacing(8 if compact else 12)
         head = QHBoxLayout()
-        title = QLabel("Configuration")
-        title.setProperty("role", "pageTitle")
-        title.setFont(style.scaled_font(self.font(), 1.6, bold=True))
-        head.addWidget(title)
+        if not compact:
+            title = QLabel("Configuration")
+            title.setProperty("role", "pageTitle")
+            title.setFont(style.scaled_font(self.font(), 1.6, bold=True))
+            head.addWidget(title)
         head.addStretch(1)
         self.load_button = QPushButton("Load TOML…")
         self.save_button = QPushButton("Save TOML…")
@@ -378,8 +428,8 @@ class ConfigEditor(QWidget):
         grid = QVBoxLayout(body)
         grid.setContentsMargins(0, 0, 4, 0)
         grid.setSpacing(14)
-        columns = QHBoxLayout()
-        columns.setSpacing(16)
+        columns = QVBoxLayout() if compact else QHBoxLayout()
+        columns.setSpacing(14 if compact else 16)
         columns.addWidget(self._section_card("Dataset", "dataset", advanced=False), 1)
         columns.addWidget(self._section_card("Training", "training", advanced=False), 1)
         grid.addLayout(columns)
@@ -424,9 +474,9 @@ class ConfigEditor(QWidget):
         self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
         box.addWidget(self.advanced_toggle)
         self.advanced_body = QWidget()
-        columns = QHBoxLayout(self.advanced_body)
+        columns = QVBoxLayout(self.advanced_body) if self.compact else QHBoxLayout(self.advanced_body)
         columns.setContentsMargins(0, 4, 0, 4)
-        columns.setSpacing(32)
+        columns.setSpacing(12 if self.compact else 32)
         for section in cfg.SECTIONS:
             form = self._form()
             self._add_fields(form, section, advanced=True)
@@ -447,7 +497,7 @@ class ConfigEditor(QWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.setHorizontalSpacing(14)
-        form.setVerticalSpacing(8)
+        form.setVerticalSpacing(2)  # each field's reserved caption line already separates the rows
         return form
 
     def _add_fields(self, form: QFormLayout, section: str, advanced: bool) -> None:
@@ -483,6 +533,10 @@ class ConfigEditor(QWidget):
             return IntEditor(dotted, f, self._edited)
         if tp == "float":
             return FloatEditor(dotted, f, self._edited)
+        if tp == "list[str]":
+            return ListEditor(dotted, f, self._edited)
+        if tp == "list[str]":
+            return ListEditor(dotted, f, self._edited)
         return TextEditor(dotted, f, self._edited, browse=PATH_FIELDS.get(dotted))
 
     # ----- widgets -> state ----------------------------------------------------------------------
@@ -508,11 +562,11 @@ class ConfigEditor(QWidget):
             value = getattr(getattr(config, section), name)
             if row.editor.get() != value:
                 row.editor.widget.blockSignals(True)
-                if isinstance(row.editor, TextEditor):
+                if isinstance(row.editor, (TextEditor, ListEditor)):
                     row.editor.line.blockSignals(True)
                 row.editor.set(value)
                 row.editor.widget.blockSignals(False)
-                if isinstance(row.editor, TextEditor):
+                if isinstance(row.editor, (TextEditor, ListEditor)):
                     row.editor.line.blockSignals(False)
         self.class_table.set_values(config.dataset.class_names, config.dataset.class_colors)
         self._refresh_marks()
@@ -525,7 +579,7 @@ class ConfigEditor(QWidget):
             if p.field in self.rows:
                 by_field.setdefault(self.rows[p.field].dotted, []).append(p.reason)
             else:
-                loose.append(str(p))
+                loose.append(describe_problem(p))
         seen = set()
         for row in self.rows.values():
             if id(row) in seen:
@@ -547,14 +601,20 @@ class ConfigEditor(QWidget):
         self.reset_button.setEnabled(rec is not None and bool(differences))
         self._show_banner(problems, loose, len(differences) if rec else None)
         valid = not problems
+        if len(problems) != self._problem_count:
+            self._problem_count = len(problems)
+            self.problems_changed.emit(len(problems))
         if valid != self._valid:
             self._valid = valid
             self.validity_changed.emit(valid)
 
     def _show_banner(self, problems, loose: list[str], n_diff: int | None) -> None:
         if problems:
-            text = (f"{len(problems)} problem{'s' if len(problems) != 1 else ''} to fix before training "
-                    "can start — see the fields marked in red.")
+            in_rows = [p for p in problems if p.field in self.rows]
+            named = sorted({field_label(p.field) for p in in_rows}, key=[field_label(p.field) for p in in_rows].index)
+            text = f"{len(problems)} problem{'s' if len(problems) != 1 else ''} to fix before training can start"
+            if named:
+                text += f" — marked in red below: {', '.join(named)}."
             if loose:
                 text += "\n" + "\n".join(loose)
             state = "bad"
@@ -572,6 +632,9 @@ class ConfigEditor(QWidget):
             style.repolish(self.banner)
 
     # ----- public --------------------------------------------------------------------------------
+    def problem_count(self) -> int:
+        return len(self.state.problems())
+
     def is_valid(self) -> bool:
         """True when the config has no problems (the Training tab's Start follows ``validity_changed``)."""
         return not self.state.problems()
@@ -589,6 +652,7 @@ class ConfigEditor(QWidget):
             self.banner.setProperty("state", "bad")
             style.repolish(self.banner)
             return False
+        self.file_synced.emit(str(path))
         return True
 
     def save_toml(self, path: str | Path) -> bool:
@@ -599,16 +663,17 @@ class ConfigEditor(QWidget):
             self.banner.setProperty("state", "bad")
             style.repolish(self.banner)
             return False
+        self.file_synced.emit(str(path))
         return True
 
     def _load_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load configuration", str(Path.cwd()),
+        path, _ = QFileDialog.getOpenFileName(self, "Load configuration", str(Path.home()),
                                               "TOML files (*.toml);;All files (*)")
         if path:
             self.load_toml(path)
 
     def _save_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save configuration", str(Path.cwd() / "config.toml"),
+        path, _ = QFileDialog.getSaveFileName(self, "Save configuration", str(Path.home() / "config.toml"),
                                               "TOML files (*.toml)")
         if path:
             if not path.endswith(".toml"):

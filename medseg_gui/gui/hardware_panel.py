@@ -13,15 +13,16 @@ from collections import deque
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPainterPath
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDoubleSpinBox, QFrame, QGridLayout, QHBoxLayout,
                                QHeaderView, QLabel, QPushButton, QScrollArea, QSizePolicy, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
+from medseg_gui.core.gpu_identity import GpuSelectionError, by_cuda_index, choose_gpus, gpu_label, short_uuid
 from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot
 from medseg_gui.core.recommend import Recommendation
-from medseg_gui.core.tiers import TIERS, Tier
+from medseg_gui.core.tiers import TIERS
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
 
@@ -162,11 +163,15 @@ class History:
 
 
 class GpuCard(QFrame):
-    """Name, driver, compute capability, the VRAM bar, live readings and 5-minute sparklines."""
+    """Name, driver, compute capability, the VRAM bar, live readings, 5-minute sparklines, and a tick
+    box: train on this GPU."""
+
+    use_toggled = Signal(str, bool)  # the card's UUID, ticked
 
     def __init__(self, gpu: GpuInfo, parent: QWidget | None = None):
         super().__init__(parent)
         self.setProperty("card", True)
+        self.uuid = gpu.uuid or f"{gpu.cuda_index}"
         self.history = History()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(18, 16, 18, 16)
@@ -178,6 +183,11 @@ class GpuCard(QFrame):
         self.badge = label("", "pill")
         head.addWidget(self.title)
         head.addStretch(1)
+        self.use = QCheckBox("Train on this GPU")
+        self.use.setToolTip("Tick the GPUs to train on; the recommendation plans for them (the batch on each GPU "
+                            "is sized for the one with the least free memory).")
+        self.use.toggled.connect(lambda on: self.use_toggled.emit(self.uuid, on))
+        head.addWidget(self.use)
         head.addWidget(self.badge)
         layout.addLayout(head)
         self.details = label("", "muted", wrap=True)
@@ -211,7 +221,10 @@ class GpuCard(QFrame):
 
     def update_gpu(self, gpu: GpuInfo, snapshot: HardwareSnapshot, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        self.title.setText(f"GPU {gpu.index} · {gpu.name}")
+        self.title.setText(f"{gpu_label(gpu)} · {gpu.name}")
+        self.use.setEnabled(gpu.cuda_index is not None)
+        if gpu.cuda_index is None:
+            self.use.setToolTip("CUDA cannot see this GPU (CUDA_VISIBLE_DEVICES hides it), so it cannot train here.")
         cc = gpu.compute_capability
         self.badge.setText("bf16" if gpu.supports_bf16 else ("fp16" if cc else "n/a"))
         self.badge.setToolTip("Native bf16 (compute capability 8.0 or newer)" if gpu.supports_bf16 else
@@ -222,7 +235,11 @@ class GpuCard(QFrame):
         parts.append(f"Compute capability {cc[0]}.{cc[1]}" if cc else "Compute capability n/a")
         if gpu.memory_bandwidth_gbs:
             parts.append(f"~{gpu.memory_bandwidth_gbs:.0f} GB/s memory")
+        parts.append(f"nvidia-smi #{gpu.index}")
+        parts.append(short_uuid(gpu.uuid))
         self.details.setText(" · ".join(parts))
+        self.details.setToolTip(gpu.uuid or "")
+
 
         ours = gpu.used_by_this_process_gb or 0.0
         others = gpu.used_by_others_gb
@@ -254,6 +271,12 @@ class GpuCard(QFrame):
             notes.append("Clocks reduced: " + ", ".join(gpu.throttle_reasons) + ".")
         self.notes.setText(" ".join(notes))
         self.notes.setVisible(bool(notes))
+
+    def set_used(self, used: bool) -> None:
+        """Show whether this card is one the run will train on (no signal: the state already knows)."""
+        self.use.blockSignals(True)
+        self.use.setChecked(used)
+        self.use.blockSignals(False)
 
 
 class CpuCard(QFrame):
@@ -320,20 +343,17 @@ class RecommendationCard(QFrame):
         layout.addWidget(self.source)
 
         what_if = QHBoxLayout()
-        self.use_gpu = QCheckBox("Use my GPU")
-        self.use_gpu.setChecked(True)
-        self.use_gpu.setToolTip("Plan for the free memory of this machine's GPU. Untick to plan for "
-                                "another card (a server, a colleague's machine, a MIG slice).")
         self.vram = QDoubleSpinBox()
         self.vram.setRange(0.0, 512.0)
         self.vram.setDecimals(1)
         self.vram.setSingleStep(1.0)
-        self.vram.setValue(8.0)
+        self.vram.setSpecialValueText("this computer")  # shown at 0: plan for the cards (or CPU) here
         self.vram.setSuffix(" GB free")
-        self.vram.setEnabled(False)
-        self.vram.setToolTip("What if the card had this much free memory? 0 means no GPU.")
-        what_if.addWidget(label("What if:", "caption"))
-        what_if.addWidget(self.use_gpu)
+        self.vram.setValue(0.0)
+        self.vram.setKeyboardTracking(False)
+        self.vram.setToolTip("Plan for another card (a server, a colleague's machine, a MIG slice) with this much "
+                             "free memory. Set it back to the lowest value to plan for this computer again.")
+        what_if.addWidget(label("Plan for a card of", "caption"))
         what_if.addWidget(self.vram)
         what_if.addStretch(1)
         layout.addLayout(what_if)
@@ -373,7 +393,6 @@ class RecommendationCard(QFrame):
         buttons.addWidget(self.use_button)
         layout.addLayout(buttons)
 
-        self.use_gpu.toggled.connect(self._what_if_edited)
         self.vram.valueChanged.connect(self._what_if_edited)
         state.recommendation_changed.connect(self.show_recommendation)
         state.config_changed.connect(lambda _c: self._update_button())
@@ -383,19 +402,14 @@ class RecommendationCard(QFrame):
 
     # widget -> state
     def _what_if_edited(self, *_args) -> None:
-        self.vram.setEnabled(not self.use_gpu.isChecked())
-        self.state.set_what_if(None if self.use_gpu.isChecked() else float(self.vram.value()))
+        value = float(self.vram.value())
+        self.state.set_what_if(value if value > 0 else None)
 
     # state -> widget
     def _show_what_if(self, vram_gb: float | None) -> None:
-        for widget in (self.use_gpu, self.vram):
-            widget.blockSignals(True)
-        self.use_gpu.setChecked(vram_gb is None)
-        if vram_gb is not None:
-            self.vram.setValue(vram_gb)
-        self.vram.setEnabled(vram_gb is not None)
-        for widget in (self.use_gpu, self.vram):
-            widget.blockSignals(False)
+        self.vram.blockSignals(True)
+        self.vram.setValue(vram_gb or 0.0)
+        self.vram.blockSignals(False)
 
     def show_recommendation(self, rec: Recommendation | None) -> None:
         if rec is None:
@@ -407,17 +421,26 @@ class RecommendationCard(QFrame):
         self.tier.setToolTip(f"Typical cards: {rec.tier.example_gpus}")
         if rec.vram_source == "override":
             self.source.setText(f"Planned for a card with {rec.free_gb or 0:g} GB free (what-if).")
+        elif len(rec.gpus) > 1:
+            names = ", ".join(gpu_label(g) for g in rec.gpus)
+            self.source.setText(f"Planned for {len(rec.gpus)} GPUs ({names}); the batch on each is sized for "
+                                f"{gpu_label(rec.gpu)} with {fmt(rec.free_gb, 'GB', 1)} free; budget "
+                                f"{fmt(rec.budget_gb, 'GB', 1)} per GPU.")
         elif rec.gpu is not None:
-            self.source.setText(f"Planned for GPU {rec.gpu.index} ({rec.gpu.name}) with "
+            self.source.setText(f"Planned for {gpu_label(rec.gpu)} ({rec.gpu.name}) with "
                                 f"{fmt(rec.free_gb, 'GB', 1)} free; budget {fmt(rec.budget_gb, 'GB', 1)}.")
         else:
             self.source.setText("Planned for the CPU.")
         batch = str(tr.batch_size)
+        if len(rec.gpus) > 1:
+            batch += f" × {len(rec.gpus)} GPUs"
         if tr.accumulate_grad_batches > 1:
             batch += f" × {tr.accumulate_grad_batches} accum."
         values = {"model": f"SegFormer-{tr.variant}", "batch": batch, "image": f"{ds.image_size} px",
                   "epochs": str(tr.epochs), "lr": f"{tr.lr:g}", "scheduler": "on" if tr.use_scheduler else "off",
-                  "precision": tr.precision, "device": tr.accelerator.upper() if tr.accelerator != "auto" else "auto",
+                  "precision": tr.precision,
+                  "device": (f"{len(rec.gpus)} GPUs" if len(rec.gpus) > 1
+                             else tr.accelerator.upper() if tr.accelerator != "auto" else "auto"),
                   "workers": str(tr.num_workers)}
         for key, value in values.items():
             self.values[key].setText(value)
@@ -440,14 +463,6 @@ class RecommendationCard(QFrame):
             self.status.setText(f"Your configuration differs in {count} setting{'s' if count != 1 else ''}.")
         else:
             self.status.setText("✓ Your configuration matches this recommendation.")
-
-
-def tier_range(tier: Tier) -> str:
-    if tier.name == "cpu":
-        return f"< {tier.max_free_gb:g} GB"
-    if math.isinf(tier.max_free_gb):
-        return f"≥ {tier.min_free_gb:g} GB"
-    return f"{tier.min_free_gb:g}–{tier.max_free_gb:g} GB"
 
 
 class TierTable(QFrame):
@@ -483,15 +498,32 @@ class TierTable(QFrame):
         for row, tier in enumerate(TIERS):
             batch = f"{tier.batch_size}" + (f" × {tier.accumulate_grad_batches}"
                                             if tier.accumulate_grad_batches > 1 else "")
-            cells = (tier.label.split(" (")[0], tier_range(tier), tier.variant, batch, f"{tier.image_size} px",
+            cells = (tier.title, tier.range_text, tier.variant, batch, f"{tier.image_size} px",
                      str(tier.epochs), tier.example_gpus)
             for col, text in enumerate(cells):
-                self.table.setItem(row, col, QTableWidgetItem(text))
-        self.table.verticalHeader().setDefaultSectionSize(26)
-        self.table.setFixedHeight(26 * len(TIERS) + header.sizeHint().height() + 4)
+                cell = QTableWidgetItem(text)
+                cell.setToolTip(text)
+                self.table.setItem(row, col, cell)
+        # The typical cards wrap onto a second line rather than being cut off with "…".
+        self.table.setWordWrap(True)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideNone)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.sectionResized.connect(lambda *_: self._fit_height())
+        self.table.verticalHeader().sectionResized.connect(lambda *_: self._fit_height())
         layout.addWidget(self.table)
+        self._fit_height()
         state.recommendation_changed.connect(self.show_recommendation)
         self.show_recommendation(state.recommendation)
+
+    def _fit_height(self) -> None:
+        """The table shows every row in full (the page scrolls, not the table)."""
+        rows = self.table.verticalHeader().length()
+        self.table.setFixedHeight(rows + self.table.horizontalHeader().sizeHint().height()
+                                  + 2 * self.table.frameWidth() + 2)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().resizeEvent(event)
+        self._fit_height()
 
     def show_recommendation(self, rec: Recommendation | None) -> None:
         self.table.clearSelection()
@@ -556,6 +588,8 @@ class HardwarePanel(QWidget):
         outer.addLayout(body, 1)
 
         state.snapshot_changed.connect(self.show_snapshot)
+        state.config_changed.connect(lambda _c: self._show_used())
+        state.recommendation_changed.connect(lambda _r: self._show_used())
         if state.snapshot is not None:
             self.show_snapshot(state.snapshot)
 
@@ -586,14 +620,45 @@ class HardwarePanel(QWidget):
         self.cpu_card = None
         insert_at = self.cards.indexOf(self.tiers)  # hardware cards go above the tier table
         if snapshot.gpus:
-            for offset, gpu in enumerate(snapshot.gpus):
+            for offset, gpu in enumerate(by_cuda_index(snapshot.gpus)):  # GPU 0, GPU 1, … as training numbers them
                 card = GpuCard(gpu)
+                card.use_toggled.connect(self._use_toggled)
                 self.gpu_cards[(gpu.index, gpu.uuid, gpu.name)] = card
                 self.cards.insertWidget(insert_at + offset, card)
         else:
             self.cpu_card = CpuCard()
             self.cards.insertWidget(insert_at, self.cpu_card)
         self._gpu_key = key
+        self._show_used()
+
+    def used_gpus(self) -> list[GpuInfo]:
+        """The cards the run will train on: the configuration's GPUs, or the recommendation's choice."""
+        snapshot = self.state.snapshot
+        if snapshot is None or not snapshot.gpus:
+            return []
+        tr = self.state.config.training
+        try:
+            if tr.gpus:
+                return choose_gpus(snapshot, tr.gpus, len(tr.gpus))
+        except GpuSelectionError:
+            return []
+        rec = self.state.recommendation
+        return list(rec.gpus) if rec is not None else []
+
+    def _show_used(self) -> None:
+        used = {g.uuid for g in self.used_gpus()}
+        for (_index, uuid, _name), card in self.gpu_cards.items():
+            card.set_used(uuid in used)
+
+    def _use_toggled(self, uuid: str, on: bool) -> None:
+        """Tick = train on this card too; the choice goes into the configuration (training.gpus)."""
+        snapshot = self.state.snapshot
+        order = {g.uuid: g.cuda_index for g in snapshot.gpus} if snapshot is not None else {}
+        chosen = [g.uuid for g in self.used_gpus() if g.uuid and g.uuid != uuid]
+        if on:
+            chosen.append(uuid)
+        chosen.sort(key=lambda u: order.get(u) if order.get(u) is not None else 1 << 30)
+        self.state.set_training_gpus(chosen)
 
 
 def _bar_block(layout: QVBoxLayout, caption: str) -> tuple[QLabel, "StackedBar", QLabel]:

@@ -11,22 +11,25 @@ import platform
 import sys
 from collections.abc import Callable
 
-from PySide6.QtCore import QSettings, QSize, Qt, __version__ as pyside_version, qVersion
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, QUrl, __version__ as pyside_version, qVersion
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget)
 
 from medseg_gui import __version__
 from medseg_gui.core.hardware import HardwareSnapshot
-from medseg_gui.core.paths import app_home
+from medseg_gui.core.last_config import load_last, save_last
+from medseg_gui.core.paths import absolute_output_dir, app_home, docs_location
 from medseg_gui.gui import style
 from medseg_gui.gui.config_editor import ConfigEditor
 from medseg_gui.gui.hardware_panel import HardwarePanel
 from medseg_gui.gui.resources import app_icon, icon
+from medseg_gui.gui.screen_fit import fit_to_screen
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.workers import PollerThread, ProbeFn
 
 HEAVY_MODULES = ("torch", "lightning", "transformers", "albumentations")
+DEFAULT_SIZE = QSize(1360, 860)  # shrunk to the screen's available area (a 1366 x 768 laptop, say)
 
 
 def settings() -> QSettings:
@@ -92,6 +95,11 @@ class MainWindow(QMainWindow):
         self.run_opener: Callable[[str], None] | None = None  # set by the Training tab
         self.setWindowTitle("medseg-gui")
         self.setWindowIcon(app_icon())
+        self.restored_message = ""
+        if persist:  # before the pages exist, so they all start from the user's last configuration
+            restored, self.restored_message = load_last()
+            if restored is not None:
+                self.state.set_config(restored, source="restored")
 
         central = QWidget()
         row = QHBoxLayout(central)
@@ -109,7 +117,7 @@ class MainWindow(QMainWindow):
         self.add_page("Configuration", self.config_editor, icon("page_config"))
         self.add_page("Training", PlaceholderPage(
             "Training", "The Training tab is not yet available in this build. Use the Configuration page "
-            "to prepare a run; `medseg train` will run it from a terminal once the training engine lands."),
+            "to prepare a run, and run it from a terminal with the medseg train command."),
             icon("page_training"))
         self.add_page("Viewer", PlaceholderPage(
             "Viewer", "The mask viewer is not yet available in this build."), icon("page_viewer"))
@@ -133,18 +141,36 @@ class MainWindow(QMainWindow):
         self.state.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.state.snapshot_changed.connect(self._show_hardware_status)
         self.state.dataset_changed.connect(self._show_dataset_status)
-        self.config_editor.validity_changed.connect(self._show_validity)
+        self.config_editor.problems_changed.connect(self._show_problem_count)
+        # The TOML file the form was last loaded from or saved to, and what it holds: quitting with
+        # edits since then asks whether to write them back (they are kept for the next start anyway).
+        self.config_file: tuple[str, dict] | None = None
+        self.config_editor.file_synced.connect(
+            lambda path: setattr(self, "config_file", (path, self.state.config.to_dict())))
+        self.ask_save_file: Callable[[str], str] = self._ask_save_file  # "save" | "discard" | "cancel"
         self._show_dataset_status(self.state.dataset_path)
-        self._show_validity(self.config_editor.is_valid())
+        self._show_problem_count(self.config_editor.problem_count())
+        # Queued: fixing the folder inside the signal would hand later listeners the older config last.
+        self.state.config_changed.connect(self._absolute_output_dir, Qt.ConnectionType.QueuedConnection)
+        self._absolute_output_dir()
+        self._save_timer = QTimer(self)  # the configuration is saved shortly after each change
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(800)
+        self._save_timer.timeout.connect(self.save_session_config)
+        if persist:
+            self.state.config_changed.connect(lambda _c: self._save_timer.start())
 
         self.poller: PollerThread | None = None
         if poll_hardware:
             self.poller = PollerThread(probe_fn, poll_interval_ms, parent=self)
             self.poller.snapshot_ready.connect(self.state.set_snapshot)
             self.poller.errored.connect(lambda text: self.statusBar().showMessage(text, 6000))
-        self.resize(1360, 860)
+        self.resize(DEFAULT_SIZE)
         if persist:
             self._restore_settings()
+        self.fit_to_screen()
+        if self.restored_message:
+            self.statusBar().showMessage(self.restored_message, 10_000)
 
     # ----- pages ---------------------------------------------------------------------------------
     def _sidebar(self) -> QWidget:
@@ -237,6 +263,9 @@ class MainWindow(QMainWindow):
         for action in self._page_actions:
             self.view_menu.addAction(action)
         help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "&Keyboard shortcuts", self.show_shortcuts, "F1")
+        self._action(help_menu, "&Documentation", self.open_documentation)
+        help_menu.addSeparator()
         self._action(help_menu, "&About medseg-gui", self.show_about)
 
     def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
@@ -264,15 +293,28 @@ class MainWindow(QMainWindow):
             gpu = max(snapshot.gpus, key=lambda g: g.free_gb or 0.0)
             free = "n/a" if gpu.free_gb is None else f"{gpu.free_gb:.1f} GB free"
             more = f" (+{len(snapshot.gpus) - 1})" if len(snapshot.gpus) > 1 else ""
-            self.hardware_status.setText(f"GPU {gpu.index}: {free}{more}")
+            from medseg_gui.core.gpu_identity import gpu_label  # "GPU N" as training numbers it
+
+            self.hardware_status.setText(f"{gpu_label(gpu)}: {free}{more}")
         else:
             self.hardware_status.setText("CPU mode")
         self.hardware_status.setToolTip(snapshot.nvml_error or "")
 
-    def _show_validity(self, valid: bool) -> None:
-        count = len(self.state.problems())
-        self.validity_status.setText("Config ready" if valid else
+    def _show_problem_count(self, count: int) -> None:
+        """The same count as the Configuration page's banner (both come from the editor)."""
+        self.validity_status.setText("Config ready" if count == 0 else
                                      f"Config: {count} problem{'s' if count != 1 else ''}")
+
+    def _absolute_output_dir(self, *_args) -> None:
+        """A relative output folder ("runs") would land wherever the app was launched from: make a
+        default, restored or loaded one absolute inside the app's data folder. What the user is typing
+        is left alone (the form shows where it resolves)."""
+        if self.state.config_source == "user":
+            return
+        value = self.state.config.training.output_dir
+        fixed = absolute_output_dir(value)
+        if fixed != value:
+            self.state.edit_config(lambda c: setattr(c.training, "output_dir", fixed), source=self.state.config_source)
 
     # ----- intents -------------------------------------------------------------------------------
     def open_dataset_dialog(self) -> None:
@@ -300,6 +342,38 @@ class MainWindow(QMainWindow):
     def save_config_dialog(self) -> None:
         self.config_editor._save_clicked()
 
+    def shortcuts(self) -> list[tuple[str, str]]:
+        """(keys, what they do) for every action with a shortcut, menus and pages alike."""
+        rows = []
+        for action in self.findChildren(QAction):
+            keys = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            if keys:
+                rows.append((keys, action.text().replace("&", "").rstrip("…")))
+        rows += [("Ctrl+scroll, arrows, PgUp/PgDn, Home/End", "Viewer: zoom and step through slices"),
+                 ("Right-drag", "Viewer: window width (left-right) and level (up-down)")]
+        return sorted(set(rows), key=lambda r: (len(r[0]) > 12, r[0]))
+
+    def show_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td style='padding-right:16px'><b>{k}</b></td><td>{v}</td></tr>"
+                       for k, v in self.shortcuts())
+        box = QMessageBox(self)
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(f"<table>{rows}</table>")
+        box.open()
+        self.shortcuts_box = box
+
+    def open_documentation(self) -> bool:
+        """Open the local README/docs in the system viewer; say where they are if that is not possible."""
+        where = docs_location()
+        if where is not None and QDesktopServices.openUrl(QUrl.fromLocalFile(str(where))):
+            self.statusBar().showMessage(f"Opened {where}", 6000)
+            return True
+        text = (f"The documentation is at {where}." if where is not None else
+                "The documentation (README.md and docs/) comes with the source of medseg-gui.")
+        self.statusBar().showMessage(text, 10_000)
+        return False
+
     def show_about(self) -> None:
         box = QMessageBox(self)
         box.setWindowTitle("About medseg-gui")
@@ -314,8 +388,37 @@ class MainWindow(QMainWindow):
         if self.poller is not None and not self.poller.is_running():
             self.poller.start()
 
+    def unsaved_file_edits(self) -> str | None:
+        """The TOML file whose contents the form's configuration has moved away from, if any."""
+        if self.config_file is None:
+            return None
+        path, saved = self.config_file
+
+        def same_folder(d: dict) -> dict:  # "runs" made absolute after loading is not an edit
+            return {**d, "training": {**d["training"],
+                                      "output_dir": absolute_output_dir(d["training"]["output_dir"])}}
+        return path if same_folder(saved) != same_folder(self.state.config.to_dict()) else None
+
+    def _ask_save_file(self, path: str) -> str:
+        answer = QMessageBox.question(
+            self, "Save the configuration?",
+            f"The configuration was changed since it was loaded from or saved to {path}. Save the changes "
+            "to that file? (Either way, the app starts with them next time.)",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Save)
+        return {QMessageBox.StandardButton.Save: "save",
+                QMessageBox.StandardButton.Discard: "discard"}.get(answer, "cancel")
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        path = self.unsaved_file_edits()
+        if path is not None:
+            answer = self.ask_save_file(path)
+            if answer == "cancel" or (answer == "save" and not self.config_editor.save_toml(path)):
+                event.ignore()  # a failed save explains itself on the Configuration page
+                self.show_page("Configuration")
+                return
         if self._persist:
+            self.save_session_config()
             s = settings()
             s.setValue("window/geometry", self.saveGeometry())
             s.setValue("window/page", self.current_page())
@@ -328,6 +431,20 @@ class MainWindow(QMainWindow):
             self.poller.stop()
         if getattr(self, "viewer", None) is not None:
             self.viewer.shutdown()
+
+    def save_session_config(self) -> None:
+        """Keep the configuration for the next start (the form's edits never vanish on quit)."""
+        self._save_timer.stop()
+        if not self._persist:
+            return
+        try:
+            save_last(self.state.config)
+        except OSError as exc:
+            self.statusBar().showMessage(f"Could not keep the configuration for the next start: {exc}", 10_000)
+
+    def fit_to_screen(self) -> None:
+        """Keep the whole window, frame included, inside the screen's available area."""
+        fit_to_screen(self)
 
     def _restore_settings(self) -> None:
         s = settings()

@@ -20,6 +20,7 @@ from medseg_gui.core.recommend import DatasetSummary, Recommendation
 
 # Fields of the user's config that the recommendation keeps (what the data decides, not the GPU).
 _BASE_FIELDS = ("dataset.path", "dataset.num_classes", "dataset.class_names", "dataset.class_colors",
+                "training.gpus",
                 "training.output_dir")
 
 
@@ -59,6 +60,7 @@ class AppState(QObject):
     dataset_changed = Signal(str)            # dataset path or "demo"
     what_if_changed = Signal(object)         # float GB or None (= use the GPU's free memory)
     message = Signal(str)                    # one-line status for the status bar
+    preflight_changed = Signal(object)       # the last PreflightReport (every checklist shows it)
 
     def __init__(self, config: RunConfig | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -69,9 +71,12 @@ class AppState(QObject):
         self.recommendation: Recommendation | None = None
         self.dataset_summary: DatasetSummary | None = None
         self.what_if_vram_gb: float | None = None
-        self.gpu_index: int | None = None
         self._rec_key: tuple | None = None
         self._rec_inputs: tuple | None = None
+        # the last pre-flight check, with the configuration it was made for (shared: a check on the
+        # Training page answers the Tools page's checklist too)
+        self.preflight_report: Any = None
+        self.preflight_config: dict[str, Any] | None = None
 
     # ----- configuration -------------------------------------------------------------------------
     @property
@@ -103,7 +108,10 @@ class AppState(QObject):
         self.edit_config(lambda c: cfg.set_value(c, dotted, value))
 
     def problems(self) -> list[ConfigProblem]:
-        return cfg.validate(self._config)
+        """Every problem, including a dataset folder that does not exist on this computer."""
+        from medseg_gui.core.config_checks import problems_before_start
+
+        return problems_before_start(self._config)
 
     def differences(self) -> dict[str, tuple[Any, Any]]:
         """Field -> (current, recommended) where the config departs from the recommendation."""
@@ -125,6 +133,17 @@ class AppState(QObject):
         written = cfg.save(self._config, path)
         self.message.emit(f"Saved configuration to {written}")
         return written
+
+    # ----- pre-flight ----------------------------------------------------------------------------
+    def set_preflight(self, report: Any, config: RunConfig) -> None:
+        """Share a finished pre-flight check; ``preflight_for`` answers only for that configuration."""
+        self.preflight_report, self.preflight_config = report, config.to_dict()
+        self.preflight_changed.emit(report)
+
+    def preflight_for(self, config: RunConfig) -> Any:
+        if self.preflight_report is None or self.preflight_config != config.to_dict():
+            return None
+        return self.preflight_report
 
     # ----- dataset -------------------------------------------------------------------------------
     def set_dataset(self, path: str, summary: DatasetSummary | None = None) -> None:
@@ -156,26 +175,44 @@ class AppState(QObject):
         self.message.emit(f"Using the recommended configuration ({self.recommendation.tier.label})")
         return True
 
+    def set_training_gpus(self, gpus: list[str]) -> None:
+        """The GPUs ticked on the Hardware page (UUIDs; empty: the card with the most free memory).
+
+        training.devices follows the count. A configuration that still is the recommendation keeps
+        following it (re-planned for the new cards); one the user has edited keeps the edits and
+        shows the differences.
+        """
+        def change(c: RunConfig) -> None:
+            c.training.gpus = list(gpus)
+            c.training.devices = max(1, len(gpus))
+        follow = self.config_source == "default" or (self.recommendation is not None and not self.differences())
+        self.edit_config(change, source="default" if follow else "user")
+
     def _recommend(self) -> None:
         if self.snapshot is None:
             return
-        gpu = None
-        if self.what_if_vram_gb is None and self.snapshot.gpus:
-            from medseg_gui.core.hardware import select_gpu
+        from medseg_gui.core.gpu_identity import GpuSelectionError, choose_gpus
 
+        base = recommendation_base(self._config)
+        chosen, missing = [], None
+        if self.what_if_vram_gb is None:
             try:
-                gpu = select_gpu(self.snapshot, self.gpu_index)
-            except ValueError:
-                gpu = select_gpu(self.snapshot)
+                chosen = choose_gpus(self.snapshot, base.training.gpus, 1)
+            except GpuSelectionError as exc:  # a chosen card is gone: plan for the most free one, and say so
+                missing, base.training.gpus = str(exc), []
+                chosen = choose_gpus(self.snapshot, (), 1)
         inputs = (_base_key(self._config), self.what_if_vram_gb,
-                  None if gpu is None else (gpu.index, None if gpu.free_gb is None else round(gpu.free_gb, 1)),
+                  tuple((g.uuid, g.cuda_index, None if g.free_gb is None else round(g.free_gb, 1)) for g in chosen),
                   len(self.snapshot.gpus))
         if inputs == self._rec_inputs:
             return
         self._rec_inputs = inputs
-        rec = compute_recommendation(self.snapshot, vram_gb=self.what_if_vram_gb,
-                                     base=recommendation_base(self._config), dataset=self.dataset_summary,
-                                     gpu_index=None if gpu is None else gpu.index)
+        rec = compute_recommendation(self.snapshot, vram_gb=self.what_if_vram_gb, base=base,
+                                     dataset=self.dataset_summary)
+        if missing:
+            rec.warnings.insert(0, f"A GPU chosen in the configuration is not available: {missing}. "
+                                   "Planned for the card with the most free memory instead; tick the GPUs to use "
+                                   "on this page.")
         key = _rec_key(rec)
         if key == self._rec_key:
             return

@@ -60,13 +60,48 @@ def _imdecode(path: Path, flags: int) -> np.ndarray | None:
 
     _quiet_opencv()
 
+    from medseg_gui.core.output_guard import not_a_regular_file
+
+    problem = not_a_regular_file(path)  # before opening: reading a FIFO would block the loader
+    if problem:
+        raise DecodeError(f"{path}: {problem}")
     try:
         raw = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise DecodeError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if raw.size == 0:
         raise DecodeError(f"{path}: file is empty")
+    _refuse_bomb(path, raw)
     return cv2.imdecode(raw, flags)
+
+
+def _refuse_bomb(path: Path, raw: np.ndarray) -> None:
+    """Refuse a file whose header claims a gigantic image before OpenCV allocates it (a PNG's size is
+    in its first 24 bytes; other formats ask PIL, which reads only the header)."""
+    from medseg_gui.core.imageio import too_many_pixels
+
+    head = raw[:24].tobytes()
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 24:
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    else:
+        import io
+        import warnings
+
+        from PIL import Image
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(raw.tobytes())) as im:
+                    width, height = im.size
+        except Image.DecompressionBombError:
+            raise DecodeError(f"{path}: image is over the decoding safety limit (a possible decompression "
+                              "bomb)") from None
+        except Exception:  # not readable by PIL either: OpenCV (and the caller's fallback) will say why
+            return
+    reason = too_many_pixels(width, height)
+    if reason:
+        raise DecodeError(f"{path}: {reason}")
 
 
 def read_image(path: str | Path, channels: int = 1) -> np.ndarray:

@@ -3,6 +3,8 @@
 The training loader reads flat folders directly, so this import is for users who want a fixed,
 shareable split on disk: it pairs and splits with ``core.data.formats`` (case-grouped, deterministic),
 normalises images to 8 bits (16-bit/float windowed, RGBA -> RGB) and writes masks as class ids.
+A mask holding only 0 and 255 is a binary mask saved to be visible: it is written as 0/1 (255 becomes
+class 1), the mapping ``medseg data check`` offers for such masks, and the report counts them.
 Unreadable files and colour masks are skipped and listed rather than stopping the import.
 """
 
@@ -45,6 +47,7 @@ def import_flat(source: str | Path, destination: str | Path, *, val_fraction: fl
     if not jobs:
         raise DatasetImportError(f"{source}: no image/mask pairs found"
                                  + (f" ({summary.skipped[0]})" if summary.skipped else ""))
+    binary_255 = 0
     with StagedDataset(destination, ["background"]) as out:
         for done, (split, pair) in enumerate(jobs):
             try:
@@ -53,15 +56,32 @@ def import_flat(source: str | Path, destination: str | Path, *, val_fraction: fl
             except ImageReadError as exc:
                 summary.skipped.append(f"{exc.path.relative_to(source)}: {exc.reason}")
                 continue
+            was_255 = is_binary_255(mask)
+            if was_255:
+                mask = (mask > 0).astype(np.uint8)
             problem = _mask_problem(mask, image, num_classes)
             if problem:
                 summary.skipped.append(f"{pair.mask.relative_to(source)}: {problem}")
                 continue
-            out.write(split, safe_name(pair.key.replace("/", "__")), to_uint8(image), mask.astype(np.uint8))
+            binary_255 += was_255
+            out.write(split, safe_name(pair.key.replace("/", "__")), to_uint8(image), mask.astype(np.uint8),
+                      source=str(pair.image.relative_to(source)))
             if progress is not None:
                 progress(done + 1, len(jobs))
+        if binary_255:
+            summary.warnings.append(f"{binary_255} mask(s) held only 0 and 255 (a binary mask saved to be "
+                                    "visible); they were written as 0/1, class 1 where the mask was 255")
         out.commit(summary)
     return summary
+
+
+def is_binary_255(mask: np.ndarray) -> bool:
+    """A single-channel mask whose values are exactly 0 and 255 (255 present): a binary mask saved for
+    viewing rather than as class ids. The check's hint and the import agree on mapping 255 to 1."""
+    if mask.ndim != 2 or mask.dtype.kind not in "biu" or not mask.size:
+        return False
+    values = np.unique(mask)
+    return 255 in values and set(int(v) for v in values) <= {0, 255}
 
 
 def _mask_problem(mask: np.ndarray, image: np.ndarray, num_classes: int | None) -> str:

@@ -4,20 +4,27 @@ Every importer (Kaggle, DICOM, NIfTI, flat) writes the tutorial layout
 ``DST/{train,valid}/{images,masks}/NAME.png`` into a hidden staging folder beside ``DST`` and renames
 it to ``DST`` only when everything succeeded, so an interrupted or failed import never leaves a
 half-filled dataset that the validator or a training run could mistake for a complete one. The source
-is only ever read; a destination inside the source is refused for the same reason.
+is only ever read; a destination inside the source is refused for the same reason. A lock beside
+``DST`` makes a second import into the same folder refuse while the first runs, and two source names
+that map to one file name (``a b`` and ``a_b``) are both kept (``_2``), so the counts in the report
+are the files on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medseg_gui.core.atomic import temp_dir_beside
+from medseg_gui.core.output_guard import (OutputRefused, check_not_overlapping, exclusive_lock, os_error_line,
+                                         unique_name)
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``; raise from it (e.g. a cancel flag) to abort an import cleanly."""
@@ -70,16 +77,16 @@ class ImportSummary:
 
 def check_destination(source: Path, destination: Path) -> None:
     """Refuse a destination that would modify the source or overwrite an existing dataset."""
-    src, dst = Path(source).resolve(), Path(destination).resolve()
-    if dst == src or src in dst.parents:
-        raise DatasetImportError(f"{destination}: the destination is inside the source {source}; "
-                           "imports never write into the source — choose a folder outside it")
-    if dst in src.parents:
-        raise DatasetImportError(f"{destination}: the destination contains the source {source}; "
-                           "choose a new, empty folder elsewhere")
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+    try:
+        check_not_overlapping(Path(destination), [Path(source)])
+    except OutputRefused as exc:
+        raise DatasetImportError(f"{exc} (imports only read their source)") from None
+    dst = Path(destination)
+    if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
+        raise DatasetImportError(f"{destination}: already exists and is not a folder; choose a new folder")
+    if dst.exists() and any(dst.iterdir()):
         raise DatasetImportError(f"{destination}: already exists and is not empty; "
-                           "choose a new folder (imports never overwrite a dataset)")
+                                 "choose a new folder (imports never overwrite a dataset)")
 
 
 class StagedDataset:
@@ -91,38 +98,67 @@ class StagedDataset:
 
     def __init__(self, destination: Path, class_names: list[str]) -> None:
         self.destination = Path(destination)
-        self.destination.parent.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix=f".{self.destination.name}.importing-",
-                                          dir=self.destination.parent))
         self.class_names = list(class_names)
         self.pixels = np.zeros(256, dtype=np.int64)
         self.counts = {"train": 0, "valid": 0}
+        self.renamed: list[str] = []  # "source: written as NAME (why)", reported as warnings
+        self._names: set[str] = set()
         self._committed = False
-        for split in ("train", "valid"):
-            for sub in ("images", "masks"):
-                (self.root / split / sub).mkdir(parents=True)
+        self._lock = contextlib.ExitStack()
+        try:
+            self.destination.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.enter_context(exclusive_lock(
+                self.destination.parent / f".{self.destination.name}.import-lock", str(self.destination)))
+            self.root = temp_dir_beside(self.destination)  # follows the umask, like the dataset will
+            for split in ("train", "valid"):
+                for sub in ("images", "masks"):
+                    (self.root / split / sub).mkdir(parents=True)
+        except OutputRefused as exc:
+            self._lock.close()
+            raise DatasetImportError(str(exc)) from None
+        except OSError as exc:
+            self._lock.close()
+            raise DatasetImportError(os_error_line(exc, self.destination)) from None
 
     def __enter__(self) -> StagedDataset:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._committed:
-            shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            if not self._committed:
+                shutil.rmtree(self.root, ignore_errors=True)
+        finally:
+            self._lock.close()
 
-    def write(self, split: str, name: str, image: np.ndarray, mask: np.ndarray) -> None:
-        """Write ``NAME.png`` into ``split/images`` (uint8 grey/RGB) and ``split/masks`` (class ids)."""
+    def write(self, split: str, name: str, image: np.ndarray, mask: np.ndarray, source: str = "") -> str:
+        """Write ``NAME.png`` into ``split/images`` (uint8 grey/RGB) and ``split/masks`` (class ids).
+
+        Returns the name used: ``NAME`` made file-name safe, with ``_2``, ``_3``… when an earlier item
+        (either split, compared case-blind) already took it — never a silent replacement.
+        """
         from PIL import Image
 
         if image.dtype != np.uint8 or mask.dtype != np.uint8:
             raise TypeError(f"{name}: importer must pass uint8 image and mask, got {image.dtype}/{mask.dtype}")
         if image.shape[:2] != mask.shape:
             raise ValueError(f"{name}: image {image.shape[:2]} and mask {mask.shape} differ in size")
-        Image.fromarray(np.ascontiguousarray(image)).save(self.root / split / "images" / f"{name}.png",
-                                                          compress_level=3)
-        Image.fromarray(np.ascontiguousarray(mask)).save(self.root / split / "masks" / f"{name}.png",
-                                                         compress_level=3)
+        wanted = safe_name(name)
+        final = unique_name(wanted, self._names)
+        if final != wanted:
+            self.renamed.append(f"{source or name}: written as {final}.png ('{wanted}' was already taken by "
+                                "another item whose name maps to the same file name)")
+        try:
+            Image.fromarray(np.ascontiguousarray(image)).save(self.root / split / "images" / f"{final}.png",
+                                                              compress_level=3)
+            Image.fromarray(np.ascontiguousarray(mask)).save(self.root / split / "masks" / f"{final}.png",
+                                                             compress_level=3)
+        except OSError as exc:
+            exc.filename = None  # the staging file means nothing to the user: name the destination
+            raise DatasetImportError(os_error_line(exc, self.destination)) from None
+        self._names.add(final)
         self.pixels += np.bincount(mask.ravel(), minlength=256)
         self.counts[split] += 1
+        return final
 
     def class_pixels(self) -> dict[str, int]:
         used = int(np.nonzero(self.pixels)[0].max()) + 1 if self.pixels.any() else 0
@@ -133,12 +169,23 @@ class StagedDataset:
     def commit(self, summary: ImportSummary) -> Path:
         """Finish the summary, write ``import_report.json``, and rename the staging folder into place."""
         summary.n_train, summary.n_valid = self.counts["train"], self.counts["valid"]
+        if not summary.n_train + summary.n_valid:  # an empty "dataset" would only fail later, less clearly
+            why = (f"all {len(summary.skipped)} item(s) were skipped (first: {summary.skipped[0]})"
+                   if summary.skipped else "every slice was left out")
+            raise DatasetImportError(f"{summary.source}: nothing could be imported; {why} — nothing was written")
         summary.class_pixels = self.class_pixels()
         summary.class_names = list(summary.class_pixels) or self.class_names
-        (self.root / REPORT_NAME).write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
-        if self.destination.exists():  # empty folder (checked before): replace it
-            self.destination.rmdir()
-        self.root.rename(self.destination)
+        summary.warnings += self.renamed
+        try:
+            (self.root / REPORT_NAME).write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
+            if self.destination.exists():  # empty folder (checked before): replace it
+                if not self.destination.is_dir() or any(self.destination.iterdir()):
+                    raise DatasetImportError(f"{self.destination}: something else was written there during the "
+                                             "import; nothing was changed — choose a new folder")
+                self.destination.rmdir()
+            self.root.rename(self.destination)
+        except OSError as exc:
+            raise DatasetImportError(os_error_line(exc, self.destination)) from None
         self._committed = True
         return self.destination
 

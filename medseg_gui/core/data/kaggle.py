@@ -33,6 +33,7 @@ from medseg_gui.core.data.import_output import (
     StagedDataset,
     check_destination,
 )
+from medseg_gui.core.output_guard import os_error_line
 
 CLASSES = ("stomach", "small_bowel", "large_bowel")
 CLASS_IDS = {name: i + 1 for i, name in enumerate(CLASSES)}
@@ -62,10 +63,15 @@ def rle_decode(rle: str | None, shape: tuple[int, int]) -> np.ndarray:
     if len(tokens) % 2:
         raise RLEError(f"odd number of values ({len(tokens)}); expected start/length pairs")
     try:
-        values = np.array([int(t) for t in tokens], dtype=np.int64)
+        ints = [int(t) for t in tokens]
     except ValueError:
         bad = next(t for t in tokens if not t.lstrip("-").isdigit())
         raise RLEError(f"'{bad}' is not an integer") from None
+    huge = next((v for v in ints if abs(v) > size + 1), None)
+    if huge is not None:  # also keeps absurd numbers from overflowing int64
+        raise RLEError(f"value {huge if abs(huge) < 10**12 else f'{str(huge)[:12]}…'} is beyond the slice's "
+                       f"{size} pixels")
+    values = np.array(ints, dtype=np.int64)
     starts, lengths = values[0::2] - 1, values[1::2]
     if (starts < 0).any():
         raise RLEError(f"start {int(values[0::2][starts < 0][0])} is below 1 (starts are 1-based)")
@@ -119,23 +125,35 @@ def read_train_csv(csv_path: Path) -> dict[str, dict[str, str]]:
         raise DatasetImportError(f"{csv_path}: train.csv not found — the Kaggle layout needs SRC/train.csv "
                                  "next to SRC/train/ (download the competition's train.csv too)")
     rows: dict[str, dict[str, str]] = defaultdict(dict)
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise DatasetImportError(f"{csv_path}: missing column(s) {', '.join(missing)}; found "
-                                     f"{', '.join(columns) or 'no header'} — expected id,class,segmentation")
-        reader.fieldnames = columns
-        for line, row in enumerate(reader, start=2):
-            sid, cls = (row.get("id") or "").strip(), (row.get("class") or "").strip()
-            if not sid:
-                raise DatasetImportError(f"{csv_path}: line {line}: empty id")
-            if cls not in CLASS_IDS:
-                raise DatasetImportError(f"{csv_path}: line {line}: unknown class '{cls}' for {sid}; "
-                                         f"expected one of {', '.join(CLASSES)}")
-            rows[sid][cls] = (row.get("segmentation") or "").strip()
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            _read_rows(csv.DictReader(fh), csv_path, rows)
+    except UnicodeDecodeError as exc:
+        raise DatasetImportError(f"{csv_path}: not UTF-8 text (it holds the byte {exc.object[exc.start]:#04x}) — "
+                                 "save the csv as UTF-8 (the competition's file is)") from None
+    except csv.Error as exc:  # e.g. "field larger than field limit": not the competition's csv
+        raise DatasetImportError(f"{csv_path}: not a readable csv ({exc}) — expected the competition's "
+                                 "train.csv with columns id,class,segmentation") from None
+    except OSError as exc:
+        raise DatasetImportError(os_error_line(exc, csv_path)) from None
     return dict(rows)
+
+
+def _read_rows(reader: csv.DictReader, csv_path: Path, rows: dict[str, dict[str, str]]) -> None:
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise DatasetImportError(f"{csv_path}: missing column(s) {', '.join(missing)}; found "
+                                 f"{', '.join(columns) or 'no header'} — expected id,class,segmentation")
+    reader.fieldnames = columns
+    for line, row in enumerate(reader, start=2):
+        sid, cls = (row.get("id") or "").strip(), (row.get("class") or "").strip()
+        if not sid:
+            raise DatasetImportError(f"{csv_path}: line {line}: empty id")
+        if cls not in CLASS_IDS:
+            raise DatasetImportError(f"{csv_path}: line {line}: unknown class '{cls}' for {sid}; "
+                                     f"expected one of {', '.join(CLASSES)}")
+        rows[sid][cls] = (row.get("segmentation") or "").strip()
 
 
 def import_kaggle(source: str | Path, destination: str | Path, *, val_fraction: float = 0.2, seed: int = 42,

@@ -144,13 +144,30 @@ def _rel(root: Path, path: Path) -> str:
 
 def _header(path: Path) -> tuple[tuple[int, int] | None, str, str]:
     """((width, height), mode, error) from the file header only; error is '' when readable."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    from medseg_gui.core.imageio import too_many_pixels
+    from medseg_gui.core.output_guard import not_a_regular_file
+
+    problem = not_a_regular_file(path)  # before opening: a FIFO would block the check
+    if problem:
+        return None, "", f"unreadable:{problem}; remove it from the folder"
     try:
         if path.stat().st_size == 0:
             return None, "", "empty:file is empty (0 bytes); re-export it"
-        with Image.open(path) as im:
-            return im.size, im.mode, ""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                size, mode = im.size, im.mode
+        bomb = too_many_pixels(*size)
+        if bomb:
+            return None, "", f"too_large:{bomb}; downscale or crop it, or remove it"
+        return size, mode, ""
+    except Image.DecompressionBombError:
+        return None, "", ("too_large:image is over the decoding safety limit (a possible decompression bomb); "
+                          "downscale or crop it, or remove it")
     except UnidentifiedImageError:
         return None, "", "unreadable:not an image format that can be read (wrong extension or corrupt header)"
     except OSError as exc:
@@ -252,7 +269,8 @@ def _check_pair(pair: Pair, num_classes: int, decode_mask: bool, decode_image: b
         shown = ", ".join(str(v) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
         hint = ""
         if set(int(v) for v in values) <= {0, 255}:
-            hint = " (looks like a 0/255 binary mask: divide by 255, or convert with `medseg data import`)"
+            hint = (" (looks like a 0/255 binary mask: the command medseg data import --from flat SRC NEW_FOLDER "
+                    "copies the dataset with 255 written as class 1)")
         elif bad and max(bad) < 256 and len(values) <= 255:
             hint = f" (set the number of classes to at least {max(bad) + 1} if these are real classes)"
         res.problems.append(("mask", "mask_values",

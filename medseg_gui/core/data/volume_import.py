@@ -36,6 +36,7 @@ from medseg_gui.core.data.import_output import (
     check_destination,
     safe_name,
 )
+from medseg_gui.core.output_guard import unique_name
 
 NNUNET_CHANNEL_RE = re.compile(r"_(\d{4})$")
 LABEL_SUFFIX_RE = re.compile(r"[_\-](seg|label|labels|mask|gt)$", re.IGNORECASE)
@@ -318,6 +319,14 @@ def import_volumes(source: str | Path, destination: str | Path, *, kind: str, la
         raise DatasetImportError(f"{source}: no image/label volume pairs found; expected {expected}"
                                  + (f" ({summary.skipped[0]})" if summary.skipped else ""))
 
+    taken: set[str] = set()
+    for case in cases:  # 'a b' and 'a_b' both become 'a_b': keep both volumes, under distinct names
+        unique = unique_name(case.name, taken)
+        if unique != case.name:
+            summary.warnings.append(f"{case.image}: its name maps to '{case.name}', which another volume already "
+                                    f"uses; its slices are written as {unique}_zNNNN.png")
+            case.name = unique
+        taken.add(unique)
     by_name = {c.name: c for c in cases}
     pseudo = [Pair(image=Path(c.image), mask=Path(c.label), key=c.name, case=c.group) for c in cases]
     train, valid, note = split_pairs(pseudo, val_fraction, seed)

@@ -1,4 +1,4 @@
-"""The brief's tools in the GUI: LR finder dialog, speed card (benchmark), pre-flight checklist, plan.
+"""The tools in the GUI: LR finder dialog, speed card (benchmark), pre-flight checklist, plan.
 
 ``install_tools(window)`` adds a "Tools" page, puts a speed card under the recommendation on the
 Hardware page and the pre-flight checklist on the Training tab (checked before Start), without
@@ -13,6 +13,7 @@ from typing import Any
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 from medseg_gui.gui import style
+from medseg_gui.gui.plots import sci
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.tools.checklist import PreflightChecklist, install_start_gate
 from medseg_gui.gui.tools.lr_dialog import LrFinderDialog
@@ -81,11 +82,12 @@ class ToolsPage(QWidget):
         from medseg_gui.core.plan import describe, progressive_plan
 
         config = self.state.config
-        self.lr_label.setText(f"Current learning rate: {config.training.lr:g}")
+        self.lr_label.setText(f"Current learning rate: {sci(config.training.lr)}")
         lines = describe(progressive_plan(config))
-        self.plan_label.setText("The brief's tip 3: check the set-up with a small model first (a minute), then "
-                                "train for real. With this configuration:\n" + "\n".join(lines)
-                                + "\nRun it with `medseg` or from the wizard; the check's run folder is kept.")
+        self.plan_label.setText("Check the set-up with a small model first (about a minute), then train for "
+                                "real. With this configuration:\n" + "\n".join(lines)
+                                + "\nRun it from the New training wizard (File menu) or with the medseg command; "
+                                  "the check's run folder is kept.")
 
     def _card(self, title: str | None = None) -> tuple[QFrame, QVBoxLayout]:
         """A styled card frame and its layout, with a bold title when given."""
@@ -109,6 +111,9 @@ class ToolsPage(QWidget):
     def set_training(self, training: bool) -> None:
         """Trial runs beside a training run would compete for the GPU and measure nothing useful."""
         self.lr_button.setEnabled(not training)
+        self.lr_button.setToolTip("Not while a training run is going: the search would compete with it for "
+                                  "the GPU and measure neither" if training else
+                                  "Train a few dozen batches with a growing learning rate and suggest one")
         self.speed.set_enabled_for_training(training)
 
 
@@ -124,10 +129,13 @@ def install_tools(window: Any, **page_kwargs: Any) -> ToolsPage:
         column.insertWidget(column.indexOf(rec_card) + 1, window.speed_card)
     tab = getattr(window, "training_tab", None)
     if tab is not None:
-        checklist = PreflightChecklist(window.state, page_kwargs.get("checker"), title="Before you start")
+        checklist = PreflightChecklist(window.state, page_kwargs.get("checker"), title="Before you start",
+                                       collapsible=True)
         tab.layout().insertWidget(2, checklist)  # under the Start/Stop buttons
         install_start_gate(tab, checklist)
         tab.preflight = checklist
+        # while a run goes the checklist is one line ("Ready · 1 warning  Show ▸"): the plots need the room
+        tab.training_changed.connect(checklist.set_collapsed)
         tab.training_changed.connect(page.set_training)
         if getattr(window, "speed_card", None) is not None:
             tab.training_changed.connect(window.speed_card.set_enabled_for_training)

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QToolButton, QVBoxLayout,
+                               QWidget)
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core.preflight import CheckItem, PreflightReport
+from medseg_gui.core.run_state import plural
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.tools.job import ToolJob
@@ -40,6 +42,8 @@ class CheckRow(QFrame):
         super().__init__(parent)
         self.item = item
         fg, bg, mark = COLOURS.get(item.status, COLOURS["warn"])
+        if not getattr(item, "applies", True):  # nothing to check here: grey "n/a", not a green tick
+            fg, bg, mark = style.MUTED, "#eef0f3", "–"
         self.setObjectName(f"check_{item.id}")
         self.setProperty("status", item.status)
         self.setStyleSheet(f"QFrame#check_{item.id} {{background:{bg}; border-radius:4px}}")
@@ -60,13 +64,27 @@ class CheckRow(QFrame):
         row.addWidget(self.text, 1)
 
 
+def summary_text(report: PreflightReport) -> str:
+    """One line: "Ready · 1 warning", "2 problems to fix · 1 warning", "Ready · all clear"."""
+    fails = sum(1 for i in report.items if i.status == "fail")
+    warns = sum(1 for i in report.items if i.status == "warn")
+    head = f"{plural(fails, 'problem')} to fix before training" if fails else "Ready"
+    tail = plural(warns, "warning") if warns else ("" if fails else "all clear")
+    return f"{head} · {tail}" if tail else head
+
+
 class PreflightChecklist(QWidget):
-    """The checklist for the state's configuration. ``check()`` gathers in the background."""
+    """The checklist for the state's configuration. ``check()`` gathers in the background.
+
+    ``collapsible``: the rows fold into the summary line (the Training page folds them while a run
+    goes, so the plots keep their room) and, unfolded, scroll within a bounded height.
+    """
 
     report_ready = Signal(object)  # PreflightReport
+    ROWS_MAX_HEIGHT = 260
 
     def __init__(self, state: AppState, checker: Checker | None = None, *, title: str = "Pre-flight checklist",
-                 parent: QWidget | None = None):
+                 collapsible: bool = False, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
         self.checker = checker or default_checker
@@ -85,22 +103,57 @@ class PreflightChecklist(QWidget):
         self.summary = QLabel("Not checked yet.")
         self.summary.setProperty("role", "muted")
         head.addWidget(self.summary, 1)
+        self.toggle_button = QToolButton()
+        self.toggle_button.setAutoRaise(True)
+        self.toggle_button.setToolTip("Show or hide the checks")
+        self.toggle_button.clicked.connect(lambda: self.set_collapsed(not self.collapsed))
+        self.toggle_button.setVisible(False)
+        head.addWidget(self.toggle_button)
         self.check_button = QPushButton("Check now")
         self.check_button.clicked.connect(lambda: self.check())
         head.addWidget(self.check_button)
         outer.addLayout(head)
-        self.rows_box = QVBoxLayout()
+        self.collapsible = collapsible
+        self.collapsed = False
+        rows_widget = QWidget()
+        self.rows_box = QVBoxLayout(rows_widget)
+        self.rows_box.setContentsMargins(0, 0, 0, 0)
         self.rows_box.setSpacing(3)
-        outer.addLayout(self.rows_box)
+        if collapsible:
+            self.rows_area: QWidget = QScrollArea()
+            self.rows_area.setWidgetResizable(True)
+            self.rows_area.setFrameShape(QFrame.Shape.NoFrame)
+            self.rows_area.setWidget(rows_widget)
+            self.rows_area.setMaximumHeight(self.ROWS_MAX_HEIGHT)
+            self.rows_area.setMinimumHeight(90)  # about three rows before it scrolls
+            self.rows_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        else:
+            self.rows_area = rows_widget
+        outer.addWidget(self.rows_area)
         self.rows: list[CheckRow] = []
+        self.rows_area.setVisible(False)  # nothing checked yet: no empty box
         state.config_changed.connect(self._config_changed)
+        state.preflight_changed.connect(self._shared_report)
+        shared = state.preflight_for(state.config)
+        if shared is not None:  # checked elsewhere already (e.g. on the Training page)
+            self.set_report(shared, state.config)
 
     # ---- reading -------------------------------------------------------------------------------
     def report_for(self, config: cfg.RunConfig) -> PreflightReport | None:
-        """The last report if it was made for exactly this configuration, else None."""
+        """The last report (this checklist's or any other's) if made for exactly this configuration."""
         if self.report is None or self.report_config != config.to_dict():
-            return None
+            return self.state.preflight_for(config)
         return self.report
+
+    def set_collapsed(self, collapsed: bool) -> None:
+        """Fold the rows into the summary line (only a collapsible checklist folds)."""
+        self.collapsed = bool(collapsed) and self.collapsible
+        self.rows_area.setVisible(not self.collapsed and bool(self.rows))
+        self._show_toggle()
+
+    def _show_toggle(self) -> None:
+        self.toggle_button.setVisible(self.collapsible and bool(self.rows))
+        self.toggle_button.setText("Show ▸" if self.collapsed else "Hide ▾")
 
     def is_checking(self) -> bool:
         return self.job is not None and self.job.is_running()
@@ -128,21 +181,26 @@ class PreflightChecklist(QWidget):
 
     def set_report(self, report: PreflightReport, config: cfg.RunConfig) -> None:
         self.report, self.report_config = report, config.to_dict()
+        if self.state.preflight_report is not report:
+            self.state.set_preflight(report, config)
         for row in self.rows:
             self.rows_box.removeWidget(row)
             row.deleteLater()
         self.rows = [CheckRow(item) for item in report.items]
+        from medseg_gui.gui.pretrained_fix import attach_pretrained_actions  # choose/download weights in place
+
+        attach_pretrained_actions(self.rows, self.state, recheck=lambda: self.check())
         for row in self.rows:
             self.rows_box.addWidget(row)
-        counts = {s: sum(1 for i in report.items if i.status == s) for s in ("fail", "warn")}
-        if counts["fail"]:
-            self.summary.setText(f"{counts['fail']} problem(s) to fix before training"
-                                 + (f", {counts['warn']} warning(s)" if counts["warn"] else ""))
-        elif counts["warn"]:
-            self.summary.setText(f"Ready, with {counts['warn']} warning(s)")
-        else:
-            self.summary.setText("All clear")
+        self.summary.setText(summary_text(report))
+        self.set_collapsed(self.collapsed and report.ok)  # a red item must be seen
+        self._show_toggle()
         self.report_ready.emit(report)
+
+    def _shared_report(self, report: PreflightReport) -> None:
+        """Another checklist finished a check: show it here too when it is for our configuration."""
+        if report is not self.report and self.state.preflight_for(self.state.config) is report:
+            self.set_report(report, self.state.config)
 
     # ---- internals -----------------------------------------------------------------------------
     def _done(self, job: ToolJob, config: cfg.RunConfig, report: PreflightReport) -> None:
@@ -163,7 +221,10 @@ class PreflightChecklist(QWidget):
             self.check_button.setEnabled(True)
 
     def _config_changed(self, config: cfg.RunConfig) -> None:
-        if self.report is not None and self.report_config != config.to_dict():
+        shared = self.state.preflight_for(config)
+        if shared is not None and shared is not self.report:
+            self.set_report(shared, config)
+        elif self.report is not None and self.report_config != config.to_dict():
             self.summary.setText("The configuration changed since the last check.")
 
 

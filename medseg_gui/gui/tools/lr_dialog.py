@@ -4,7 +4,9 @@ app state (so the form, the diff against the recommendation and the next run all
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,7 @@ from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QProgressBar, QPush
 
 from medseg_gui.core.lr_find import LrFindResult
 from medseg_gui.gui import style
+from medseg_gui.gui.plots import SciLogAxis, sci
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.tools.job import ToolJob
 
@@ -25,6 +28,18 @@ def default_finder(config: Any, **kwargs: Any) -> LrFindResult:
     from medseg_gui.core.lr_find import find_lr
 
     return find_lr(config, **kwargs)
+
+
+def _takes_points(finder: Finder) -> bool:
+    """Whether ``finder`` can report each point as it is measured (``on_point=``)."""
+    try:
+        params = inspect.signature(finder).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_point" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+MIN_LR, MAX_LR = 1e-7, 1.0  # the search range (core.lr_find's defaults): the empty plot shows it
 
 
 class LrFinderDialog(QDialog):
@@ -65,9 +80,12 @@ class LrFinderDialog(QDialog):
         controls.addWidget(self.progress, 1)
         layout.addLayout(controls)
 
-        self.plot = pg.PlotWidget()
+        self.plot = pg.PlotWidget(axisItems={"bottom": SciLogAxis("bottom")})
         self.plot.setBackground(style.CARD)
         self.plot.setLogMode(x=True, y=False)
+        self.plot.setXRange(math.log10(MIN_LR), math.log10(MAX_LR), padding=0.02)  # readable before data
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
+        self._points: deque[tuple[float, float]] = deque()  # filled from the search's thread
         self.plot.setLabel("bottom", "learning rate")
         self.plot.setLabel("left", "loss (smoothed)")
         self.plot.showGrid(x=True, y=True, alpha=0.25)
@@ -97,7 +115,7 @@ class LrFinderDialog(QDialog):
     def _show_config(self) -> None:
         tr, ds = self.state.config.training, self.state.config.dataset
         self.config_label.setText(f"SegFormer-{tr.variant}, batch {tr.batch_size}, {ds.image_size} px on "
-                                  f"{ds.path!r}; current learning rate {tr.lr:g}")
+                                  f"{ds.path!r}; current learning rate {sci(tr.lr)}")
 
     # ---- intents -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -110,11 +128,13 @@ class LrFinderDialog(QDialog):
         self.curve.setData([], [])
         self.marker.setData([], [])
         self.marker_line.setVisible(False)
-        self.progress.setRange(0, steps)
-        self.progress.setValue(0)
+        self._points.clear()
+        self.plot.setXRange(math.log10(MIN_LR), math.log10(MAX_LR), padding=0.02)
+        self.progress.setRange(0, 0)  # busy until the first batch: building takes a while
         self.message.setText("Building the model and the data loader…")
+        extra = {"on_point": lambda lr, loss: self._points.append((lr, loss))} if _takes_points(self.finder) else {}
         job = ToolJob(lambda progress, stop: self.finder(config, num_training=steps, progress=progress,
-                                                         stop_event=stop), self)
+                                                         stop_event=stop, **extra), self)
         job.progressed.connect(self._progressed)
         job.succeeded.connect(self.show_result)
         job.errored.connect(lambda message, detail: self.message.setText(f"The search failed: {message}"))
@@ -134,14 +154,21 @@ class LrFinderDialog(QDialog):
         if self.result is None or self.result.suggestion is None:
             return
         self.state.set_value("training.lr", float(self.result.suggestion))
-        self.state.message.emit(f"Learning rate set to {self.result.suggestion:.2e} (from the LR finder)")
-        self.message.setText(f"training.lr is now {self.result.suggestion:.2e}.")
+        self.state.message.emit(f"Learning rate set to {sci(self.result.suggestion)} (from the LR finder)")
+        self.message.setText(f"The learning rate is now {sci(self.result.suggestion)}.")
 
     # ---- results -------------------------------------------------------------------------------
     def _progressed(self, done: int, total: int) -> None:
         self.progress.setRange(0, total)
         self.progress.setValue(done)
         self.message.setText(f"Batch {done} of {total}…")
+        self._draw_points()
+
+    def _draw_points(self) -> None:
+        """The curve so far (the search reports each point as it goes)."""
+        points = [(lr, loss) for lr, loss in list(self._points) if lr > 0 and math.isfinite(loss)]
+        if points:
+            self.curve.setData([p[0] for p in points], [p[1] for p in points])
 
     def _ended(self) -> None:
         self.run_button.setEnabled(True)
@@ -163,7 +190,7 @@ class LrFinderDialog(QDialog):
         self.message.setText(result.message[:1].upper() + result.message[1:] + ".")
         self.use_button.setEnabled(result.suggestion is not None)
         if result.suggestion is not None:
-            self.use_button.setText(f"Use this LR ({result.suggestion:.2e})")
+            self.use_button.setText(f"Use this LR ({sci(result.suggestion)})")
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt naming)
         if self.job is not None and self.job.is_running():

@@ -31,6 +31,15 @@ def default_known(config: cfg.RunConfig, gpu: Any, train_images: int | None, val
     return known_speed(config, gpu, train_images, val_images)
 
 
+PRECISION_WORDS = {"32": "32-bit precision", "16-mixed": "16-bit mixed precision",
+                   "bf16-mixed": "bf16 mixed precision", "64": "64-bit precision"}
+
+
+def precision_words(precision: str) -> str:
+    """"32" alone reads as a mystery number next to the batch size; say what it is."""
+    return PRECISION_WORDS.get(str(precision), f"precision {precision}")
+
+
 def dataset_sizes(state: AppState) -> tuple[int | None, int | None]:
     """Train/valid sizes the state knows (the data summary); valid guessed from the split share if needed."""
     summary = state.dataset_summary
@@ -83,6 +92,7 @@ class SpeedCard(QFrame):
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         row.addWidget(self.progress, 1)
+        row.addStretch(0)  # the button keeps its size while the bar is hidden
         layout.addLayout(row)
         state.config_changed.connect(lambda _c: self.refresh())
         state.snapshot_changed.connect(lambda _s: self.refresh())
@@ -121,7 +131,7 @@ class SpeedCard(QFrame):
         self.badge.setText("measured" if measured else "estimate")
         self.badge.setStyleSheet(f"color:{fg}; background:{bg}; border-radius:3px; padding:1px 6px")
         lines = [f"<b>{result.images_per_s:.1f}</b> images/s · <b>{result.ms_per_step:.0f}</b> ms per step"
-                 f" (batch {result.batch_size}, {result.image_size} px, {result.precision})"]
+                 f" (batch {result.batch_size}, {result.image_size} px, {precision_words(result.precision)})"]
         if result.peak_vram_gb is not None:
             vram = f"Peak VRAM {result.peak_vram_gb:.2f} GB"
             if result.device_used_gb is not None:
@@ -168,8 +178,14 @@ class SpeedCard(QFrame):
                                    f"Time {self.steps} real training steps of the current configuration")
 
     def _progressed(self, done: int, total: int) -> None:
+        """The bar follows the timed steps; once they are done, validation is timed (no count): busy."""
+        if done >= total:
+            self.progress.setRange(0, 0)
+            self.basis.setText("Benchmarking: timing a few validation batches…")
+            return
         self.progress.setRange(0, total)
         self.progress.setValue(done)
+        self.basis.setText(f"Benchmarking: training step {done} of {total}…")
 
     def _measured(self, result: BenchmarkResult) -> None:
         self._key = None

@@ -11,9 +11,10 @@ from typing import Any
 
 from medseg_gui.gui.training.tab import CloseGuard, TrainingTab
 
-__all__ = ["TrainingTab", "CloseGuard", "install_training_tab"]
+__all__ = ["TrainingTab", "CloseGuard", "install_training_tab", "install_run_status"]
 
-VIEWER_OPENERS = ("load_model", "open_bundle", "load_bundle")  # ViewerWidget.load_model takes a bundle folder
+# "Open best model in viewer" loads the model and runs it on the open image (load_model_and_run)
+VIEWER_OPENERS = ("load_model_and_run", "load_model", "open_bundle", "load_bundle")
 
 
 def install_training_tab(window: Any, **tab_kwargs: Any) -> TrainingTab:
@@ -36,6 +37,28 @@ def install_training_tab(window: Any, **tab_kwargs: Any) -> TrainingTab:
 
     window.run_opener = open_run
     tab.open_in_viewer.connect(open_in_viewer)
+    install_run_status(window, tab)
     window.training_close_guard = CloseGuard(tab, window)
     window.installEventFilter(window.training_close_guard)
     return tab
+
+
+def install_run_status(window: Any, tab: TrainingTab) -> Any:
+    """A status-bar item with the live run's epoch, progress and ETA, seen from every page; a click
+    shows the Training page. Hidden when no run is going."""
+    from PySide6.QtWidgets import QPushButton
+
+    button = QPushButton("")
+    button.setFlat(True)
+    button.setToolTip("A training run is going: click to see its plots")
+    button.setVisible(False)
+    button.clicked.connect(lambda: window.show_page("Training"))
+
+    def show(text: str) -> None:
+        button.setText(text)
+        button.setVisible(bool(text))
+
+    tab.run_status.connect(show)
+    window.statusBar().addPermanentWidget(button)
+    window.run_status_item = button
+    return button

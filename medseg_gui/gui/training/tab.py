@@ -19,13 +19,15 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QL
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core import runs
-from medseg_gui.core.events import RunFailed, RunFinished, read_jsonl
-from medseg_gui.core.live_metrics import LiveMetrics, replay_run
+from medseg_gui.core.events import RunFailed, RunFinished, RunStarted, read_jsonl
+from medseg_gui.core.live_metrics import LiveMetrics, format_duration, replay_run
+from medseg_gui.core.run_state import resume_words, summary_line
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.training.live_view import LiveView
 from medseg_gui.gui.training.worker import TrainingRunner, hint_for
 
+ROLE_STATE = Qt.ItemDataRole.UserRole + 1  # (status, epochs done, can resume) of a listed run
 ErrorPresenter = Callable[[str, str, str, str], None]  # (title, reason, hint, detail)
 Confirm = Callable[[str, str], bool]  # (title, question) -> yes?
 ChooseDir = Callable[[str, str], str]  # (caption, start folder) -> folder or ""
@@ -34,6 +36,7 @@ ChooseDir = Callable[[str, str], str]  # (caption, start folder) -> folder or ""
 class TrainingTab(QWidget):
     open_in_viewer = Signal(str)  # a model bundle folder; the main window routes it to the viewer
     training_changed = Signal(bool)  # a run started (True) or ended (False)
+    run_status = Signal(str)  # one line for the status bar while a run goes ("" when none)
 
     def __init__(self, state: AppState, runner: TrainingRunner | None = None, *,
                  error_presenter: ErrorPresenter | None = None, confirm: Confirm | None = None,
@@ -83,8 +86,8 @@ class TrainingTab(QWidget):
         self.start_button.clicked.connect(lambda: self.start())
         self.stop_button = QPushButton("Stop")
         self.stop_button.clicked.connect(self.stop)
-        self.resume_button = QPushButton("Resume a run…")
-        self.resume_button.clicked.connect(self.resume_dialog)
+        self.resume_button = QPushButton("Resume selected run")
+        self.resume_button.clicked.connect(self.resume_selected)
         self.folder_button = QPushButton("Open run folder")
         self.folder_button.clicked.connect(self.open_run_folder)
         self.viewer_button = QPushButton("Open best model in viewer")
@@ -119,6 +122,7 @@ class TrainingTab(QWidget):
         self.history = QListWidget()
         self.history.itemActivated.connect(self._history_activated)
         self.history.itemClicked.connect(self._history_activated)
+        self.history.currentItemChanged.connect(lambda *_: self._update_controls())
         hl.addWidget(self.history, 1)
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh_history)
@@ -139,13 +143,42 @@ class TrainingTab(QWidget):
         training = self.is_training()
         stopping = training and self.runner.stop_requested_at is not None
         self.start_button.setEnabled(not training)
-        self.resume_button.setEnabled(not training)
+        self.start_button.setToolTip("A run is going: stop it first" if training else
+                                     "Start a new run with the configuration on the Configuration page")
+        resumable, why = self._resume_state()
+        self.resume_button.setEnabled(resumable)
+        self.resume_button.setToolTip(why)
         self.stop_button.setEnabled(training and not stopping)
         self.stop_button.setText("Stopping…" if stopping else "Stop")
+        self.stop_button.setToolTip("Stop after this batch; a checkpoint is saved" if training else "No run is going")
         run_dir = self.shown.run_dir
         self.folder_button.setEnabled(bool(run_dir) and Path(run_dir).is_dir())
-        self.viewer_button.setEnabled(self.best_bundle() is not None)
+        self.folder_button.setToolTip("Open the run's folder (checkpoints, metrics.csv, the exported model)"
+                                      if self.folder_button.isEnabled() else "No run shown yet")
+        bundle = self.best_bundle()
+        self.viewer_button.setEnabled(bundle is not None)
+        self.viewer_button.setToolTip("Load the run's exported model in the Viewer and run it on the open image"
+                                      if bundle is not None else
+                                      "No model yet: a run exports its best model when it ends")
         self.live_button.setVisible(training and self.shown is not self.live)
+
+    def _selected_run(self) -> QListWidgetItem | None:
+        item = self.history.currentItem()
+        return item if item is not None and item.isSelected() else None
+
+    def _resume_state(self) -> tuple[bool, str]:
+        """Whether the selected run can be resumed, and the tooltip that says why (not)."""
+        if self.is_training():
+            return False, "A run is going: stop it first"
+        item = self._selected_run()
+        if item is None:
+            return False, "Select a stopped run in the list to resume it"
+        status, epochs_done, can = item.data(ROLE_STATE) or ("", 0, False)
+        if not can:
+            return False, "This run has no checkpoint to resume from (it stopped before saving one)"
+        if status == "finished":
+            return False, "This run finished all its epochs"
+        return True, f"{resume_words(epochs_done)}, with the configuration the run was started with"
 
     def best_bundle(self) -> str | None:
         """The shown run's exported bundle (written when the run ends), if it exists."""
@@ -177,6 +210,8 @@ class TrainingTab(QWidget):
         self.problems_label.setVisible(False)
         if self.start_gate is not None and not self.start_gate(config, resume_from):
             return False
+        self.history.clearSelection()  # the old run is no longer what the plots show
+        self.history.setCurrentItem(None)
         self.live.reset()
         if resume_from and (Path(resume_from) / runs.EVENTS_FILE).is_file():
             # the plots continue the stopped run: its history first, then the resumed events (which
@@ -200,12 +235,20 @@ class TrainingTab(QWidget):
         self._update_controls()
 
     def resume_dialog(self) -> None:
+        """A run folder elsewhere (not in the list's output folder): pick it, then resume it."""
         folder = self.choose_dir("Resume which run?", str(self._output_dir()))
         if folder:
             self.resume(folder)
 
+    def resume_selected(self) -> bool:
+        item = self._selected_run()
+        if item is None:
+            return False
+        return self.resume(item.data(Qt.ItemDataRole.UserRole))
+
     def resume(self, run_dir: str) -> bool:
-        """Continue a past run from its last checkpoint, with the configuration it was started with."""
+        """Resume a past run with the configuration it was started with: the session loads its last
+        checkpoint and restarts the interrupted epoch from its first batch (core/run_state.py)."""
         path = Path(run_dir)
         if not runs.is_run_dir(path) or not (path / runs.CHECKPOINT_DIR / "last.ckpt").is_file():
             self.present_error("Cannot resume", f"{path} has no checkpoint to resume from.",
@@ -229,6 +272,7 @@ class TrainingTab(QWidget):
         self.shown = model
         self.view.clear()
         self.view.render(model, force=True)
+        self._select_history(run_dir)
         self._update_controls()
         return True
 
@@ -236,7 +280,21 @@ class TrainingTab(QWidget):
         self.shown = self.live
         self.view.clear()
         self.view.render(self.live, force=True)
+        self._select_history(self.live.run_dir)
         self._update_controls()
+
+    def _select_history(self, run_dir: str | None) -> None:
+        """Highlight the run the plots show (none while a new run has no folder yet)."""
+        self.history.blockSignals(True)
+        self.history.clearSelection()
+        self.history.setCurrentItem(None)
+        for i in range(self.history.count()):
+            item = self.history.item(i)
+            if run_dir and Path(item.data(Qt.ItemDataRole.UserRole)) == Path(run_dir):
+                self.history.setCurrentItem(item)
+                item.setSelected(True)
+                break
+        self.history.blockSignals(False)
 
     def open_run_folder(self) -> None:
         if self.shown.run_dir:
@@ -247,16 +305,34 @@ class TrainingTab(QWidget):
         if bundle:
             self.open_in_viewer.emit(bundle)
 
+    def status_line(self) -> str:
+        """Epoch, progress and ETA of the live run for the status bar ("" when no run is going)."""
+        if not self.is_training():
+            return ""
+        live = self.live
+        if live.status != "running" or not live.total_epochs:
+            return "Training: starting…"
+        eta = live.remaining_s()
+        text = f"Training: epoch {live.epoch or 1}/{live.total_epochs} · {100 * live.overall_progress:.0f}%"
+        return text + (f" · ETA {format_duration(eta)}" if eta is not None else "")
+
     # ---- the event pump ------------------------------------------------------------------------
     def drain(self) -> int:
         """Move queued events into the live model and redraw once (called by the timer, ≤ 10 times/s)."""
         events = self.runner.drain()
+        started = any(isinstance(e, RunStarted) for e in events)
         if events:
             self.live.apply_many(events)
         if self.shown is self.live:
             self.view.render(self.live)
+            self.view.tick(self.live)  # the ETA counts down between events (validation sends none)
+        if started and self.live.run_dir:
+            self.refresh_history()  # the new run is listed (and highlighted) from its start
+            if self.shown is self.live:
+                self._select_history(self.live.run_dir)
         if events:
             self._update_controls()
+        self.run_status.emit(self.status_line())
         return len(events)
 
     def _on_run_ended(self, result: RunFinished | RunFailed) -> None:
@@ -267,8 +343,11 @@ class TrainingTab(QWidget):
             if self.shown is self.live:
                 self.view.render(self.live)
         self.last_result = result
-        self._update_controls()
         self.refresh_history()
+        if self.shown is self.live:
+            self._select_history(self.live.run_dir)
+        self._update_controls()
+        self.run_status.emit("")
         self.training_changed.emit(False)
         window = self._close_window_after_stop
         if window is not None:
@@ -288,16 +367,32 @@ class TrainingTab(QWidget):
         root = self._output_dir()
         self._history_root = root
         self.history_folder.setText(f"in {root}")
+        selected = self._selected_run()
+        keep = selected.data(Qt.ItemDataRole.UserRole) if selected is not None else None
+        self.history.blockSignals(True)
         self.history.clear()
+        live_dir = Path(self.live.run_dir) if self.is_training() and self.live.run_dir else None
         for summary in runs.list_runs(root):
-            best = "" if summary.best_f1 is None else f" · F1 {summary.best_f1:.3f}"
-            item = QListWidgetItem(f"{summary.name}\n{summary.status} · {summary.epochs_done} epochs{best}")
+            running = live_dir is not None and Path(summary.run_dir) == live_dir
+            line = summary_line(summary.status, summary.epochs_done, summary.steps_done, summary.last_epoch,
+                                summary.best_f1, running=running)
+            item = QListWidgetItem(f"{summary.name}\n{line}")
             item.setData(Qt.ItemDataRole.UserRole, str(summary.run_dir))
+            item.setData(ROLE_STATE, ("running" if running else summary.status, summary.epochs_done,
+                                      summary.can_resume and not running))
             item.setToolTip(str(summary.run_dir))
             self.history.addItem(item)
+        self.history.blockSignals(False)
+        if keep:
+            self._select_history(keep)
+        self._update_controls()
 
     def _history_activated(self, item: QListWidgetItem) -> None:
         path = item.data(Qt.ItemDataRole.UserRole)
+        if path and self.is_training() and self.live.run_dir and Path(path) == Path(self.live.run_dir):
+            if self.shown is not self.live:
+                self.show_live()
+            return
         if path and (self.shown.run_dir is None or Path(self.shown.run_dir) != Path(path)
                      or self.shown is self.live):
             self.open_run(path)

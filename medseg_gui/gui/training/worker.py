@@ -41,7 +41,7 @@ from medseg_gui.core.events import (TERMINAL_EVENTS, Event, EventDecodeError, Lo
 HINTS = {
     "oom": "reduce the batch size (or image size / model variant), or press 'Use this configuration' on "
            "the Hardware page to take the recommendation that fits this GPU",
-    "data": "run the dataset check (File > Open dataset, or `medseg data check PATH`) and fix or remove the "
+    "data": "run the dataset check (File > Open dataset, or the command medseg data check PATH) and fix or remove the "
             "files it lists",
     "config": "fix the listed settings on the Configuration page and start again",
     "error": "see the details below; the run folder keeps the last good checkpoint, so you can resume",
@@ -355,7 +355,7 @@ class ChildProcessWorker(TrainingWorker):
             result = RunFailed(run_dir=run_dir, kind="error", detail=tail,
                                reason=f"the training process exited with code {self.returncode} without "
                                       f"finishing" + (f": {last}" if last else ""),
-                               hint="see the details; run the same `medseg train` command in a terminal to "
+                               hint="see the details; run the same medseg train command in a terminal to "
                                     "see its full output")
         self.put(result)
         return result
@@ -402,7 +402,11 @@ class TrainingRunner(QObject):
 
     @staticmethod
     def uses_child_process(config: cfg.RunConfig) -> bool:
-        return config.training.devices > 1
+        """Several GPUs (training.gpus when set, else training.devices) train in a child process; its
+        config file carries training.gpus, so the child trains on exactly the GPUs ticked here."""
+        from medseg_gui.core.gpu_identity import device_count
+
+        return device_count(config.training.gpus, config.training.devices) > 1
 
     def is_running(self) -> bool:
         return self._thread is not None

@@ -39,13 +39,26 @@ class WindowLevelViewBox(pg.ViewBox):
         super().mouseClickEvent(ev)
 
 
+class _Caption(pg.LabelItem):
+    """A pane caption that never sizes its column: pyqtgraph's LabelItem asks for its text's width,
+    so a long caption over one pane took width from the other and side-by-side panes were unequal."""
+
+    def updateMin(self) -> None:  # noqa: N802 (pyqtgraph naming)
+        height = self.itemRect().height()
+        self.setMinimumWidth(0)
+        self.setMinimumHeight(height)
+        self._sizeHint = {Qt.SizeHint.MinimumSize: (0, height), Qt.SizeHint.PreferredSize: (0, height),
+                          Qt.SizeHint.MaximumSize: (-1, -1), Qt.SizeHint.MinimumDescent: (0, 0)}
+        self.updateGeometry()
+
+
 class _ImagePane:
     """One view box with an image item, an overlay item and a caption."""
 
     def __init__(self, layout: pg.GraphicsLayout, column: int, on_window_drag):
         self.view = WindowLevelViewBox(on_window_drag, lockAspect=True, invertY=True, enableMenu=False)
         self.view.setBackgroundColor(BACKGROUND)
-        self.caption = pg.LabelItem("", color="#c9d1dc", size="9pt")
+        self.caption = _Caption("", color="#c9d1dc", size="9pt")
         layout.addItem(self.caption, row=0, col=column)
         layout.addItem(self.view, row=1, col=column)
         self.image = pg.ImageItem(axisOrder="row-major")
@@ -54,6 +67,9 @@ class _ImagePane:
         self.view.addItem(self.image)
         self.view.addItem(self.overlay)
         self.shape: tuple[int, int] | None = None
+
+    def set_caption(self, text: str) -> None:
+        self.caption.setText(text)
 
     def set_image(self, image_u8: np.ndarray, y_scale: float) -> bool:
         """Returns True when the shape changed (the caller then resets the zoom)."""
@@ -108,12 +124,12 @@ class SliceCanvas(QWidget):
         self._y_scale = y_scale
         changed = self.main.set_image(image_u8, y_scale)
         self.main.set_overlay(overlay)
-        self.main.caption.setText(captions[0])
+        self.main.set_caption(captions[0])
         self._set_second(second is not None)
         if second is not None and self.second is not None:
             changed |= self.second.set_image(second[0], y_scale)
             self.second.set_overlay(second[1])
-            self.second.caption.setText(captions[1])
+            self.second.set_caption(captions[1])
         if changed:
             self.reset_zoom()
 
@@ -121,7 +137,7 @@ class SliceCanvas(QWidget):
         self.main.image.clear()
         self.main.set_overlay(None)
         self.main.shape = None
-        self.main.caption.setText("")
+        self.main.set_caption("")
         self._set_second(False)
 
     def _set_second(self, on: bool) -> None:

@@ -10,9 +10,54 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFrame, QGridLayout,
                                QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QScrollArea,
-                               QSlider, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QSlider, QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
 from medseg_gui.core.overlay import ERROR_COLORS, ERROR_LABELS
+
+GREYED = "#b8c0ca"  # class swatches while the error map (which does not use class colours) is shown
+
+
+class Banner(QFrame):
+    """A one-line message under the toolbar with a close button: red for problems, green for "Saved …".
+
+    Why a close button and ``clear()``: a banner that outlives what it reports (an old error after the
+    next image opened fine, "Saved" an hour later) misleads; the viewer clears it on the next action.
+    """
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(4)
+        self.label = QLabel()
+        self.label.setProperty("role", "banner")
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        row.addWidget(self.label, 1)
+        self.close_button = QToolButton()
+        self.close_button.setText("✕")
+        self.close_button.setToolTip("Dismiss this message")
+        self.close_button.setAutoRaise(True)
+        self.close_button.clicked.connect(self.clear)
+        row.addWidget(self.close_button, 0, Qt.AlignmentFlag.AlignTop)
+        self.setVisible(False)
+
+    def show_message(self, text: str, ok: bool = False) -> None:
+        self.label.setText(text)
+        self.label.setProperty("state", "ok" if ok else "bad")
+        self.label.style().unpolish(self.label)
+        self.label.style().polish(self.label)
+        self.setVisible(True)
+
+    def text(self) -> str:
+        return self.label.text()
+
+    def is_ok(self) -> bool:
+        return self.label.property("state") == "ok"
+
+    def clear(self) -> None:
+        self.label.setText("")
+        self.setVisible(False)
 
 
 def swatch(colour: str, size: int = 12) -> QIcon:
@@ -44,23 +89,40 @@ class LegendWidget(QWidget):
         self._layout.setContentsMargins(0, 0, 0, 0)
         self._layout.setSpacing(2)
         self.checks: list[QCheckBox] = []
+        self._colours: list[str] = []
+        self.greyed = False
         self.empty = QLabel("Load a model to see its classes.")
         self.empty.setProperty("role", "muted")
         self._layout.addWidget(self.empty)
+        self.note = QLabel("The error map has its own colours; the ticks still choose which classes it shows.")
+        self.note.setProperty("role", "caption")
+        self.note.setWordWrap(True)
+        self.note.setVisible(False)
+        self._layout.addWidget(self.note)
 
     def set_classes(self, names: list[str], colours: list[str], visible: list[bool]) -> None:
         for box in self.checks:
             self._layout.removeWidget(box)
             box.deleteLater()
         self.checks = []
+        self._colours = list(colours)
         self.empty.setVisible(len(names) <= 1)
         for k in range(1, len(names)):
             box = QCheckBox(names[k])
-            box.setIcon(swatch(colours[k % len(colours)], 14))
             box.setChecked(visible[k] if k < len(visible) else True)
             box.toggled.connect(lambda on, k=k: self.toggled.emit(k, on))
-            self._layout.addWidget(box)
+            self._layout.insertWidget(self._layout.indexOf(self.note), box)
             self.checks.append(box)
+        self.set_greyed(self.greyed)
+
+    def set_greyed(self, greyed: bool) -> None:
+        """Grey the class swatches while the error map is shown: its colours are not the classes'."""
+        self.greyed = greyed
+        for k, box in enumerate(self.checks, start=1):
+            colour = GREYED if greyed or not self._colours else self._colours[k % len(self._colours)]
+            box.setIcon(swatch(colour, 14))
+            box.setStyleSheet(f"color:{GREYED}" if greyed else "")
+        self.note.setVisible(greyed and bool(self.checks))
 
 
 class ErrorLegend(QWidget):
@@ -132,11 +194,34 @@ def _cell(value: float | None) -> str:
 class ControlsPanel(QScrollArea):
     """The scrollable side panel."""
 
+    def set_compare_available(self, available: tuple[str, ...]) -> None:
+        """Enable only the Show modes that can draw something (the truth modes need a ground truth)."""
+        model = self.compare_combo.model()
+        for i in range(self.compare_combo.count()):
+            item = model.item(i)
+            item.setEnabled(self.compare_combo.itemData(i) in available)
+        self.compare_combo.setEnabled(len(available) > 1)
+
+    def compare_enabled(self, key: str) -> bool:
+        i = self.compare_combo.findData(key)
+        return i >= 0 and self.compare_combo.model().item(i).isEnabled()
+
+    def show_window(self, window: tuple[float, float] | None) -> None:
+        """Level and width of the open image, or blank ("–") when nothing is open."""
+        for spin, value in ((self.centre_spin, None if window is None else window[0]),
+                            (self.width_spin, None if window is None else window[1])):
+            spin.blockSignals(True)
+            spin.setValue(spin.minimum() if value is None else value)
+            spin.blockSignals(False)
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWidgetResizable(True)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setFixedWidth(340)
+        # the app's sheet greys disabled buttons only: an empty viewer's window fields looked editable
+        self.setStyleSheet("QComboBox:disabled, QAbstractSpinBox:disabled { background: #eef1f5; "
+                           "color: #9aa5b3; border-color: #d5dbe3; }")
         body = QWidget()
         body.setObjectName("page")
         self.setWidget(body)
@@ -176,6 +261,7 @@ class ControlsPanel(QScrollArea):
         # window / level
         card, lay = _card("Window / level")
         self.preset_combo = QComboBox()
+        self.preset_combo.setEnabled(False)  # nothing open: no window to choose
         lay.addWidget(self.preset_combo)
         grid = QGridLayout()
         grid.setHorizontalSpacing(6)
@@ -185,7 +271,11 @@ class ControlsPanel(QScrollArea):
             spin.setRange(-1e6, 1e6)
             spin.setDecimals(1)
             spin.setKeyboardTracking(False)
-        self.width_spin.setMinimum(0.1)
+        self.width_spin.setMinimum(0.0)  # 0 shows "–" (nothing open); the viewer keeps real widths >= 0.1
+        for spin in (self.centre_spin, self.width_spin):
+            spin.setSpecialValueText("–")  # shown at the minimum: nothing open, no window to show
+            spin.setValue(spin.minimum())
+            spin.setEnabled(False)
         grid.addWidget(QLabel("Level"), 0, 0)
         grid.addWidget(self.centre_spin, 0, 1)
         grid.addWidget(QLabel("Width"), 1, 0)
@@ -234,12 +324,14 @@ class ControlsPanel(QScrollArea):
         for text, key in (("Prediction", "prediction"), ("Ground truth", "truth"), ("Errors", "errors"),
                           ("Side by side", "side by side")):
             self.compare_combo.addItem(text, key)
+        self.compare_combo.setToolTip("Ground truth, Errors and Side by side need a ground truth for this image")
         row.addWidget(self.compare_combo, 1)
         lay.addLayout(row)
         self.error_legend = ErrorLegend()
         self.error_legend.setVisible(False)
         lay.addWidget(self.error_legend)
         self.metrics = MetricsTable()
+        self.metrics.setVisible(False)  # until there is a ground truth to compare with
         lay.addWidget(self.metrics)
         self.mean_label = QLabel("")
         self.mean_label.setWordWrap(True)

@@ -18,9 +18,11 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMessageBox, QP
                                QSplitter, QVBoxLayout, QWidget)
 
 from medseg_gui.core.imageio import FILE_DIALOG_FILTER
-from medseg_gui.core.viewer_doc import COMPARE_MODES, SIDE_BY_SIDE, ViewerDocument
+from medseg_gui.core.seg_metrics import HEADLINE_METRIC
+from medseg_gui.core.viewer_doc import (COMPARE_MODES, SHOW_ERRORS, SHOW_PREDICTION, SIDE_BY_SIDE, TRUTH_MODES,
+                                        ViewerDocument, model_display_name)
 from medseg_gui.gui.viewer.canvas import SliceCanvas
-from medseg_gui.gui.viewer.controls import ControlsPanel
+from medseg_gui.gui.viewer.controls import Banner, ControlsPanel
 from medseg_gui.gui.viewer.worker import TaskThread
 
 MASK_FILTER = "Masks (*.png *.nii *.nii.gz *.dcm *.tif *.tiff);;All files (*)"
@@ -43,6 +45,7 @@ class ViewerWidget(QWidget):
         self._finished_tasks: list[TaskThread] = []
         self.last_error: str | None = None
         self._error_box: QMessageBox | None = None
+        self._run_after_load = False  # "Open best model in viewer": run it once it has loaded
         self.setAcceptDrops(True)
         self._build()
         self._wire()
@@ -58,7 +61,8 @@ class ViewerWidget(QWidget):
         self.open_file_button = QPushButton("Open image…")
         self.open_file_button.setToolTip("PNG/JPEG/TIFF, DICOM file or NIfTI volume (or drop files here)")
         self.open_folder_button = QPushButton("Open folder…")
-        self.open_folder_button.setToolTip("A DICOM series or a folder of 2D slices")
+        self.open_folder_button.setToolTip("A DICOM series, a folder of slices (same size, numbered names such as "
+                                           "slice_001.png) or a folder of separate images, shown one by one")
         top.addWidget(self.open_file_button)
         top.addWidget(self.open_folder_button)
         self.title = QLabel("No image open")
@@ -73,11 +77,7 @@ class ViewerWidget(QWidget):
         top.addWidget(self.fit_button)
         outer.addLayout(top)
 
-        self.banner = QLabel()
-        self.banner.setProperty("role", "banner")
-        self.banner.setProperty("state", "bad")
-        self.banner.setWordWrap(True)
-        self.banner.setVisible(False)
+        self.banner = Banner()
         outer.addWidget(self.banner)
 
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -90,6 +90,7 @@ class ViewerWidget(QWidget):
         srow = QHBoxLayout()
         self.slice_slider = QSlider(Qt.Orientation.Horizontal)
         self.slice_slider.setRange(0, 0)
+        self.slice_slider.setVisible(False)
         self.slice_label = QLabel("slice –")
         self.slice_label.setMinimumWidth(96)
         srow.addWidget(self.slice_slider, 1)
@@ -128,8 +129,8 @@ class ViewerWidget(QWidget):
         c.compare_combo.currentIndexChanged.connect(lambda _i: self.set_compare(c.compare_combo.currentData()))
         c.legend.toggled.connect(self.set_class_visible)
         self.slice_slider.valueChanged.connect(self.set_slice)
-        self.canvas.step_requested.connect(lambda d: self.set_slice(self.doc.slice_index + d))
-        self.canvas.jump_requested.connect(lambda end: self.set_slice(0 if end < 0 else self.doc.n_slices - 1))
+        self.canvas.step_requested.connect(lambda d: self.set_slice(self._position() + d))
+        self.canvas.jump_requested.connect(lambda end: self.set_slice(0 if end < 0 else self._count() - 1))
         self.canvas.window_dragged.connect(self.drag_window)
         self.canvas.hovered.connect(self._hovered)
         self.canvas.left.connect(lambda: self.readout.setText(" "))
@@ -138,8 +139,7 @@ class ViewerWidget(QWidget):
     def show_error(self, title: str, message: str) -> None:
         """One non-blocking dialog (and the banner) naming the file and the problem."""
         self.last_error = message
-        self.banner.setText(f"{title}: {message}")
-        self.banner.setVisible(True)
+        self.banner.show_message(f"{title}: {message}")
         if self._error_box is not None:
             self._error_box.close()
         box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
@@ -149,8 +149,12 @@ class ViewerWidget(QWidget):
         self.error_shown.emit(message)
 
     def _clear_error(self) -> None:
-        self.banner.setVisible(False)
+        """The next action starts: an old error or "Saved …" no longer describes what is on screen."""
+        self.banner.clear()
         self.last_error = None
+
+    def show_info(self, message: str) -> None:
+        self.banner.show_message(message, ok=True)
 
     # ----- opening ------------------------------------------------------------------------------
     def open_file_dialog(self) -> None:
@@ -168,27 +172,34 @@ class ViewerWidget(QWidget):
         from medseg_gui.core.imageio import ImageReadError
 
         self._cancel_inference()
+        self._clear_error()
         try:
-            volume = self.doc.open(path)
+            self.doc.open(path)
         except (ImageReadError, ValueError, OSError) as exc:
             self.show_error("Cannot open image", str(exc))
             return False
-        self._clear_error()
-        self.title.setText(self.doc.name)
-        self.subtitle.setText(self._describe_volume())
-        self.slice_slider.blockSignals(True)
-        self.slice_slider.setRange(0, max(0, volume.n_slices - 1))
-        self.slice_slider.setValue(self.doc.slice_index)
-        self.slice_slider.blockSignals(False)
-        self.slice_slider.setVisible(volume.n_slices > 1)
-        self._fill_window_controls()
-        self.controls.truth_label.setText("No ground truth loaded")
-        self.canvas.clear()
-        self.refresh()
-        self.canvas.reset_zoom()
+        self._image_changed()
         self.canvas.graphics.setFocus()
         self.volume_opened.emit(str(path))
         return True
+
+    def _image_changed(self) -> None:
+        """A new image (or the next of an image list) is shown: Show goes back to Prediction, whose
+        truth-based modes stay off until a ground truth is loaded for this image."""
+        self.title.setText(self.doc.name)
+        self.subtitle.setText(self._describe_volume())
+        count = len(self.doc.image_list) if self.doc.is_image_list else self.doc.n_slices
+        current = self.doc.image_index if self.doc.is_image_list else self.doc.slice_index
+        self.slice_slider.blockSignals(True)
+        self.slice_slider.setRange(0, max(0, count - 1))
+        self.slice_slider.setValue(current)
+        self.slice_slider.blockSignals(False)
+        self.slice_slider.setVisible(count > 1)
+        self._fill_window_controls()
+        self.controls.truth_label.setText("No ground truth loaded")
+        self.canvas.clear()
+        self.set_compare(SHOW_PREDICTION)  # (re-renders)
+        self.canvas.reset_zoom()
 
     def _describe_volume(self) -> str:
         v = self.doc.volume
@@ -205,6 +216,9 @@ class ViewerWidget(QWidget):
             parts.append("spacing " + " × ".join(f"{s:.2g}" for s in v.spacing) + " mm")
         if v.meta.get("note"):
             parts.append(str(v.meta["note"]))
+        if self.doc.is_image_list:
+            parts.append(f"image {self.doc.image_index + 1} of {len(self.doc.image_list)} in the folder "
+                         "(separate images, not one volume)")
         return " · ".join(parts)
 
     # ----- drag and drop ------------------------------------------------------------------------
@@ -249,10 +263,7 @@ class ViewerWidget(QWidget):
 
     def _show_window_values(self) -> None:
         c = self.controls
-        for spin, value in ((c.centre_spin, self.doc.window[0]), (c.width_spin, self.doc.window[1])):
-            spin.blockSignals(True)
-            spin.setValue(value)
-            spin.blockSignals(False)
+        c.show_window(self.doc.window if self.doc.windowable else None)
         if self.doc.window_preset in self.doc.window_presets():
             c.preset_combo.setCurrentText(self.doc.window_preset)
 
@@ -279,6 +290,9 @@ class ViewerWidget(QWidget):
     # ----- slices and rendering -----------------------------------------------------------------
     def set_slice(self, z: int) -> None:
         if not self.doc.is_open:
+            return
+        if self.doc.is_image_list:
+            self._select_image(z)
             return
         z = self.doc.set_slice(z)
         if self.slice_slider.value() != z:
@@ -307,7 +321,15 @@ class ViewerWidget(QWidget):
         self.canvas.show_slice(image, doc.main_overlay(), y_scale=y_scale, second=second, captions=captions)
         z, n = doc.slice_index, doc.n_slices
         mark = " ●" if doc.slice_has_prediction() else ""
-        self.slice_label.setText(f"slice {z + 1} / {n}{mark}")
+        if doc.is_image_list:
+            z, n = doc.image_index, len(doc.image_list)
+            self.slice_label.setText(f"image {z + 1} / {n}{mark}")
+        else:
+            self.slice_label.setText(f"slice {z + 1} / {n}{mark}")
+        current = doc.current_file()
+        self.slice_label.setToolTip(current or "")
+        if current and (doc.is_image_list or n > 1):
+            self.title.setText(f"{doc.name} · {current}" if current != doc.name else current)
         self._refresh_metrics()
         self._sync_enabled()
 
@@ -325,11 +347,35 @@ class ViewerWidget(QWidget):
                 parts.append(f"slice {_fmt(s.mean_dice())}")
             if v is not None:
                 parts.append(f"volume {_fmt(v.mean_dice())}")
-            c.mean_label.setText("Mean Dice (foreground): " + " · ".join(parts))
+            c.mean_label.setText(f"{HEADLINE_METRIC[:1].upper()}{HEADLINE_METRIC[1:]}: " + " · ".join(parts))
 
     def _hovered(self, x: int, y: int) -> None:
         info = self.doc.hover(x, y)
         self.readout.setText(info.text() if info is not None else " ")
+
+    def _position(self) -> int:
+        return self.doc.image_index if self.doc.is_image_list else self.doc.slice_index
+
+    def _count(self) -> int:
+        return len(self.doc.image_list) if self.doc.is_image_list else self.doc.n_slices
+
+    def _select_image(self, index: int) -> None:
+        """Step to another image of an image list (each image has its own prediction and truth)."""
+        from medseg_gui.core.imageio import ImageReadError
+
+        if index == self.doc.image_index:
+            return
+        self._cancel_inference()
+        self._clear_error()
+        try:
+            self.doc.select_image(index)
+        except (ImageReadError, ValueError, OSError) as exc:
+            self.show_error("Cannot open image", str(exc))
+            self.slice_slider.blockSignals(True)
+            self.slice_slider.setValue(self.doc.image_index)
+            self.slice_slider.blockSignals(False)
+            return
+        self._image_changed()
 
     # ----- overlay settings ---------------------------------------------------------------------
     def set_opacity_percent(self, value: int) -> None:
@@ -344,13 +390,17 @@ class ViewerWidget(QWidget):
     def set_compare(self, compare: str) -> None:
         if compare not in COMPARE_MODES:
             return
+        if compare in TRUTH_MODES and self.doc.truth is None:
+            compare = SHOW_PREDICTION  # nothing to compare with: never leave a mode that draws nothing
         self.doc.set_compare(compare)
         c = self.controls
+        c.set_compare_available(self.doc.compare_modes())
         if c.compare_combo.currentData() != compare:
             c.compare_combo.blockSignals(True)
             c.compare_combo.setCurrentIndex(c.compare_combo.findData(compare))
             c.compare_combo.blockSignals(False)
-        c.error_legend.setVisible(compare == "errors")
+        c.error_legend.setVisible(compare == SHOW_ERRORS)
+        c.legend.set_greyed(compare == SHOW_ERRORS)
         self.refresh()
 
     def set_class_visible(self, class_id: int, shown: bool) -> None:
@@ -367,16 +417,22 @@ class ViewerWidget(QWidget):
         if path:
             self.load_model(path)
 
-    def load_model(self, path: str | os.PathLike) -> None:
+    def load_model_and_run(self, path: str | os.PathLike) -> None:
+        """Load a model and, once loaded, run it on the open image ("Open best model in viewer")."""
+        self.load_model(path, run_after=True)
+
+    def load_model(self, path: str | os.PathLike, run_after: bool = False) -> None:
         """Load in a worker (torch import + weights take seconds); ``model_loaded`` fires when ready."""
         from medseg_gui.core.inference import ModelLoadError, Predictor, describe_model_path
 
+        self._clear_error()
         try:
             describe_model_path(path)  # cheap checks first: a clear message without waiting for torch
         except ModelLoadError as exc:
             self.show_error("Cannot load model", str(exc))
             return
-        self.controls.model_label.setText(f"Loading {Path(path).name}…")
+        self._run_after_load = run_after
+        self.controls.model_label.setText(f"Loading {model_display_name(path)}…")
         self._start("model", lambda progress, stop: Predictor.from_path(path))
 
     def _model_ready(self, predictor: Any) -> None:
@@ -394,15 +450,25 @@ class ViewerWidget(QWidget):
         self._fill_legend()
         self.refresh()
         self.model_loaded.emit(predictor)
+        run_after, self._run_after_load = self._run_after_load, False
+        if run_after:
+            if not self.doc.is_open:
+                self.show_info(f"Model {model_display_name(predictor.info.path)} loaded. Open an image (or drop "
+                               "it here) and press Run.")
+            elif self.doc.n_slices > 1:
+                self.run_volume()
+            else:
+                self.run_slice()
 
     def _model_text(self) -> str:
         if self.predictor is None:
             return "No model loaded"
         p = self.predictor
-        return f"<b>{Path(p.info.path).name}</b><br>{p.describe()}"
+        return f"<b>{model_display_name(p.info.path)}</b><br>{p.describe()}"
 
     # ----- inference ----------------------------------------------------------------------------
     def run_slice(self) -> None:
+        self._clear_error()
         if not self._can_run():
             return
         z = self.doc.slice_index
@@ -411,6 +477,7 @@ class ViewerWidget(QWidget):
         self._start("slice", lambda progress, stop: (z, predictor.predict_slice(image)))
 
     def run_volume(self) -> None:
+        self._clear_error()
         if not self._can_run():
             return
         data = self.doc.model_input()
@@ -514,10 +581,22 @@ class ViewerWidget(QWidget):
         c = self.controls
         busy = self.task is not None
         ready = self.predictor is not None and self.doc.is_open and not busy
+        why = ("Wait for the running task, or cancel it" if busy else
+               "Load a model first (Load model…)" if self.predictor is None else
+               "Open an image first (Open image… or Open folder…)" if not self.doc.is_open else "")
         c.run_slice_button.setEnabled(ready)
         c.run_volume_button.setEnabled(ready)
+        c.run_slice_button.setToolTip(why or "Segment the slice on screen")
+        c.run_volume_button.setToolTip(why or "Segment every slice of the volume")
+        # a disabled primary button keeps its blue and looks clickable: primary only while it can run
+        if bool(c.run_volume_button.property("primary")) != ready:
+            c.run_volume_button.setProperty("primary", ready)
+            c.run_volume_button.style().unpolish(c.run_volume_button)
+            c.run_volume_button.style().polish(c.run_volume_button)
         c.run_volume_button.setVisible(self.doc.n_slices != 1)
+        c.set_compare_available(self.doc.compare_modes())
         c.load_model_button.setEnabled(not busy)
+        self.fit_button.setEnabled(self.doc.is_open)
         c.load_truth_button.setEnabled(self.doc.is_open)
         has_slice = self.doc.slice_has_prediction()
         c.export_png_button.setEnabled(has_slice)
@@ -538,14 +617,15 @@ class ViewerWidget(QWidget):
         from medseg_gui.core.viewer_doc import TruthError
 
         had_legend = bool(self.doc.class_names)
+        self._clear_error()
         try:
             self.doc.load_truth(path)
         except (TruthError, ClassCountError, ValueError, OSError) as exc:
             title = "Ground truth does not fit the model" if isinstance(exc, ClassCountError) else "Cannot load ground truth"
             self.show_error(title, str(exc))
             return False
-        self._clear_error()
         self.controls.truth_label.setText(f"<b>{Path(path).name}</b>")
+        self.controls.set_compare_available(self.doc.compare_modes())
         if not had_legend:
             self._fill_legend()
         if self.doc.compare == "prediction" and self.doc.has_prediction():
@@ -570,36 +650,39 @@ class ViewerWidget(QWidget):
             path, _ = QFileDialog.getSaveFileName(self, "Save overlay PNG", f"{stem}{suffix}_overlay.png",
                                                   "PNG (*.png)")
         if path:
-            self.export(what, path)
+            self.export(what, path, overwrite=True)  # the save dialog already asked before replacing
 
-    def export(self, what: str, path: str | os.PathLike) -> Path | None:
-        """``what``: 'png' (current slice's mask), 'nifti' (volume mask), 'overlay' (what is shown)."""
+    def export(self, what: str, path: str | os.PathLike, overwrite: bool = False) -> Path | None:
+        """``what``: 'png' (current slice's mask), 'nifti' (volume mask), 'overlay' (what is shown).
+        An existing file is replaced only with ``overwrite`` (the save dialog's own question said yes)."""
         from medseg_gui.core import predict_export as pe
         from medseg_gui.core.overlay import blend, grey_to_rgb
 
         doc = self.doc
+        self._clear_error()
         try:
             if what == "png":
                 if not doc.slice_has_prediction():
                     raise ValueError("this slice has no prediction yet; run the model first")
                 assert doc.labels is not None
-                written = pe.export_mask_png(path, doc.labels[doc.slice_index])
+                written = pe.export_mask_png(path, doc.labels[doc.slice_index], overwrite=overwrite)
             elif what == "nifti":
                 if doc.predicted is None or not doc.predicted.all():
                     missing = doc.n_slices - (0 if doc.predicted is None else int(doc.predicted.sum()))
                     raise ValueError(f"{missing} of {doc.n_slices} slices have no prediction; use Run on volume first")
                 assert doc.volume is not None and doc.labels is not None
-                written = pe.export_mask_nifti(path, doc.labels, doc.volume)
+                written = pe.export_mask_nifti(path, doc.labels, doc.volume, overwrite=overwrite)
             elif what == "overlay":
                 overlay = doc.main_overlay()
                 image = doc.display_slice()
-                written = pe.write_rgb_png(path, blend(image, overlay) if overlay is not None else grey_to_rgb(image))
+                written = pe.write_rgb_png(path, blend(image, overlay) if overlay is not None else grey_to_rgb(image),
+                                           overwrite=overwrite)
             else:
                 raise ValueError(f"unknown export {what!r}")
         except (ValueError, OSError) as exc:
             self.show_error("Export failed", f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
             return None
-        self.readout.setText(f"Saved {written}")
+        self.show_info(f"Saved {written}")
         return written
 
     # ----- lifecycle ----------------------------------------------------------------------------

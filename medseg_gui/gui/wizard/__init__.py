@@ -32,7 +32,11 @@ def set_show_on_start(show: bool) -> None:
 
 
 def open_wizard(window: Any, **kwargs: Any):
-    """Open a new wizard over ``window`` (window-modal, non-blocking) and return it."""
+    """Open a new wizard beside ``window`` and return it.
+
+    Not modal: a run may take hours, and the main window (Viewer, Hardware, the runs) stays usable
+    meanwhile. The wizard works on its own copy of the configuration, so the two cannot clash.
+    """
     from medseg_gui.gui.wizard.wizard import TrainingWizard
 
     old = getattr(window, "wizard", None)
@@ -48,7 +52,8 @@ def open_wizard(window: Any, **kwargs: Any):
 
     wizard.finished.connect(closed)
     window.wizard = wizard
-    wizard.open()
+    wizard.setModal(False)
+    wizard.show()
     return wizard
 
 

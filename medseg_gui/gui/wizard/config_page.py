@@ -64,7 +64,7 @@ class ConfigPage(QWizardPage):
         scroll.setMinimumWidth(450)
         scroll.setWidget(left)
         split.addWidget(scroll)
-        self.editor = ConfigEditor(state)
+        self.editor = ConfigEditor(state, compact=True)  # the page's title is its heading
         split.addWidget(self.editor)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
@@ -140,6 +140,14 @@ class ConfigPage(QWizardPage):
 
     def preflight_current(self) -> bool:
         return self.preflight_report is not None
+
+    def validatePage(self) -> bool:  # noqa: N802
+        """Next starts a training run, so it needs a valid configuration and a finished checklist.
+
+        The disabled Next button alone did not guarantee it: QWizard.next() (Enter, or code) skips the
+        button's state, and after Back and Next the checklist of the new visit may still be running.
+        """
+        return self.isComplete()
 
     def isComplete(self) -> bool:  # noqa: N802
         if self.state.problems():

@@ -9,6 +9,7 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                                QPushButton, QRadioButton, QVBoxLayout, QWidget, QWizardPage)
 
+from medseg_gui.core.words import plural
 from medseg_gui.gui import style
 from medseg_gui.gui.wizard.sources import KIND_LABELS, SourceInfo, default_import_destination, detect_source, run_import
 from medseg_gui.gui.wizard.tasks import start_task
@@ -57,7 +58,7 @@ class DatasetPage(QWizardPage):
         row.addWidget(self.folder_edit, 1)
         row.addWidget(self.browse_button)
         layout.addLayout(row)
-        self.formats = _label("Read as is: <b>train/{images,masks}</b> (+ valid/) as in the tutorial, or flat "
+        self.formats = _label("Read as is: <b>train/{images,masks}</b> (+ valid/), or flat "
                               "<b>images/</b> + <b>masks/</b> (split by case). Converted into a new folder "
                               "first: the Kaggle <b>train.csv</b> layout, <b>DICOM</b> series with SEG objects, "
                               "<b>NIfTI</b> image/label pairs. Your folder is never modified.", "muted")
@@ -184,7 +185,7 @@ class DatasetPage(QWizardPage):
         self.import_button.setEnabled(True)
         self.imported_path = summary.destination
         lines = summary.lines()
-        self.import_result.setText("<br>".join(lines[:4]) + (f"<br>{len(summary.skipped)} item(s) skipped, see "
+        self.import_result.setText("<br>".join(lines[:4]) + (f"<br>{plural(len(summary.skipped), 'item')} skipped, see "
                                                              "import_report.json there" if summary.skipped else ""))
         self.import_result.setProperty("role", "")
         self.import_finished.emit(summary)

@@ -15,6 +15,7 @@ import numpy as np
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget, QWizardPage
 
 from medseg_gui.core import config as cfg
+from medseg_gui.core.seg_metrics import HEADLINE_METRIC
 from medseg_gui.gui.viewer import ViewerWidget
 
 SAMPLE_CANDIDATES = 12  # validation masks looked at when choosing the example
@@ -98,8 +99,8 @@ class ResultPage(QWizardPage):
         best = getattr(result, "best_f1", None)
         run_dir = getattr(result, "run_dir", "") or str(Path(bundle).parent)
         self.summary.setText(
-            f"Best validation F1 <b>{'n/a' if best is None else f'{best:.3f}'}</b> · run folder "
+            f"Best validation {HEADLINE_METRIC} <b>{'n/a' if best is None else f'{best:.3f}'}</b> · run folder "
             f"<code>{html.escape(run_dir)}</code> · model <code>{html.escape(bundle)}</code> "
-            f"(also usable with <code>medseg predict</code>)")
+            f"(the Viewer runs it on your own images)")
         self.example = pick_validation_example(self.state.config)
         show_prediction(self.viewer, bundle, self.example)

@@ -21,6 +21,8 @@ from medseg_gui.core import config as cfg
 from medseg_gui.core import runs
 from medseg_gui.core.events import Event, RunFailed, RunFinished, RunStarted
 from medseg_gui.core.live_metrics import LiveMetrics
+from medseg_gui.core.run_state import plural
+from medseg_gui.core.seg_metrics import HEADLINE_METRIC
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.training.live_view import LiveView
 from medseg_gui.gui.training.worker import InProcessWorker, TrainingRunner, hint_for
@@ -87,7 +89,7 @@ class TrainingPage(QWizardPage):
         self.stage = 0
         self.stages = 1
         self.setTitle("Training")
-        self.setSubTitle("Loss, F1 per class, GPU memory and speed update live. Stop ends the run after this "
+        self.setSubTitle("Loss, Dice per class, GPU memory and speed update live. Stop ends the run after this "
                          "batch and keeps the best model so far.")
         layout = QVBoxLayout(self)
         self.stage_label = QLabel()
@@ -158,6 +160,7 @@ class TrainingPage(QWizardPage):
                 self._show_stage()
             self.live.apply(event)
         self.view.render(self.live)
+        self.view.tick(self.live)  # the ETA counts down through validation too
         return len(events)
 
     def _show_stage(self) -> None:
@@ -186,9 +189,9 @@ class TrainingPage(QWizardPage):
         else:
             best = "n/a" if result.best_f1 is None else f"{result.best_f1:.3f}"
             how = "stopped" if result.stopped_early else "finished"
-            self._set_outcome(f"Training {how}: {result.epochs_done} epoch(s), {result.steps_done} steps in "
-                              f"{result.duration_s:.0f} s; best validation F1 {best}. Press Next to see its "
-                              "masks.", True)
+            self._set_outcome(f"Training {how}: {plural(result.epochs_done, 'epoch')}, "
+                              f"{plural(result.steps_done, 'step')} in {result.duration_s:.0f} s; best validation "
+                              f"{HEADLINE_METRIC} {best}. Press Next to see its masks.", True)
         self.stage_label.setText("Training stopped" if getattr(result, "stopped_early", False) else
                                  "Training failed" if isinstance(result, RunFailed) else "Training finished")
         self.running_changed.emit(False)

@@ -6,10 +6,11 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QProgressBar, QPushButton, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget, QWizardPage)
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QWizardPage)
 
 from medseg_gui.core import config as cfg
+from medseg_gui.core.words import plural
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.wizard.tasks import start_task
@@ -61,7 +62,8 @@ def report_html(report: Any) -> str:
     rows = [row("Folder", html.escape(str(report.root))),
             row("Layout", f"{report.layout} — {html.escape(report.split_note)}"),
             row("Pairs", pairs), row("Image sizes", html.escape(sizes) or "–"),
-            row("Image modes", f"{html.escape(modes)} → the loader ships {report.image_channels} channel(s)"),
+            row("Image modes", f"{html.escape(modes)} → the loader ships "
+                               f"{plural(report.image_channels, 'channel')}"),
             row("Checked", f"{report.masks_checked} of {report.masks_total} masks decoded in {report.elapsed_s:.1f} s")]
     return (f"<table>{''.join(rows)}</table><p style='margin:8px 0 2px 0'><b>Classes</b> (share of pixels)</p>"
             f"<table>{classes}</table>")
@@ -97,14 +99,18 @@ class ValidationPage(QWizardPage):
         self.problems.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.problems.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.problems.setWordWrap(True)
-        layout.addWidget(self.problems, 1)
+        layout.addWidget(self.problems, 10)
         self.warnings = QLabel()
         self.warnings.setProperty("role", "warning")
         self.warnings.setWordWrap(True)
         layout.addWidget(self.warnings)
+        layout.addStretch(1)  # without bad files the space stays below, not inside the banner
+        row = QHBoxLayout()
         self.recheck = QPushButton("Check again")
         self.recheck.clicked.connect(self.initializePage)
-        layout.addWidget(self.recheck)
+        row.addWidget(self.recheck)
+        row.addStretch(1)
+        layout.addLayout(row)
 
     def initializePage(self) -> None:  # noqa: N802 (Qt naming)
         path = self._dataset_path()
@@ -126,6 +132,10 @@ class ValidationPage(QWizardPage):
     def isComplete(self) -> bool:  # noqa: N802
         return self.check is not None and bool(self.check.report.can_train)
 
+    def validatePage(self) -> bool:  # noqa: N802
+        """Next only after a passed check: QWizard.next() (Enter, or code) ignores the button's state."""
+        return self.isComplete()
+
     def is_busy(self) -> bool:
         return self.check is None and self.error is None
 
@@ -143,15 +153,19 @@ class ValidationPage(QWizardPage):
         self.progress.setVisible(False)
         self.recheck.setEnabled(True)
         verdict = html.escape(report.verdict)
-        self._set_banner(("✓ Training can go ahead: " if report.can_train else "✗ Training cannot go ahead: ")
-                         + verdict + ("" if report.can_train else " Go back and choose or fix the dataset."),
+        if verdict.lower().startswith("training can"):  # the verdict already says it: not twice
+            verdict = verdict[0].upper() + verdict[1:]
+        else:
+            verdict = ("Training can go ahead: " if report.can_train else "Training cannot go ahead: ") + verdict
+        self._set_banner(("✓ " if report.can_train else "✗ ") + verdict
+                         + ("." if report.can_train else ". Go back and choose or fix the dataset."),
                          bool(report.can_train))
         self.details.setText(report_html(report))
         self.problems.setVisible(bool(report.problems))
         if report.problems:
             shown = report.problems[:MAX_ROWS]
             more = f" (first {MAX_ROWS} shown)" if len(report.problems) > MAX_ROWS else ""
-            self.problems_title.setText(f"{len(report.problems)} bad file(s), skipped{more}")
+            self.problems_title.setText(f"{plural(len(report.problems), 'bad file')}, skipped{more}")
             self.problems.setRowCount(len(shown))
             for r, problem in enumerate(shown):
                 for c, text in enumerate((problem.path, problem.kind, problem.message)):

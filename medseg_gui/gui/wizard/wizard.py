@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
 from medseg_gui.core.config import RunConfig
 from medseg_gui.core.hardware import HardwareSnapshot
 from medseg_gui.gui.resources import app_icon
+from medseg_gui.gui.screen_fit import fit_to_screen
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.wizard.config_page import ConfigPage
 from medseg_gui.gui.wizard.dataset_page import DatasetPage
@@ -53,6 +54,7 @@ class TrainingWizard(QWizard):
         self.setButtonLayout(LAYOUT_IDLE)  # Stop appears only while a run goes
         self.setButtonText(QWizard.WizardButton.FinishButton, "Open in the Viewer")
         self.resize(1380, 860)
+        fit_to_screen(self)  # a 1366 x 768 laptop gets a wizard that fits, not one cut off at the bottom
 
         self.dataset_page = DatasetPage()
         self.validation_page = ValidationPage(self.state, self.dataset_page.dataset_path)
@@ -63,6 +65,7 @@ class TrainingWizard(QWizard):
                               (PAGE_CONFIG, self.config_page), (PAGE_TRAINING, self.training_page),
                               (PAGE_RESULT, self.result_page)):
             self.setPage(page_id, page)
+            page.setTitle(f"Step {page_id + 1} of {PAGE_RESULT + 1} · {page.title()}")
         self.setStartId(PAGE_DATASET)
         self.customButtonClicked.connect(self._custom_button)
         self.training_page.running_changed.connect(self._training_running)
