@@ -55,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp)
             shot = work / f"{scene}.png"  # captured beside, then moved: a failed capture keeps the old picture
             if scene == "main_window":
-                proc, shape = capture_main_window(shot, work), (900, 1400, 3)
+                proc, shape = capture_main_window(shot, work), (768, 1366, 3)
             elif scene == "wizard":
-                proc, shape = capture_wizard(shot, work), (860, 1380, 3)
+                proc, shape = capture_wizard(shot, work), (768, 1366, 3)
             else:
-                proc, shape = capture_viewer(shot, work, args.model), (900, 1400, 3)
+                proc, shape = capture_viewer(shot, work, args.model), (768, 1366, 3)
             try:
                 if proc.returncode != 0:
                     raise AssertionError(f"capture exited {proc.returncode}: {proc.stdout.strip()} "

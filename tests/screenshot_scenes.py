@@ -14,6 +14,8 @@ from pathlib import Path
 
 from xvfb import run_capture
 
+SCREEN = (1366, 768)  # a common laptop: the pictures show what its user sees
+
 ROOT = Path(__file__).resolve().parents[1]
 
 MAIN_WINDOW = r"""
@@ -24,7 +26,7 @@ from medseg_gui.gui.app import build_window
 out, page = sys.argv[1], sys.argv[2]
 app, window = build_window("demo", persist=False)
 window.move(0, 0)
-window.resize(1400, 900)
+window.resize(1366, 768)
 window.show()
 window.show_page(page)
 
@@ -50,11 +52,11 @@ from medseg_gui.gui.wizard import open_wizard
 out = sys.argv[1]
 app, window = build_window("demo", persist=False)
 window.move(0, 0)
-window.resize(1400, 900)
+window.resize(1366, 768)
 window.show()
 wizard = open_wizard(window)
-wizard.move(10, 20)
-wizard.resize(1380, 860)
+wizard.move(0, 0)
+wizard.resize(1366, 768)
 started = time.monotonic()
 
 def poll():
@@ -94,7 +96,7 @@ from medseg_gui.gui.app import build_window
 out, images, masks, model = sys.argv[1:5]
 app, window = build_window("demo", persist=False)
 window.move(0, 0)
-window.resize(1400, 900)
+window.resize(1366, 768)
 window.show()
 window.show_page("Viewer")
 viewer = window.viewer
@@ -134,17 +136,17 @@ sys.exit(app.exec())
 
 
 def capture_main_window(out: Path, work: Path) -> subprocess.CompletedProcess:
-    """The main window on its Hardware page (1400 x 900) → ``out``; ``work`` is a scratch folder."""
-    return run_capture(MAIN_WINDOW, [str(out), "Hardware"], ROOT, work, timeout_s=120)
+    """The main window on its Hardware page (1366 x 768) → ``out``; ``work`` is a scratch folder."""
+    return run_capture(MAIN_WINDOW, [str(out), "Hardware"], ROOT, work, timeout_s=120, size=SCREEN)
 
 
 def capture_wizard(out: Path, work: Path) -> subprocess.CompletedProcess:
-    """The wizard walked to its configuration step on the demo (1380 x 860) → ``out``."""
-    return run_capture(WIZARD, [str(out)], ROOT, work, timeout_s=180)
+    """The wizard walked to its configuration step on the demo (1366 x 768) → ``out``."""
+    return run_capture(WIZARD, [str(out)], ROOT, work, timeout_s=180, size=SCREEN)
 
 
 def capture_viewer(out: Path, work: Path, model: str | None = None) -> subprocess.CompletedProcess:
-    """The Viewer with ``model``'s overlay on a held-out demo case (1400 x 900) → ``out``.
+    """The Viewer with ``model``'s overlay on a held-out demo case (1366 x 768) → ``out``.
 
     Without ``model`` the tests' tiny random bundle is used; the committed picture used a SegFormer-b0
     trained on the demo with ``benchmarks/train_demo_model.py`` (256 px, 4000 steps on one H100;
@@ -155,7 +157,7 @@ def capture_viewer(out: Path, work: Path, model: str | None = None) -> subproces
 
         model = str(tiny_bundle(work, size=64))
     images, masks = demo_case(work)
-    return run_capture(VIEWER, [str(out), str(images), str(masks), model], ROOT, work, timeout_s=240)
+    return run_capture(VIEWER, [str(out), str(images), str(masks), model], ROOT, work, timeout_s=240, size=SCREEN)
 
 
 def demo_case(root: Path) -> tuple[Path, Path]:

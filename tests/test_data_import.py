@@ -281,7 +281,8 @@ def test_dicom_series_with_seg_found_by_reference(tmp_path):
     summary = import_volumes(src, tmp_path / "out", kind="dicom", val_fraction=0.34, seed=1)
     assert tree_hash(src) == before
     assert summary.class_names[:3] == ["background", "Liver", "Tumour"]
-    assert any("1.2.3.999" in s and "no SEG" in s for s in summary.skipped)
+    lonely = [s for s in summary.skipped if s.startswith("the image series (number 1) in lonely:")]
+    assert len(lonely) == 1 and "no segmentation (DICOM SEG)" in lonely[0] and "1.2.3.999" not in lonely[0]
     found = outputs(tmp_path / "out")
     assert len(found) == 9
     for patient, (slices, expected) in truths.items():

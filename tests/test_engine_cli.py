@@ -31,7 +31,7 @@ def test_train_demo_prints_progress_and_writes_a_run(tmp_path, capsys):
     rc = main(_args(tmp_path, "--epochs", "1"))
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert "epoch 1/1:" in err and "finished: 1 epochs, 3 steps" in err
+    assert "epoch 1/1:" in err and "finished: 1 epoch, 3 steps" in err
     (summary,) = runs.list_runs(tmp_path / "runs")
     assert summary.status == "finished" and summary.has_bundle and summary.dataset == "demo"
     assert runs.load_run(summary.run_dir).config.dataset.image_size == 64

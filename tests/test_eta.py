@@ -136,12 +136,11 @@ def test_eta_ignores_compile_and_falls_back_to_the_engine_before_it_can_measure(
 
 @pytest.mark.slow
 def test_eta_on_a_real_cpu_run(tmp_path, one_torch_thread):
-    """A real (tiny) CPU run through the engine: the ETA the page shows is there from the first
-    measured interval and tracks the real remaining time. The bound is loose on purpose: a run of a
-    few seconds on a shared 2-core machine is at the mercy of other processes (the ±10 % behaviour is
-    the replay tests' job); the median error must still be small."""
-    import statistics
-
+    """A real (tiny) CPU run through the engine: the ETA the page shows is there from 5 % on, counts
+    down, and counts the epoch boundaries (validation, checkpoint) it measured. Only what holds on a
+    loaded machine is checked: a run of a few seconds on a shared 2-core machine is at the mercy of
+    other processes (a ±35 % median bound failed 1 run in 3 with two busy loops beside it), so the
+    ±10 % accuracy is the deterministic replay tests' job above."""
     from medseg_gui.core.session import TrainingSession
     from training_tab_helpers import demo_run_config
 
@@ -149,8 +148,17 @@ def test_eta_on_a_real_cpu_run(tmp_path, one_torch_thread):
     config.training.max_steps_per_epoch = 0
     events: list[ev.Event] = []
     TrainingSession(config, events.append).run()
-    rows = [(p, eta, real) for p, eta, real in eta_errors(events) if p >= 0.05 and real >= 1.0]
-    assert rows, "the run was too short to check"
-    assert all(eta is not None for _, eta, _ in rows)
-    errors = [abs(eta - real) / real for _, eta, real in rows]
-    assert statistics.median(errors) <= 0.35, [f"{p:.0%}: {eta:.1f} vs {real:.1f}" for p, eta, real in rows]
+    assert isinstance(events[-1], ev.RunFinished), events[-1]
+    rows = [(p, eta, real) for p, eta, real in eta_errors(events) if p >= 0.05]
+    assert len(rows) >= 4, "the run was too short to check"
+    assert all(eta is not None for _, eta, _ in rows), rows
+    # counts down: near the end it shows a fraction of what it showed near the start (the real time
+    # left shrinks from about 95 % of the run to a few %; only a many-fold slowdown could hide that)
+    assert rows[-1][1] < rows[0][1] / 2, rows
+    # validation included: the boundaries between epochs were measured and cost time, and during a
+    # validation the ETA keeps its value, counting down, instead of vanishing
+    model = replay(events)
+    assert model.eta.boundaries_measured == 3 and model.eta.boundary_cost() > 0
+    i = next(i for i, e in enumerate(events) if isinstance(e, ev.PhaseChanged) and e.phase == "validating")
+    during = replay(events[:i + 1])
+    assert during.remaining_s(now=events[i].time) is not None and during.remaining_s(now=events[i].time) > 0

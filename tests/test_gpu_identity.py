@@ -398,3 +398,51 @@ def test_processes_started_by_an_external_launcher_agree_on_the_cards():
     plan = gi.plan_training_devices(snap, [], 1, launched_externally=True)
     assert plan.ordinals == [0] and "external launcher" in plan.note  # not "most free": ranks would disagree
     assert gi.plan_training_devices(snap, ["1"], 1, launched_externally=True).ordinals == [1]
+
+
+# ---- the speed estimate speaks of the card that trains ----------------------------------------------
+
+def test_training_gpu_is_the_configured_card_not_the_most_free():
+    m = Machine(two_h200(busy0=True))
+    snap = m.probe()
+    assert gi.training_gpu(snap, ["0"], 1).index == 0  # configured: the busy card, as the session trains
+    assert gi.training_gpu(snap, [m.uuid(0)], 1).index == 0
+    assert gi.training_gpu(snap, [], 1).index == 1  # nothing configured: the card the session would pick
+    with pytest.raises(gi.GpuSelectionError):
+        gi.training_gpu(snap, ["7"], 1)
+    m.env("1")
+    assert gi.training_gpu(m.probe(), ["0"], 1).index == 1  # CUDA 0 is nvidia-smi's 1 here
+
+
+def _estimate_config(tmp_path, gpus):
+    from medseg_gui.core import config as cfg
+
+    config = cfg.RunConfig()
+    config.training.accelerator, config.training.gpus = "gpu", gpus
+    path = tmp_path / "c.toml"
+    cfg.save(config, path)
+    return path
+
+
+def test_cli_benchmark_estimate_uses_the_configured_card(fake_machine, tmp_path, monkeypatch, capsys):
+    from medseg_gui.cli import main
+    from medseg_gui.core import benchmark
+
+    seen = []
+    monkeypatch.setattr(benchmark, "known_speed", lambda config, gpu, *a: seen.append(gpu) or None)
+    assert main(["benchmark", "--config", str(_estimate_config(tmp_path, ["0"])), "--estimate"]) == 0
+    assert seen[-1].index == 0 and seen[-1].uuid == fake_machine.uuid(0)  # not GPU 1, the most free
+    assert main(["benchmark", "--config", str(_estimate_config(tmp_path, ["7"])), "--estimate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) <= 2 and "there is no GPU 7" in err[0]
+
+
+def test_gpu_choice_fix_has_no_markdown_for_the_gui():
+    from medseg_gui.core import config as cfg
+    from medseg_gui.core.preflight import PreflightFacts, check_gpu_choice
+
+    config = cfg.RunConfig()
+    config.training.accelerator, config.training.gpus = "gpu", ["7"]
+    item = check_gpu_choice(PreflightFacts(config=config, gpu_error="there is no GPU 7: GPU 0, GPU 1"))
+    assert item.status == "fail" and "Hardware page" in item.fix
+    assert "`" not in item.fix and "`" not in item.detail

@@ -319,3 +319,47 @@ def test_configuration_page_shows_and_edits_the_gpus_to_use(qtbot):
     line.setText("")
     line.textEdited.emit("")
     assert state.config.training.gpus == []
+
+
+def test_no_driver_reason_is_shown_once(panel, qtbot):
+    """The CPU card says why there is no GPU; the recommendation beside it must not repeat it."""
+    from PySide6.QtWidgets import QLabel
+
+    panel.state.set_snapshot(cpu_snapshot())
+    card = panel.recommendation
+    qtbot.waitUntil(lambda: "No GPU" in card.warnings.text(), timeout=30_000)
+
+    def count() -> int:
+        return sum(label.text().lower().count("no nvidia driver found") for label in panel.findChildren(QLabel))
+
+    assert count() == 1
+    assert "no nvidia driver found" in panel.cpu_card.reason.text().lower()
+    # the recommendation itself (CLI) still says why
+    assert any("no NVIDIA driver found" in w for w in recommend(cpu_snapshot(), base=RunConfig()).warnings)
+    for label in panel.findChildren(QLabel):
+        assert "`" not in label.text()
+
+
+def test_speed_estimate_is_for_the_configured_card_not_the_most_free(qtbot):
+    """The speed card's estimate speaks of training.gpus' card, as the session trains there."""
+    from gui_fakes import gpu as fake_gpu
+
+    from medseg_gui.gui.tools.speed_card import SpeedCard
+
+    state = AppState(RunConfig())
+    state.set_snapshot(snapshot(fake_gpu(0, name="Busy card", used=11.0), fake_gpu(1, name="Idle card", used=0.5)))
+    seen = []
+
+    def known(config, gpu_info, train, val):
+        seen.append(None if gpu_info is None else gpu_info.name)
+
+    card = SpeedCard(state, lambda *a, **k: None, known)
+    qtbot.addWidget(card)
+    config = cfg.RunConfig.from_dict(state.config.to_dict())
+    config.training.accelerator, config.training.gpus, config.training.devices = "gpu", ["0"], 1
+    state.set_config(config)
+    qtbot.waitUntil(lambda: seen and seen[-1] == "Busy card", timeout=30_000)
+    config = cfg.RunConfig.from_dict(state.config.to_dict())
+    config.training.gpus = ["7"]  # a card that does not exist: no estimate (the checklist says why)
+    state.set_config(config)
+    qtbot.waitUntil(lambda: seen[-1] is None, timeout=30_000)

@@ -20,5 +20,5 @@ def test_main_window_screenshot_under_xvfb(tmp_path):
     out = tmp_path / "main_window.png"
     proc = capture_main_window(out, tmp_path)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
-    assert "saved 1400 900 xcb" in proc.stdout
-    load_screenshot(out, (900, 1400, 3))
+    assert "saved 1366 768 xcb" in proc.stdout
+    load_screenshot(out, (768, 1366, 3))

@@ -264,3 +264,39 @@ def test_reasons_badge_and_cli_name_the_tier_the_same_way():
     assert rec.tier.label == "Entry (5-9 GB free)"
     assert any(r.startswith(f"Tier {rec.tier.label}:") for r in rec.reasons)
     assert rec.to_dict()["tier_label"] == rec.tier.label
+
+
+# ---- one predicted peak per plan (recommend and the session's RunStarted) ---------------------------
+
+@pytest.mark.parametrize("used1", [136.0, 0.6])  # 4 GB free (b0 plan) and an idle card (b5 plan)
+def test_the_session_reports_and_checks_the_peak_the_plan_was_sized_with(monkeypatch, used1):
+    """Measured on 2 x H200: recommend said 3.20 GB, the run's RunStarted 2.30 GB for the same plan,
+    because the run re-checked the graph against free memory that no longer had its own CUDA context
+    in it, dropped the graph, and asked a different formula. Now both ask recommend.predicted_peak,
+    on the same free-memory basis, so the graph the plan fitted is kept and the numbers agree."""
+    import types
+
+    from medseg_gui.core import hardware
+    from medseg_gui.core import session as session_mod
+    from medseg_gui.core.memory import default_memory_model
+    from medseg_gui.core.recommend import graphs_possible
+    from medseg_gui.core.speed import check_graph_memory, plan_cuda_graphs
+
+    rec = recommend(_h200s(0.3, used1, environ={"CUDA_VISIBLE_DEVICES": "1"}))
+    tr = rec.config.training
+    assert graphs_possible(rec.config) and tr.accumulate_grad_batches == 1 and tr.cuda_graphs == "auto"
+    fake = types.SimpleNamespace(config=rec.config, batch_size=tr.batch_size)
+    # the session's graph check, seeing the free memory the plan saw
+    monkeypatch.setattr(hardware, "free_for_plan_gb", lambda: rec.free_gb)
+    if default_memory_model() is None:
+        pytest.skip("no packaged memory calibration")
+    memory = session_mod.TrainingSession._graph_memory(fake, tr.precision)
+    assert memory["budget_gb"] == pytest.approx(rec.budget_gb)
+    assert memory["graph_gb"] == pytest.approx(rec.predicted_peak_gb)
+    plan = check_graph_memory(plan_cuda_graphs("auto", on_cuda=True, devices=1, precision=tr.precision), **memory)
+    assert plan.enabled, plan.reason
+    # RunStarted's number for the run as it then runs (graphed, not compiled: compile waits when graphed)
+    monkeypatch.setattr(session_mod, "_vram_total", lambda trainer: 140.0)
+    module = types.SimpleNamespace(cuda_graphs=True, compile_mode=None)
+    started = session_mod.TrainingSession._predicted_peak(fake, object(), module)
+    assert started == pytest.approx(rec.predicted_peak_gb)

@@ -88,7 +88,7 @@ def test_run_listed_at_start_stopped_mid_epoch_resumed_from_the_list(tab, qtbot)
     assert tab.start()
     qtbot.waitUntil(lambda: tab.live.step == 21 and tab.history.count() == 1, timeout=60_000)
     item = tab.history.item(0)
-    assert "running" in item.text() and item.isSelected()  # listed and highlighted while it runs
+    assert "training now" in item.text() and item.isSelected()  # listed and highlighted while it runs
     assert tab.status_line().startswith("Training: epoch 1/3") and "ETA" in tab.status_line()
     assert not tab.start_button.isEnabled() and "stop it first" in tab.start_button.toolTip()
     with qtbot.waitSignal(tab.runner.ended, timeout=60_000):
@@ -107,7 +107,7 @@ def test_run_listed_at_start_stopped_mid_epoch_resumed_from_the_list(tab, qtbot)
     assert tab.resume_selected()  # the list is rebuilt as the run restarts: keep no item across it
     qtbot.waitUntil(lambda: len(StepSession.sessions) > before, timeout=30_000)
     assert StepSession.sessions[-1].resume_from == run_dir
-    qtbot.waitUntil(lambda: tab.history.count() == 1 and "running" in tab.history.item(0).text(), timeout=30_000)
+    qtbot.waitUntil(lambda: tab.history.count() == 1 and "training now" in tab.history.item(0).text(), timeout=30_000)
     with qtbot.waitSignal(tab.runner.ended, timeout=60_000):
         tab.stop()
 

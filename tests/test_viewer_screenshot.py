@@ -22,8 +22,8 @@ def test_viewer_screenshot_under_xvfb(tmp_path):
     out = tmp_path / "viewer.png"
     proc = capture_viewer(out, tmp_path)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
-    assert "saved 1400 900 xcb" in proc.stdout
-    pixels = load_screenshot(out, (900, 1400, 3))
+    assert "saved 1366 768 xcb" in proc.stdout
+    pixels = load_screenshot(out, (768, 1366, 3))
     # the class colours of the overlay are on screen (blended with the scan, so look for strong hues)
     r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
     assert ((r - np.maximum(g, b)) > 60).sum() > 200 or ((b - np.maximum(r, g)) > 60).sum() > 200

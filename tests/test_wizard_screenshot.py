@@ -18,5 +18,5 @@ def test_wizard_screenshot_under_xvfb(tmp_path):
     out = tmp_path / "wizard.png"
     proc = capture_wizard(out, tmp_path)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-3000:]}"
-    assert "saved 1380 860 xcb" in proc.stdout
-    load_screenshot(out, (860, 1380, 3))
+    assert "saved 1366 768 xcb" in proc.stdout
+    load_screenshot(out, (768, 1366, 3))

@@ -161,10 +161,14 @@ def run_benchmark(args: argparse.Namespace) -> int:
 def _show_estimate(args: argparse.Namespace, config: Any) -> int:
     """No training: the cached measurement for this GPU + config, or the bandwidth-scaled estimate."""
     from medseg_gui.core import benchmark as bm
-    from medseg_gui.core.hardware import probe, select_gpu
+    from medseg_gui.core.gpu_identity import GpuSelectionError, training_gpu
+    from medseg_gui.core.hardware import probe
 
-    snap = probe()
-    gpu = select_gpu(snap) if config.training.accelerator != "cpu" else None
+    tr = config.training
+    try:  # the card the run will train on (training.gpus), as the session picks it
+        gpu = training_gpu(probe(), tr.gpus, tr.devices) if tr.accelerator != "cpu" else None
+    except GpuSelectionError as exc:
+        return fail(f"training.gpus: {exc}", "set training.gpus to a GPU listed by medseg hardware (or leave it empty)")
     result = bm.known_speed(config, gpu)
     if result is None:
         message = ("no measurement yet and no estimate for " + (gpu.name if gpu else "the CPU")

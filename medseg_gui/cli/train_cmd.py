@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any, TextIO
 
+from medseg_gui.core.words import plural
 from medseg_gui.cli.common import fail
 
 
@@ -149,11 +150,11 @@ def run_train(args: argparse.Namespace) -> int:
         result = session.run()
     finally:
         restore()
-    from medseg_gui.core.events import RunFinished
+    from medseg_gui.core.events import RUN_FOLDER_KINDS, RunFinished
 
     if isinstance(result, RunFinished):
         return 0
-    return 2 if result.kind == "run_dir" else 1  # 2: the command asked for a folder it may not use
+    return 2 if result.kind in RUN_FOLDER_KINDS else 1  # 2: the command asked for a folder it may not use
 
 
 def _quiet_lightning() -> None:
@@ -246,7 +247,7 @@ class ProgressPrinter:
 
         if isinstance(event, ev.RunStarted):
             self.epochs = event.epochs
-            self._line(f"run folder {event.run_dir}\ndevice {event.device}: {event.epochs} epochs x "
+            self._line(f"run folder {event.run_dir}\ndevice {event.device}: {plural(event.epochs, 'epoch')} x "
                        f"{event.steps_per_epoch} steps, {event.train_images} training / {event.val_images} "
                        f"validation images" + (f", resuming at step {event.resumed_from_step}"
                                                if event.resumed_from_step else ""))
@@ -265,10 +266,10 @@ class ProgressPrinter:
             self._line(f"best checkpoint ({HEADLINE_SHORT} {_f(event.metric)}) -> {event.path}")
         elif isinstance(event, ev.RunFinished):
             state = "stopped" if event.stopped_early else "finished"
-            self._line(f"{state}: {event.epochs_done} epochs, {event.steps_done} steps in {event.duration_s:.0f} s; "
+            self._line(f"{state}: {plural(event.epochs_done, 'epoch')}, {plural(event.steps_done, 'step')} in {event.duration_s:.0f} s; "
                        f"best {HEADLINE_METRIC} {_f(event.best_f1)}; bundle {event.bundle_dir}")
         elif isinstance(event, ev.RunFailed):
-            self._line(f"error: {event.reason}" + (f"\nhint: {event.hint}" if event.hint else ""))
+            self._line(f"error: {ev.failure_line(event)}" + (f"\nhint: {event.hint}" if event.hint else ""))
 
     def _step(self, e: Any) -> None:
         filled = int(self.WIDTH * e.epoch_progress)

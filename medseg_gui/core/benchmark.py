@@ -33,6 +33,7 @@ from medseg_gui.core.atomic import atomic_write_text
 from medseg_gui.core.hardware import GpuInfo
 from medseg_gui.core.trial_run import (DatamoduleFactory, Progress, ToolCancelled, ToolError, build_parts,
                                        dataset_sizes, free_cuda, quiet_lightning, scratch_dir, trainer_kwargs)
+from medseg_gui.core.words import plural
 
 VARIANT_ORDER = ("b0", "b1", "b2", "b3", "b4", "b5")
 VAL_SPEEDUP_GUESS = 3.0  # forward only vs forward+backward+update, when validation was not measured
@@ -53,7 +54,7 @@ class TimeEstimate:
 
     def text(self) -> str:
         return (f"{format_duration(self.epoch_s)} per epoch ({self.steps_per_epoch} steps + validation of "
-                f"{self.val_images} images), {format_duration(self.run_s)} for {self.epochs} epochs")
+                f"{self.val_images} images), {format_duration(self.run_s)} for {plural(self.epochs, 'epoch')}")
 
 
 @dataclass

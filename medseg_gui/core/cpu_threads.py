@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from medseg_gui.core.words import plural
+
 SAMPLE_S = 0.25
 
 
@@ -47,7 +49,7 @@ class CpuPlan:
     why: str
 
     def describe(self) -> str:
-        return (f"CPU training with {self.threads} thread(s) and {self.loader_workers} loader worker(s): "
+        return (f"CPU training with {plural(self.threads, 'thread')} and {plural(self.loader_workers, 'loader worker')}: "
                 f"{self.why}")
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medseg_gui.core.events import LogMessage
+from medseg_gui.core.words import plural
 
 DATA_WAIT_SHARE = 0.25  # above this share of step time spent waiting for data, the loader is the limit
 THROTTLE_SHARE = 0.5  # thermal slowdown in at least half the samples
@@ -137,7 +138,7 @@ def diagnose(samples: list[DiagSample], context: DiagContext | None = None) -> D
     util = _mean([s.gpu_util_pct for s in samples if s.gpu_util_pct is not None])
     temps = [s.temperature_c for s in samples if s.temperature_c is not None]
     ms_step = 1000 * (wait + compute) / steps if steps else 0.0
-    timing = f"{100 * share:.0f}% of step time waiting for data, {ms_step:.0f} ms per step over {steps} steps"
+    timing = f"{100 * share:.0f}% of step time waiting for data, {ms_step:.0f} ms per step over {plural(steps, 'step')}"
     evidence = [timing]
     if util is not None:
         evidence.append(f"GPU busy {util:.0f}% of the time")

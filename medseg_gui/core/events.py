@@ -121,7 +121,36 @@ class RunFailed(Event):
     reason: str  # one line a user understands
     hint: str = ""  # what to do about it
     detail: str = ""  # traceback or raw error, for the log pane
-    kind: str = "error"  # "oom", "data", "config", "error"
+    kind: str = "error"  # a key of FAILURE_TITLES
+
+
+# The heading a failure is shown under, by kind: one table for the GUI's dialog and the CLI's error line,
+# so a full disk or a busy run folder reads the same everywhere instead of a generic "Training failed".
+FAILURE_TITLES: dict[str, str] = {
+    "oom": "Out of GPU memory",
+    "data": "Dataset problem",
+    "config": "Configuration problem",
+    "disk": "Disk full",
+    "run_busy": "Run folder in use",  # another training holds the run folder's lock
+    "run_dir": "Run folder refused",  # an existing run, a foreign or unwritable folder
+    "error": "Training failed",
+}
+# Kinds where the command asked for a folder it may not use (the CLI exits 2 for these, 1 otherwise).
+RUN_FOLDER_KINDS = frozenset({"run_dir", "run_busy"})
+
+
+def failure_title(kind: str) -> str:
+    """The heading for a RunFailed of ``kind``; an unknown kind (an older events file) gets the generic one."""
+    return FAILURE_TITLES.get(kind, FAILURE_TITLES["error"])
+
+
+def failure_line(failure: RunFailed) -> str:
+    """The failure as one line headed by its title, for the command line (the GUI shows the title as
+    the dialog's heading); a reason that already starts with the title's words is not repeated."""
+    title = failure_title(failure.kind)
+    if failure.reason.lower().startswith(title.lower()):
+        return failure.reason
+    return f"{title}: {failure.reason}"
 
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (

@@ -207,6 +207,15 @@ def device_count(gpus: Sequence[str], devices: int) -> int:
 
 # ---- the training process -------------------------------------------------------------------------
 
+def training_gpu(snapshot: "HardwareSnapshot", gpus: Sequence[str], devices: int) -> "GpuInfo | None":
+    """The card a run with this training.gpus / training.devices trains on (the first of several), as the
+    session chooses it (``plan_training_devices``): what speed estimates and plans must speak of, not
+    merely the card with the most free memory. None without a visible GPU; GpuSelectionError for a
+    configured card that does not exist."""
+    chosen = choose_gpus(snapshot, list(gpus), device_count(list(gpus), devices))
+    return chosen[0] if chosen else None
+
+
 def torch_uuids() -> list[str] | None:
     """PyTorch's UUID for each CUDA ordinal ("GPU-..." like NVML), or None without CUDA.
 

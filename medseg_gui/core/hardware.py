@@ -370,3 +370,26 @@ def select_gpu(snapshot: HardwareSnapshot, index: int | str | None = None) -> Gp
         return choose_gpus(snapshot, [str(index)])[0]
     chosen = choose_gpus(snapshot, (), 1)
     return chosen[0] if chosen else None
+
+
+def free_for_plan_gb() -> float | None:
+    """Free GiB on this process's current CUDA device as a plan counts it: what the card has free
+    plus what this process already holds (its CUDA context, which the memory model's peak already
+    includes). Without the add-back a run re-checking its plan counts its own context twice and
+    drops a graph the plan fitted (seen on 2 x H200: a 4 GB card planned at 3.20 GB reported 2.30 GB,
+    ungraphed). None without CUDA; NVML missing or blind to this process (containers): free alone."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        free = torch.cuda.mem_get_info()[0] / GIB
+        uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+    except Exception:  # noqa: BLE001 — no usable CUDA: no free memory to speak of
+        return None
+    uuid = uuid if uuid[:4].upper() in ("GPU-", "MIG-") else f"GPU-{uuid}"
+    own = 0.0
+    for gpu in probe().gpus:
+        if gpu.uuid and gpu.uuid.lower() == uuid.lower():
+            own = gpu.used_by_this_process_gb or 0.0
+    return free + own

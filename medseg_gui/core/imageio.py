@@ -24,6 +24,7 @@ this module costs only numpy and PIL.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -59,7 +60,7 @@ CT_SOFT_TISSUE_WINDOW = (40.0, 400.0)
 
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 
-#: Largest NIfTI volume read (voxels, all frames): ~8 GB as float32, far above any CT or MR series.
+#: Largest volume read (voxels, all frames; NIfTI and DICOM): ~8 GB as float32, far above any CT or MR series.
 MAX_VOLUME_VOXELS = 2**31
 
 
@@ -176,6 +177,30 @@ def too_many_pixels(width: int, height: int) -> str:
         return ""
     return (f"image claims {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), over the safety "
             f"limit of {limit / 1e6:.0f} megapixels (a possible decompression bomb)")
+
+
+def _rows_cols(ds: Any) -> tuple[int, int]:
+    """Rows and Columns from a DICOM header; 0 where missing or unusable (pydicom's decoder then says so)."""
+    try:
+        return int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    except (TypeError, ValueError):
+        return 0, 0
+
+
+def too_many_dicom_pixels(ds: Any) -> str:
+    """Why a DICOM file's pixel data is refused before decoding ('' when it is not): its header's Rows x
+    Columns per frame over the 2D limit (the one PNGs have), or x NumberOfFrames over the NIfTI volume limit.
+    Checked on the header so a small compressed file cannot claim gigabytes of pixels."""
+    rows, cols = _rows_cols(ds)
+    frame = too_many_pixels(cols, rows)
+    if frame:
+        return frame
+    frames = _frame_count(ds)
+    total = rows * cols * frames
+    if total <= MAX_VOLUME_VOXELS:
+        return ""
+    return (f"DICOM claims {frames} frames of {cols}x{rows} pixels ({total / 1e9:.1f} billion), over the safety "
+            f"limit of {MAX_VOLUME_VOXELS / 1e9:.1f} billion (a possible decompression bomb)")
 
 
 def _check_pixels(path: Path, width: int, height: int) -> None:
@@ -577,6 +602,10 @@ def _functional_item(ds: Any, sequence: str, frame: int) -> Any:
 
 
 def _pixels(ds: Any, path: Path) -> np.ndarray:
+    too_big = too_many_dicom_pixels(ds)
+    if too_big:
+        raise ImageReadError(path, too_big, "the file is corrupt or not a real scan; re-export it, or split a "
+                             "genuine giant series into smaller files")
     try:
         arr = ds.pixel_array
     except Exception as exc:
@@ -683,7 +712,8 @@ def _dicom_meta(ds: Any) -> dict[str, Any]:
         "series_uid": str(ds.get("SeriesInstanceUID", "")) or None,
         "study_uid": str(ds.get("StudyInstanceUID", "")) or None,
         "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")) or None,
-        "series_description": str(ds.get("SeriesDescription", "")) or None,
+        "series_description": str(ds.get("SeriesDescription", "")).strip() or None,
+        "series_number": str(ds.get("SeriesNumber", "")) or None,
         "photometric": str(ds.get("PhotometricInterpretation", "")) or None,
     }
 
@@ -818,12 +848,18 @@ def read_dicom_series(files: Iterable[str | os.PathLike], source: str | os.PathL
     vol.meta["seg_files"] = seg_files
     vol.meta["skipped_files"] = skipped
     if len(headers) > 1:
+        described = str(members[0][1].get("SeriesDescription", "")).strip()
         vol.meta["note"] = (f"{source.name} holds {len(headers)} series; loaded the largest "
-                            f"({series_uid}, {vol.n_slices} slices)")
+                            f"({repr(described) if described else 'unnamed'}, {vol.n_slices} slices)")
     return vol
 
 
 def _read_single_frame_series(members: list[tuple[Path, Any]], source: Path) -> Volume:
+    claimed = sum(math.prod(_rows_cols(ds)) * _frame_count(ds) for _, ds in members)
+    if claimed > MAX_VOLUME_VOXELS:  # each file may be small; together they must fit too
+        raise ImageReadError(source, f"the series claims {claimed / 1e9:.1f} billion pixels in {len(members)} "
+                             f"files, over the safety limit of {MAX_VOLUME_VOXELS / 1e9:.1f} billion",
+                             "split the series into smaller folders, or remove files that do not belong to it")
     geoms = [_geometry(ds, 0) for _, ds in members]
     ori = geoms[0][1]
     px = geoms[0][2]

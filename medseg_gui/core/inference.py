@@ -138,7 +138,7 @@ def describe_model_path(path: str | Path) -> str:
     if path.suffix == ".safetensors":
         if not (path.parent / META_FILE).is_file():
             raise ModelLoadError(f"{path}: no {META_FILE} beside it, so its classes and input size are unknown — "
-                                 "load the bundle folder written by training or `medseg export`")
+                                 "load the bundle folder written by training or by medseg export")
         return "safetensors"
     if path.name in (META_FILE, HF_CONFIG_FILE):
         return "bundle"

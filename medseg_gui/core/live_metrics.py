@@ -25,6 +25,7 @@ import numpy as np
 from medseg_gui.core.events import (Checkpointed, EpochMetrics, Event, LogMessage, OomRecovered, PhaseChanged,
                                     RunFailed, RunFinished, RunStarted, StepMetrics, VramSample, read_jsonl)
 from medseg_gui.core.seg_metrics import HEADLINE_METRIC
+from medseg_gui.core.words import plural
 
 
 class DecimatedSeries:
@@ -277,6 +278,11 @@ class EtaEstimator:
             self._window_s -= old_s
             self._window_steps -= old_n
 
+    @property
+    def boundaries_measured(self) -> int:
+        """Epoch boundaries timed so far (0: validation is still the prior's guess)."""
+        return len(self._boundaries)
+
     def boundary_cost(self) -> float | None:
         """Seconds per epoch boundary: measured (the latest ones weigh most), else the prior."""
         if self._boundaries:
@@ -460,8 +466,8 @@ class LiveMetrics:
         self.eta.started(ev)
         if ev.resumed_from_step:
             self._restart_at(ev.resumed_from_step)
-        self._add_log(ev.time, "info", f"run started on {ev.device}: {ev.epochs} epochs x {ev.steps_per_epoch} "
-                                       f"steps, {ev.train_images} training / {ev.val_images} validation images"
+        self._add_log(ev.time, "info", f"run started on {ev.device}: {plural(ev.epochs, 'epoch')} x "
+                                       f"{plural(ev.steps_per_epoch, 'step')}, {ev.train_images} training / {ev.val_images} validation images"
                       + (f", resumed at step {ev.resumed_from_step}" if ev.resumed_from_step else ""))
         self._mark("run", "progress")
 
@@ -546,7 +552,7 @@ class LiveMetrics:
         self.eta_s = None
         best = "n/a" if self.best_f1 is None else f"{self.best_f1:.4f}"
         self._add_log(ev.time, "info", f"run {'stopped' if ev.stopped_early else 'finished'} after "
-                                       f"{ev.epochs_done} epochs, {ev.steps_done} steps, "
+                                       f"{plural(ev.epochs_done, 'epoch')}, {plural(ev.steps_done, 'step')}, "
                                        f"{ev.duration_s:.0f} s; best {HEADLINE_METRIC} {best}")
         self._mark("run", "progress")
 

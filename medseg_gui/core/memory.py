@@ -24,8 +24,11 @@ memory in its own pool for the whole run, so validation allocates beside it inst
 its peak is predicted as ``context + training peak + validation activations + offset``, the offset
 being the largest measured residual over graphed runs of ``bench_train_speed.py``.
 
-Several GPUs under DDP add, on each GPU, a copy of the gradients (DDP's buckets) and NCCL's
-buffers: ``ddp_extra_gb`` (named constants below; the NCCL part is an estimate, not measured).
+Several GPUs add memory on each GPU, and how much depends on the step (``ddp_extra_gb``):
+graphed, the gradients are views into one flat buffer that is all-reduced in place inside the graph
+(core/grad_sync.py), so only NCCL's buffers are added (measured, ``DDP_GRAPHED_EXTRA_GB``);
+ungraphed, Lightning's DDP wrapper also keeps a copy of the gradients in its buckets (an estimate
+from the parameter count plus ``NCCL_WORKSPACE_GB``, not measured).
 
 Recalibrate on a new GPU/driver/torch version (all measurements go through our own step code):
 
@@ -52,20 +55,34 @@ CALIBRATED_CLASSES = 4
 # gradient and two loss intermediates (six fp32 copies), beyond the calibrated class count.
 CLASS_BYTES_PER_PIXEL = 6 * 4
 
-# What DDP adds on each GPU of a several-GPU run (the calibration is single-GPU):
+# What several GPUs add on each GPU (the calibration is single-GPU).
+# Graphed step (core/grad_sync.py): gradients are views into ONE flat buffer, all-reduced in place
+# inside the captured step, so there is no second gradient copy; only NCCL's buffers are added.
+# Measured on 2 x H200 (torch 2.11, NCCL 2.28), peak reserved memory on rank 0, 1 GPU -> 2 GPUs:
+#   b5 . 16 . 256 bf16: 9.717 -> 9.951 GiB (+0.234)  benchmarks/results/bench_multi_gpu_b5_rerun.json
+#   b5 . 16 . 256 bf16: 9.908 -> 10.141 GiB (+0.232) benchmarks/results/bench_multi_gpu.json
+#   b2 . 32 . 256 bf16: 13.689 -> 13.779 GiB (+0.090) benchmarks/results/bench_multi_gpu.json
+# The constant is the largest of these, rounded up. It is the allocator's view: allocations NCCL makes
+# outside PyTorch's allocator are not in it (they fall within the safety margin, core/recommend.py).
+DDP_GRAPHED_EXTRA_GB = 0.25
+# Ungraphed step (Lightning's DDP wrapper, 25 MB buckets): an ESTIMATE, not measured here:
 # * gradient buckets: DDP all-reduces gradients through flat buckets that, by default
 #   (gradient_as_bucket_view=False), are one more copy of all gradients, in the parameters' dtype:
 #   fp32 (4 bytes) even under mixed precision, where Lightning keeps fp32 weights;
-# * NCCL's communication buffers and its own CUDA allocations: an estimate, not yet measured here
-#   (recalibrate with a 2-GPU run of benchmarks/bench_memory.py when one is added).
+# * NCCL's communication buffers and its own CUDA allocations (recalibrate with an ungraphed 2-GPU
+#   run of benchmarks/bench_multi_gpu.py, ``--cuda-graphs off``-style, when one is recorded).
 DDP_GRADIENT_BYTES_PER_PARAM = 4
 NCCL_WORKSPACE_GB = 0.5
 # SegFormer parameters (millions) with the decode head, per variant (the paper's and the model cards').
 SEGFORMER_PARAMS_M = {"b0": 3.7, "b1": 13.7, "b2": 27.5, "b3": 47.3, "b4": 64.1, "b5": 84.7}
 
 
-def ddp_extra_gb(variant: str) -> float:
-    """GiB DDP adds per GPU: one gradient bucket copy plus NCCL's workspace."""
+def ddp_extra_gb(variant: str, graphed: bool = False) -> float:
+    """GiB several GPUs add per GPU. Graphed: NCCL's buffers only (measured; the gradients are
+    all-reduced in place in one flat buffer). Ungraphed DDP: one gradient bucket copy plus NCCL's
+    workspace (estimated)."""
+    if graphed:
+        return DDP_GRAPHED_EXTRA_GB
     params = SEGFORMER_PARAMS_M.get(variant, max(SEGFORMER_PARAMS_M.values())) * 1e6
     return params * DDP_GRADIENT_BYTES_PER_PARAM / 2**30 + NCCL_WORKSPACE_GB
 
@@ -138,8 +155,9 @@ class MemoryModelData:
 
     def __call__(self, q: MemoryQuery) -> float:
         """Peak GB of the run (training or validation step, whichever is higher) incl. CUDA context."""
-        ddp = ddp_extra_gb(q.variant) if q.ddp else 0.0
-        if q.graphs and self.graphs_offset is not None:
+        graphed = q.graphs and self.graphs_offset is not None
+        ddp = ddp_extra_gb(q.variant, graphed=graphed) if q.ddp else 0.0
+        if graphed:
             return self.context_gb + self.graph_peak(q) + ddp
         return self.context_gb + max(self.train_peak(q), self.val_peak(q)) + ddp
 

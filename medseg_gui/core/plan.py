@@ -44,7 +44,7 @@ def describe(plan: list[cfg.RunConfig]) -> list[str]:
     for i, stage in enumerate(plan):
         tr, ds = stage.training, stage.dataset
         kind = "quick check" if i < len(plan) - 1 else "full run"
-        steps = f", {tr.max_steps_per_epoch} steps" if tr.max_steps_per_epoch else ""
+        steps = f", {plural(tr.max_steps_per_epoch, 'step')}" if tr.max_steps_per_epoch else ""
         lines.append(f"{i + 1}. {kind}: SegFormer-{tr.variant}, batch {tr.batch_size}, {ds.image_size} px, "
                      f"{plural(tr.epochs, 'epoch')}{steps}")
     return lines
@@ -73,7 +73,7 @@ def judge_stage(result: Any, losses: list[float]) -> tuple[bool, str]:
         return False, "the check reported no loss"
     if any(not math.isfinite(v) for v in losses):
         return False, "the loss became NaN or infinite: lower training.lr or check the masks"
-    return True, f"the check trained {result.steps_done} steps, loss {losses[-1]:.3f}"
+    return True, f"the check trained {plural(result.steps_done, 'step')}, loss {losses[-1]:.3f}"
 
 
 class PlanRunner:

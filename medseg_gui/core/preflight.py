@@ -18,6 +18,7 @@ from typing import Any
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core.hardware import GpuInfo, GpuProcess, HardwareSnapshot
+from medseg_gui.core.words import plural
 
 HEADROOM_GB = 1.0  # the brief: at least 1 GB more VRAM than the configuration needs
 OTHERS_NOTABLE_GB = 0.25
@@ -319,16 +320,16 @@ def check_workers(f: PreflightFacts) -> CheckItem:
     n = f.config.training.num_workers
     best = recommended_workers(f)
     if f.os_name == "Windows" and n > 0:
-        return CheckItem("workers", title, "fail", f"{n} workers on Windows: each one re-imports the app in a new "
+        return CheckItem("workers", title, "fail", f"{plural(n, 'worker')} on Windows: each one re-imports the app in a new "
                          "process, which is slow and can fail", "set training.num_workers = 0 (and turn on "
                          "dataset.cache_images if loading is slow)")
     if n > f.cpu_count:
-        return CheckItem("workers", title, "warn", f"{n} workers for {f.cpu_count} CPU cores: they compete with "
+        return CheckItem("workers", title, "warn", f"{plural(n, 'worker')} for {plural(f.cpu_count, 'CPU core')}: they compete with "
                          "each other and with training", f"set training.num_workers = {best}")
     if n == 0 and f.os_name != "Windows" and runs_on_gpu(f) and best >= 2:
         return CheckItem("workers", title, "warn", "0 workers: images are decoded on the training thread while "
                          "the GPU waits", f"set training.num_workers = {best}")
-    return CheckItem("workers", title, "ok", f"{n} workers ({f.cpu_count} CPU cores, {f.os_name})")
+    return CheckItem("workers", title, "ok", f"{plural(n, 'worker')} ({plural(f.cpu_count, 'CPU core')}, {f.os_name})")
 
 
 def check_pinned_memory(f: PreflightFacts) -> CheckItem:
@@ -401,8 +402,8 @@ def check_gpu_choice(f: PreflightFacts) -> CheckItem:
 
     title = "The chosen GPUs are there"
     tr = f.config.training
-    fix_choice = ("pick the GPUs on the Hardware page, or set training.gpus to GPUs that `medseg hardware` lists "
-                  "(empty: the card with the most free memory)")
+    fix_choice = ("pick the GPUs on the Hardware page, or set training.gpus to GPUs that the Hardware page "
+                  "(or medseg hardware) lists (empty: the card with the most free memory)")
     if not runs_on_gpu(f):
         return CheckItem("gpu_choice", title, "ok", "not used: training on the CPU")
     if f.gpu_error:

@@ -27,6 +27,8 @@ MAX_BATCH = 256
 def safety_margin(free_gb: float) -> float:
     return max(SAFETY_MARGIN_GB, SAFETY_MARGIN_SHARE * free_gb)
 OTHERS_WARN_GB = 0.5
+# The warning's first sentence; the Hardware page shows it alone because its CPU card already says why.
+NO_GPU_WARNING = "No GPU: training on the CPU will be very slow (hours per epoch on real data)."
 
 
 @dataclass(frozen=True)
@@ -187,8 +189,8 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | str | None = None, vr
             warnings.append(f"CUDA_VISIBLE_DEVICES={snapshot.cuda_visible_devices!r} hides every GPU from "
                             "training: planning for the CPU.")
         else:
-            warnings.append("No GPU: training on the CPU will be very slow (hours per epoch on real data). "
-                            + (f"({snapshot.nvml_error})" if snapshot.nvml_error else ""))
+            why = snapshot.nvml_error
+            warnings.append(NO_GPU_WARNING + (f" Why: {why}." if why else ""))
 
     tier = tier_for_vram(free)
     if free is not None and tier.name == "cpu":
@@ -266,16 +268,23 @@ def _apply_dataset(config: RunConfig, dataset: DatasetSummary, reasons: list[str
 
 
 def predicted_peak(memory_model: MemoryModel, config: RunConfig, batch_size: int | None = None,
-                   variant: str | None = None, image_size: int | None = None, graphs: bool | None = None) -> float:
-    """``graphs``: whether the step is a CUDA graph; None means as the configuration would run it."""
+                   variant: str | None = None, image_size: int | None = None, graphs: bool | None = None,
+                   compiled: bool | None = None) -> float:
+    """The predicted peak of a plan: the ONE function both ``recommend`` and the session's RunStarted ask,
+    so the number a plan was sized with is the number the run reports.
+
+    ``graphs``/``compiled``: whether the step is a CUDA graph / compiled; None means as the configuration
+    would run it (what a plan assumes); the session passes what it actually runs. ``precision`` may be
+    'auto': the model keys on mixed vs fp32 only, and 'auto' on a GPU is mixed."""
     tr, ds = config.training, config.dataset
     # 'auto' compiles long GPU runs, and compiled runs hold more (kernels, graph pools): plan for it.
-    compiled = tr.compile == "on" or (tr.compile == "auto" and tr.accelerator != "cpu")
+    if compiled is None:
+        compiled = tr.compile == "on" or (tr.compile == "auto" and tr.accelerator != "cpu")
     graphs = graphs_possible(config) and tr.accumulate_grad_batches == 1 if graphs is None else graphs
     return memory_model(MemoryQuery(variant=variant or tr.variant, batch_size=batch_size or tr.batch_size,
                                     image_size=image_size or ds.image_size, num_classes=ds.num_classes,
-                                    precision=tr.precision, compiled=compiled, graphs=graphs,
-                                    ddp=device_count(tr.gpus, tr.devices) > 1))
+                                    precision=tr.precision, compiled=compiled,
+                                    graphs=graphs, ddp=device_count(tr.gpus, tr.devices) > 1))
 
 
 def graphs_possible(config: RunConfig) -> bool:

@@ -74,6 +74,39 @@ def read_owner(path: Path) -> LockOwner | None:
                      started=float(started) if isinstance(started, (int, float)) else None)
 
 
+def lock_holder(run_dir: Path | str) -> LockOwner | None:
+    """Who is training in ``run_dir`` now, without taking its lock: the owner recorded in ``run.lock``
+    when that process is alive on this host and still holds the kernel lock, or any owner on another
+    host (which cannot be checked from here, and which ``acquire`` refuses too). None for no lock or a
+    stale one (a crashed run: it can be resumed).
+
+    Why not simply try ``acquire``: taking the lock, even for a moment, could make a training that
+    starts at that instant refuse its own folder. The kernel lock is probed only once the pid says the
+    holder is alive, so an idle folder is never touched."""
+    path = Path(run_dir) / LOCK_FILE
+    owner = read_owner(path)
+    if owner is None or owner.pid is None:
+        return None
+    if owner.host != this_host():
+        return owner
+    if not pid_alive(owner.pid):
+        return None
+    if fcntl is None:
+        return owner
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # released between our read and our open
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        # held (or locks unsupported here: then trust the live pid, as acquire does)
+        return owner if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.ENOLCK) else None
+    finally:
+        os.close(fd)  # drops our shared lock, if we got it
+    return None  # the pid is alive but not holding the lock: a reused pid, the run is not training
+
+
 class RunLock:
     """``acquire()`` or raise RunLocked; ``release()`` is idempotent. ``taken_over`` names the dead
     owner of a stale lock that was replaced (for the caller's log line)."""

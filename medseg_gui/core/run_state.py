@@ -13,6 +13,9 @@ from medseg_gui.core.seg_metrics import HEADLINE_SHORT
 from medseg_gui.core.words import plural  # the one plural helper, re-exported for this module's users
 
 
+TRAINING_NOW = "training now"
+
+
 def progress_words(epochs_done: int, steps_done: int, last_epoch: int, stopped: bool) -> str:
     """``5 epochs`` for whole epochs; ``21 steps, stopped in epoch 1`` when a stop fell mid-epoch."""
     if stopped and last_epoch > epochs_done and steps_done:
@@ -30,8 +33,9 @@ def resume_words(epochs_done: int) -> str:
 
 def summary_line(status: str, epochs_done: int, steps_done: int, last_epoch: int, best: float | None,
                  running: bool = False) -> str:
-    """The runs list's second line: state, progress and the headline score."""
-    state = "running" if running else status
+    """The runs list's second line: state, progress and the headline score. ``running`` (this window's
+    live run) and status ``training`` (a run whose lock a live process holds) read the same."""
+    state = TRAINING_NOW if running or status == "training" else status
     parts = [state, progress_words(epochs_done, steps_done, last_epoch, status == "stopped")]
     if best is not None:
         parts.append(f"{HEADLINE_SHORT} {best:.3f}")

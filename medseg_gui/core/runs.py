@@ -27,6 +27,7 @@ from typing import Any
 from medseg_gui.core import config as cfg
 from medseg_gui.core.atomic import atomic_write, atomic_write_text, name_write_error
 from medseg_gui.core.events import Event, RunFailed, RunFinished, RunStarted, StepMetrics, read_jsonl
+from medseg_gui.core.run_lock import lock_holder
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.toml"
@@ -297,13 +298,14 @@ class RunSummary:
     variant: str | None
     dataset: str | None
     created: float
-    status: str  # "finished" | "stopped" | "failed" | "incomplete" (crashed or still running)
+    status: str  # "finished" | "stopped" | "failed" | "training" (its lock is held now) | "incomplete" (crashed)
     best_f1: float | None = None
     epochs_done: int = 0
     has_bundle: bool = False
     steps_done: int = 0  # optimiser steps reached (a run stopped mid-epoch has steps but 0 epochs)
     last_epoch: int = 0  # the epoch the last step belonged to (1-based): where a stop happened
     can_resume: bool = False  # checkpoints/last.ckpt exists
+    trainer: str = ""  # who trains it now (status "training"), in words: "process 123 on host (since …)"
 
 
 @dataclass
@@ -355,11 +357,15 @@ def _summarise(run_dir: Path) -> RunSummary:
         f1s = [r["val_f1"] for r in rows if r.get("val_f1") is not None]
         best = max(f1s) if f1s else None
         epochs = max([r["epoch"] for r in rows if r.get("epoch")] or [0])
+    holder = lock_holder(run_dir)  # a run being trained reads like a crashed one from its files alone
+    if holder is not None:
+        status = "training"
     return RunSummary(run_dir=run_dir, name=run_dir.name, variant=config.training.variant,
                       dataset=config.dataset.path, created=(run_dir / CONFIG_FILE).stat().st_mtime,
                       status=status, best_f1=best, epochs_done=epochs,
                       has_bundle=(run_dir / BUNDLE_DIR / "medseg.json").is_file(), steps_done=steps,
-                      last_epoch=last_epoch, can_resume=checkpoint_paths(run_dir)[1].is_file())
+                      last_epoch=last_epoch, can_resume=checkpoint_paths(run_dir)[1].is_file(),
+                      trainer=holder.describe() if holder is not None else "")
 
 
 def load_run(run_dir: str | Path) -> RunRecord:

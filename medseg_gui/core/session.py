@@ -34,6 +34,8 @@ from medseg_gui.core import config as cfg
 from medseg_gui.core import runs
 from medseg_gui.core.atomic import disk_error_path, is_disk_full, remove_stale_temps
 from medseg_gui.core.run_lock import LOCK_FILE, RunLock, RunLocked
+from medseg_gui.core.seg_metrics import HEADLINE_SHORT
+from medseg_gui.core.words import plural
 from medseg_gui.core.trial_run import free_cuda
 from medseg_gui.core.events import (Checkpointed, Event, JsonlWriter, LogMessage, OomRecovered, PhaseChanged,
                                     RunFailed, RunFinished, RunStarted, Sink, open_jsonl_append)
@@ -164,8 +166,12 @@ class TrainingSession:
                                    kind=failure.kind, detail=failure.detail)
             except Exception as exc:  # noqa: BLE001 — the contract: a terminal event, never a raise
                 result = _classify_failure(exc, str(self.run_dir or ""))
-            discard = isinstance(result, RunFailed) and self._is_failed_start()
+            discard = self._is_failed_start(result)
             if discard:
+                if isinstance(result, RunFinished):  # a Stop before the first step
+                    self._safe_emit(LogMessage(level="info", message=(
+                        f"stopped before training began: removed the run folder {self.run_dir}, which held "
+                        f"nothing worth keeping")))
                 result.run_dir = ""  # the folder goes: nothing in it was worth keeping
             self._safe_emit(result)
         finally:  # every way out, Ctrl-C included, closes the files and releases the lock
@@ -261,12 +267,12 @@ class TrainingSession:
                 raise _Failure(f"cannot resume: {exc}", kind="config",
                                hint=f"move {best_path} out of the run folder to resume without it") from None
         if score != recorded:
-            before = "no score" if recorded is None else f"val F1 {recorded:.4f}"
+            before = "no score" if recorded is None else f"{HEADLINE_SHORT} {recorded:.4f}"
             if score is None:
                 self._notes.append(f"there is no best checkpoint in {best_path.parent} (the checkpoint resumed "
                                    f"recorded {before}): the next validated epoch becomes the best")
             else:
-                self._notes.append(f"{best_path} holds val F1 {score:.4f} while the checkpoint resumed recorded "
+                self._notes.append(f"{best_path} holds {HEADLINE_SHORT} {score:.4f} while the checkpoint resumed recorded "
                                    f"{before} (the run ended between two saves): continuing with {score:.4f}")
         resume["best_f1"] = score
 
@@ -306,7 +312,7 @@ class TrainingSession:
                     raise _Failure(runs.new_run_dir_problem(requested) or f"{requested} is in use", kind="run_dir",
                                    hint=hint)
         except RunLocked as exc:
-            raise _Failure(str(exc), kind="run_dir", hint="two trainings must not write one run folder") from None
+            raise _Failure(str(exc), kind="run_busy", hint="two trainings must not write one run folder") from None
         except OSError as exc:
             raise _write_failure(exc, self.run_dir or where) from None
         self._fresh_run_dir = checkpoint is None or self._created_run_dir  # only now: the folder is ours
@@ -370,7 +376,7 @@ class TrainingSession:
             self.batch_size, self.accumulate = saved_batch, saved_acc  # keep an OOM-reduced batch
             self._log("info", f"keeping the batch size {saved_batch} x {saved_acc} accumulation the run "
                               f"reduced to after running out of memory")
-        self._log("info", f"resuming from {resume['_path']}: {self.epochs_completed} epochs, step {self.step}")
+        self._log("info", f"resuming from {resume['_path']}: {plural(self.epochs_completed, 'epoch')} done, step {self.step}")
         return model, _State(None, resume.get("optimizer"), self.epochs_completed, self.step, self.best_f1)
 
     def _fit_once(self, model: Any, state: _State) -> None:
@@ -387,7 +393,7 @@ class TrainingSession:
         self.epochs_completed, self.step, self.best_f1 = state.epochs_completed, state.step, state.best_f1
         remaining = tr.epochs - self.epochs_completed
         if remaining <= 0:
-            self._log("info", f"all {tr.epochs} epochs are already done; raise training.epochs to train more")
+            self._log("info", f"all {plural(tr.epochs, 'epoch')} are already done; raise training.epochs to train more")
             return
         data_config = self.config.copy()
         data_config.training.batch_size = self.batch_size
@@ -471,7 +477,7 @@ class TrainingSession:
             try:
                 plan = gi.plan_for_this_process(tr.gpus, tr.devices)
             except gi.GpuSelectionError as exc:
-                raise _Failure(str(exc), hint="set training.gpus to GPUs that `medseg hardware` lists, or empty it "
+                raise _Failure(str(exc), hint="set training.gpus to GPUs that the Hardware page (or medseg hardware) lists, or empty it "
                                "to train on the card with the most free memory", kind="config") from None
             if tr.gpus and tr.devices != len(tr.gpus):
                 self._log("warning", f"training.devices is {tr.devices} but training.gpus names {len(tr.gpus)} "
@@ -505,28 +511,23 @@ class TrainingSession:
         return plan
 
     def _graph_memory(self, precision: str) -> dict[str, float | None]:
-        """Predicted peaks with and without the graph, and the memory budget (GB) they must fit."""
-        import dataclasses
+        """Predicted peaks with and without the graph, and the memory budget (GB) they must fit.
 
+        Same peak function and same free-memory basis as ``recommend`` (core/recommend.py): a plan
+        sized there keeps its graph here."""
+        from medseg_gui.core.hardware import free_for_plan_gb
         from medseg_gui.core.memory import default_memory_model
-        from medseg_gui.core.recommend import MemoryQuery
-
-        import torch
-
-        from medseg_gui.core.recommend import safety_margin
+        from medseg_gui.core.recommend import predicted_peak, safety_margin
 
         none: dict[str, float | None] = {"graph_gb": None, "eager_gb": None, "budget_gb": None}
         model = default_memory_model()
-        if model is None or not torch.cuda.is_available():
+        free = free_for_plan_gb() if model is not None else None
+        if model is None or free is None:
             return none
-
-        tr, ds = self.config.training, self.config.dataset
-        query = MemoryQuery(tr.variant, self.batch_size, ds.image_size, ds.num_classes, precision)
         try:
-            eager = float(model(query))
-            graph = float(model(dataclasses.replace(query, graphs=True)))
-            free = torch.cuda.mem_get_info()[0] / 2**30
-        except (KeyError, RuntimeError):
+            eager = float(predicted_peak(model, self.config, self.batch_size, graphs=False, compiled=False))
+            graph = float(predicted_peak(model, self.config, self.batch_size, graphs=True, compiled=False))
+        except KeyError:
             return none
         return {"graph_gb": graph, "eager_gb": eager, "budget_gb": free - safety_margin(free)}
 
@@ -558,27 +559,25 @@ class TrainingSession:
                           predicted_peak_gb=self._predicted_peak(trainer, module))
 
     def _predicted_peak(self, trainer: Any, module: Any) -> float | None:
-        """The memory model's peak for what actually runs (batch after OOM halving, compiled or not)."""
+        """The memory model's peak for what actually runs (batch after OOM halving, compiled or not,
+        graphed or not), from the same function ``recommend`` sizes plans with, so the two agree."""
         if _vram_total(trainer) is None:
             return None
         from medseg_gui.core.memory import default_memory_model
-        from medseg_gui.core.precision import resolve_precision
-        from medseg_gui.core.recommend import MemoryQuery
+        from medseg_gui.core.recommend import predicted_peak
 
         model = default_memory_model()
         if model is None:
             return None
-        tr, ds = self.config.training, self.config.dataset
         try:
-            return float(model(MemoryQuery(tr.variant, self.batch_size, ds.image_size, ds.num_classes,
-                                           resolve_precision(tr.precision, "gpu"),
-                                           compiled=bool(getattr(module, "compile_mode", None)),
-                                           graphs=bool(getattr(module, "cuda_graphs", False)))))
+            return float(predicted_peak(model, self.config, self.batch_size,
+                                        graphs=bool(getattr(module, "cuda_graphs", False)),
+                                        compiled=bool(getattr(module, "compile_mode", None))))
         except KeyError:
             return None
 
     def _on_epoch_done(self, trainer: Any, module: Any, record: Any) -> list[Checkpointed]:
-        """Rank 0 after each epoch: metrics.csv row, then best.ckpt when val F1 improved, then last.ckpt.
+        """Rank 0 after each epoch: metrics.csv row, then best.ckpt when the headline score improved, then last.ckpt.
 
         Best before last: a crash between the two leaves last.ckpt one epoch behind (the resume redoes
         that epoch and drops its metrics row) while best.ckpt already holds the better weights, whose
@@ -707,10 +706,17 @@ class TrainingSession:
             except Exception:  # noqa: BLE001 — a broken sink (or a full disk) must not hide the result
                 pass
 
-    def _is_failed_start(self) -> bool:
-        """A new run's folder (made by this session, or empty before it) and the run never started
-        training: nothing in it is worth keeping. A resumed run's folder is never a failed start."""
-        if self.rank != 0 or not self._fresh_run_dir or self._started_emitted or self.run_dir is None:
+    def _is_failed_start(self, result: RunFinished | RunFailed) -> bool:
+        """A new run's folder (made by this session, or empty before it) that ended before training
+        began — it failed before the run started, or the user's Stop came before the first step: nothing
+        in it is worth keeping, and left behind it would be listed as an empty run. A resumed run's folder
+        is never a failed start; a checkpoint or bundle in the folder is always kept."""
+        if self.rank != 0 or not self._fresh_run_dir or self.run_dir is None:
+            return False
+        if isinstance(result, RunFailed):
+            if self._started_emitted:
+                return False
+        elif not result.stopped_early or self._started_emitted or self.step > 0:
             return False
         best, last = runs.checkpoint_paths(self.run_dir)
         return not (best.exists() or last.exists() or (self.run_dir / runs.BUNDLE_DIR).exists())

@@ -21,8 +21,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDoubleSpinBox, QFr
 
 from medseg_gui.core.gpu_identity import GpuSelectionError, by_cuda_index, choose_gpus, gpu_label, short_uuid
 from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot
-from medseg_gui.core.recommend import Recommendation
+from medseg_gui.core.recommend import NO_GPU_WARNING, Recommendation
 from medseg_gui.core.tiers import TIERS
+from medseg_gui.core.words import plural
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
 
@@ -304,7 +305,7 @@ class CpuCard(QFrame):
     def update_snapshot(self, snapshot: HardwareSnapshot) -> None:
         reason = snapshot.nvml_error or "No NVIDIA GPU was found."
         self.reason.setText(f"{reason[0].upper()}{reason[1:]}")
-        self.cpu.setText(f"{snapshot.cpu_name} · {snapshot.cpu_count} cores · {snapshot.os_name}")
+        self.cpu.setText(f"{snapshot.cpu_name} · {plural(snapshot.cpu_count, 'core')} · {snapshot.os_name}")
         total, avail = snapshot.ram_total_gb, snapshot.ram_available_gb
         used = None if total is None or avail is None else total - avail
         self.ram_total.setText(f"{fmt(used, digits=1)} / {fmt(total, 'GB', 1)}")
@@ -448,7 +449,9 @@ class RecommendationCard(QFrame):
             self.values["batch"].setToolTip(f"Predicted peak {rec.predicted_peak_gb:.1f} GB")
         self.reasons.setText("<ul style='margin-left:-20px'>" + "".join(
             f"<li style='margin-bottom:3px'>{html.escape(r)}</li>" for r in rec.reasons) + "</ul>")
-        self.warnings.setText("<br>".join(f"⚠ {html.escape(w)}" for w in rec.warnings))
+        # The CPU card beside this one already shows why there is no GPU: say it once.
+        shown = [NO_GPU_WARNING if w.startswith(NO_GPU_WARNING) else w for w in rec.warnings]
+        self.warnings.setText("<br>".join(f"⚠ {html.escape(w)}" for w in shown))
         self.warnings.setVisible(bool(rec.warnings))
         self._update_button()
 

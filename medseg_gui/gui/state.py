@@ -53,6 +53,9 @@ def _rec_key(rec: Recommendation) -> tuple:
             None if rec.free_gb is None else round(rec.free_gb, 1))
 
 
+KEPT_CHECKS = 8  # recent pre-flight reports remembered (one per configuration)
+
+
 class AppState(QObject):
     config_changed = Signal(object)          # RunConfig (a private copy; edit through the methods)
     snapshot_changed = Signal(object)        # HardwareSnapshot
@@ -77,6 +80,10 @@ class AppState(QObject):
         # Training page answers the Tools page's checklist too)
         self.preflight_report: Any = None
         self.preflight_config: dict[str, Any] | None = None
+        # a few recent checks, newest last: the wizard checks its own configuration and shares it here
+        # before handing that configuration over, so the latest check need not be for ours
+        self._preflights: list[tuple[dict[str, Any], Any]] = []
+        self._preflight_checked: RunConfig | None = None
 
     # ----- configuration -------------------------------------------------------------------------
     @property
@@ -138,12 +145,25 @@ class AppState(QObject):
     def set_preflight(self, report: Any, config: RunConfig) -> None:
         """Share a finished pre-flight check; ``preflight_for`` answers only for that configuration."""
         self.preflight_report, self.preflight_config = report, config.to_dict()
+        self._preflight_checked = config.copy()
+        self._preflights = [(c, r) for c, r in self._preflights if c != self.preflight_config][-(KEPT_CHECKS - 1):]
+        self._preflights.append((self.preflight_config, report))
         self.preflight_changed.emit(report)
 
     def preflight_for(self, config: RunConfig) -> Any:
-        if self.preflight_report is None or self.preflight_config != config.to_dict():
-            return None
-        return self.preflight_report
+        """The newest check made for exactly ``config`` (any checklist's, the wizard's too), else None."""
+        wanted = config.to_dict()
+        for checked, report in reversed(self._preflights):
+            if checked == wanted:
+                return report
+        return None
+
+    def share_preflight_with(self, other: AppState) -> None:
+        """Pass every check made here on to ``other`` (the wizard's own state -> the main window's),
+        so the Tools checklist shows the wizard's check instead of "Not checked yet"."""
+        self.preflight_changed.connect(
+            lambda report: other.set_preflight(report, self._preflight_checked)
+            if report is self.preflight_report and self._preflight_checked is not None else None)
 
     # ----- dataset -------------------------------------------------------------------------------
     def set_dataset(self, path: str, summary: DatasetSummary | None = None) -> None:

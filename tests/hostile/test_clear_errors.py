@@ -104,6 +104,36 @@ def test_fp16_weights_are_converted_to_float32_and_said(tmp_path, bundle, capsys
     assert "converted to float32" in capsys.readouterr().err
 
 
+def test_viewer_banner_shows_what_loading_the_model_found(qtbot, tmp_path, bundle):
+    """fp16 weights converted and NaN weights are said in the Viewer's banner, not only on the command line."""
+    pytest.importorskip("pytestqt")
+    import torch
+
+    from medseg_gui.gui.viewer.viewer_widget import ViewerWidget
+
+    viewer = ViewerWidget()
+    qtbot.addWidget(viewer)
+    viewer.show()
+    try:
+        with qtbot.waitSignal(viewer.model_loaded, timeout=60_000):
+            viewer.load_model(bundle)
+        assert not viewer.banner.isVisible()  # a clean model: nothing to say
+        bad = _copy_bundle(bundle, tmp_path / "nan")
+
+        def poison(state):
+            name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim > 1)
+            state[name] = torch.full_like(state[name], float("nan"))
+            return state
+        _rewrite_weights(bad, poison)
+        with qtbot.waitSignal(viewer.model_loaded, timeout=60_000):
+            viewer.load_model(bad)
+        text = viewer.banner.label.text()
+        assert viewer.banner.isVisible() and viewer.banner.label.property("state") == "bad"
+        assert "loaded with a warning" in text and "NaN" in text, text
+    finally:
+        viewer.shutdown()
+
+
 @pytest.mark.parametrize("size", [0, -5, 100_000])
 def test_impossible_bundle_image_size_is_one_clear_line(tmp_path, bundle, capsys, size):
     from medseg_gui.core.bundle import BundleError, read_bundle_info

@@ -219,3 +219,56 @@ def test_masks_stored_as_0_255_check_hint_and_import_agree(tmp_path, capsys):
     for path in masks:
         assert set(np.unique(read_image(path))) == {0, 1}
     assert main(["data", "check", str(dst), "--num-classes", "2"]) == 0  # what the hint promised
+
+
+# ---- DICOM pixel data claiming a gigantic size -----------------------------------------------------------
+def _dicom_claiming(path: Path, rows: int, cols: int, frames: int = 1) -> Path:
+    """A real CT header with a few bytes of pixel data, claiming ``frames`` x ``rows`` x ``cols``."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Rows, ds.Columns = rows, cols
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = b"\0" * 64
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize("rows, cols, frames, words", [
+    (20_000, 20_000, 1, "20000x20000 pixels"),  # one frame over the 2D limit PNGs have
+    (1024, 1024, 3000, "3000 frames of 1024x1024"),  # each frame fine, together over the volume limit
+])
+def test_dicom_claiming_gigantic_pixel_data_is_refused_in_one_line(tmp_path, bundle, capsys, rows, cols, frames,
+                                                                   words):
+    from medseg_gui.core.imageio import too_many_dicom_pixels
+
+    bomb = _dicom_claiming(tmp_path / "bomb.dcm", rows, cols, frames)
+    with pytest.raises(ImageReadError, match="decompression bomb") as err:
+        read_volume(bomb)
+    assert words in str(err.value) and "bomb.dcm" in str(err.value)
+    import pydicom
+
+    assert too_many_dicom_pixels(pydicom.dcmread(bomb, stop_before_pixels=True))
+    assert not too_many_dicom_pixels(pydicom.dcmread(_dicom_claiming(tmp_path / "ok.dcm", 512, 512, 400),
+                                                     stop_before_pixels=True))  # a real multi-frame CT
+    good = write_png(tmp_path / "good.png", ramp_image())
+    code = main(["predict", str(bundle), str(bomb), str(good), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    (line,) = [ln for ln in captured.err.splitlines() if "bomb.dcm" in ln]
+    assert "decompression bomb" in line
+    assert (tmp_path / "out" / "good_mask.png").is_file()  # the others go on
+
+
+def test_a_dicom_series_claiming_too_many_pixels_together_is_refused(tmp_path, monkeypatch):
+    import medseg_gui.core.imageio as imageio
+    from imageio_fixtures import make_ct_series
+
+    make_ct_series(tmp_path / "ct", [np.zeros((8, 8), np.int16)] * 30, [2.0 * i for i in range(30)], "1.2.3.4")
+    assert read_volume(tmp_path / "ct").data.shape == (30, 8, 8)
+    monkeypatch.setattr(imageio, "MAX_VOLUME_VOXELS", 30 * 64 - 1)
+    with pytest.raises(ImageReadError, match=r"claims .* pixels in 30 files, over the safety limit"):
+        read_volume(tmp_path / "ct")

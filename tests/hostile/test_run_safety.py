@@ -210,7 +210,7 @@ def test_a_locked_run_refuses_a_resume_and_is_not_written(tmp_path):
         result = session.run()
     finally:
         held.release()
-    assert isinstance(result, RunFailed) and result.kind == "run_dir"
+    assert isinstance(result, RunFailed) and result.kind == "run_busy"
     assert f"in use by process {os.getpid()}" in result.reason
     before.pop(LOCK_FILE)
     assert _snapshot(run) == before  # not even an event appended
@@ -644,3 +644,58 @@ def test_kill_minus_9_mid_training_then_resume_is_consistent(tmp_path, capsys):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in best_state.items())
     assert [r["epoch"] for r in runs.read_metrics(run / runs.METRICS_FILE)] == list(range(1, done + 2))
     assert not (run / LOCK_FILE).exists() and not _temps(run)
+
+
+# ---- a Stop before training began leaves no empty run --------------------------------------------------
+@pytest.mark.parametrize("when", ["before-run", "loading-model"])
+@pytest.mark.parametrize("where", ["auto", "new", "existing-empty"])
+def test_a_stop_before_the_first_step_leaves_no_empty_run(tmp_path, when, where):
+    from medseg_gui.core.events import LogMessage, PhaseChanged, RunFinished
+
+    config = tiny_config(tmp_path, epochs=1)
+    run_dir = None if where == "auto" else tmp_path / "explicit"
+    if where == "existing-empty":
+        run_dir.mkdir()
+    session, events = _session(config, run_dir=run_dir)
+    if when == "before-run":
+        session.stop()
+    else:  # the user's Stop while the model loads
+        inner = session.user_sink
+
+        def sink(event):
+            inner(event)
+            if isinstance(event, PhaseChanged) and event.phase == "loading_model":
+                session.stop()
+        session.user_sink = sink
+    result = session.run()
+    assert isinstance(result, RunFinished) and result.stopped_early and result.run_dir == ""
+    assert not result.bundle_dir and result.steps_done == 0
+    notes = [e.message for e in events if isinstance(e, LogMessage)]
+    assert any("stopped before training began" in n for n in notes)
+    assert runs.list_runs(tmp_path / "runs") == []
+    if where == "auto":
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    elif where == "new":
+        assert not run_dir.exists()
+    else:
+        assert run_dir.is_dir() and not any(run_dir.iterdir())  # the user's folder stays, emptied of ours
+
+
+def test_a_stop_after_the_first_step_keeps_the_run(tmp_path):
+    from medseg_gui.core.events import RunFinished, StepMetrics
+
+    config = tiny_config(tmp_path, epochs=1)
+    session, events = _session(config)
+    inner = session.user_sink
+
+    def sink(event):
+        inner(event)
+        if isinstance(event, StepMetrics):
+            session.stop()
+    session.user_sink = sink
+    result = session.run()
+    assert isinstance(result, RunFinished) and result.stopped_early and result.steps_done >= 1
+    run = Path(result.run_dir)
+    assert runs.is_run_dir(run) and runs.checkpoint_paths(run)[1].is_file()  # last.ckpt: resumable
+    (summary,) = runs.list_runs(tmp_path / "runs")
+    assert summary.status == "stopped" and summary.can_resume

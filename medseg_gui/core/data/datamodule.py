@@ -54,7 +54,7 @@ def _load_pair(pair: Pair, channels: int, num_classes: int) -> tuple[np.ndarray,
         mask = mask[:, :, 0]
     if mask.size and int(mask.max()) >= num_classes:
         raise ValueError(f"{pair.mask}: mask value {int(mask.max())} is outside 0..{num_classes - 1}; "
-                         "run `medseg data check` on the dataset (its mask check may have been sampled)")
+                         "check the dataset (medseg data check, or the wizard's Check step; its mask check may have been sampled)")
     if mask.dtype != np.uint8:
         mask = mask.astype(np.uint8)
     if mask.shape[:2] != image.shape[:2]:
@@ -177,7 +177,7 @@ def _build_class() -> type:
                                                val_fraction=ds.val_fraction, seed=tr.seed)
             if not self.report.can_train:
                 raise DatasetNotReady(f"{self.report.root}: {self.report.verdict}. "
-                                      "Run `medseg data check` on it for the full report.")
+                                      "Check it (medseg data check, or the wizard's Check step) for the full report.")
             channels = self.report.image_channels
             train_pairs = self.report.usable_pairs("train")
             val_pairs = self.report.usable_pairs("valid")

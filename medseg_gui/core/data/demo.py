@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg_gui.core.atomic import umask_mode
+
 DEFAULT_SIZE = 256
 DEFAULT_N = 240
 SLICES_PER_CASE = 8
@@ -233,7 +235,7 @@ def generate_demo(dst: str | Path, n: int = DEFAULT_N, size: int = DEFAULT_SIZE,
     stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
     try:
         _write_demo(stage, n, size, seed)
-        os.chmod(stage, 0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
+        os.chmod(stage, umask_mode(directory=True))  # mkdtemp makes it private; colleagues must read it
         if dst.exists():
             dst.rmdir()  # empty (checked above); os.replace cannot replace a folder on Windows
         os.replace(stage, dst)

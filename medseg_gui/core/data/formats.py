@@ -235,7 +235,7 @@ def detect_layout(root: str | Path) -> str:
         raise DatasetLayoutError(f"{root}: cannot be listed ({exc.strerror or exc})") from None
     hint = ""
     if any(s.lower() == "train.csv" for s in seen):
-        hint = " It looks like the raw Kaggle layout: convert it with `medseg data import --from kaggle`."
+        hint = " It looks like the raw Kaggle layout: convert it with medseg data import --from kaggle (or File → New training wizard)."
     raise DatasetLayoutError(
         f"{root}: not a dataset layout. Expected train/images + train/masks (+ valid/images + "
         f"valid/masks), or images/ + masks/. Found: {', '.join(seen) or 'nothing'}.{hint}")

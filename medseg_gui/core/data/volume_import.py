@@ -163,15 +163,36 @@ def _nifti_case(name: str, image: Path, label: Path, num_classes: int | None, wa
 
 # ---------------------------------------------------------------------------------------- DICOM
 
+def series_name(description: str | None, number: str | None, folder: Path | str) -> str:
+    """How a message names an image series: by what the scanner called it and where it lies. A person
+    recognises "series 'AX T2' in P1/mr"; a 60-digit SeriesInstanceUID tells them nothing."""
+    what = f"image series '{description}'" if description else "the image series"
+    if number:
+        what += f" (number {number})"
+    return f"{what} in {folder}"
+
+
+def _folder_words(folder: Path, source: Path) -> str:
+    """``folder`` relative to the scanned ``source`` (the full path when it is ``source`` itself: never ".")."""
+    try:
+        rel = folder.relative_to(source)
+    except ValueError:
+        return str(folder)
+    return str(rel) if rel.parts else str(folder)
+
+
 def _seg_on_image_grid(seg_path: Path, volume, num_classes: int | None) -> tuple[np.ndarray, list[str]]:
     """Place a SEG's slices on the matching slices of its image series (by SOP UID, else position)."""
     from medseg_gui.core.imageio import read_dicom_seg_full
 
     seg = read_dicom_seg_full(seg_path)
     z_n, h, w = volume.data.shape[:3]
+    image_series = series_name(volume.meta.get("series_description"), volume.meta.get("series_number"),
+                               volume.source)
     if seg.labels.shape[1:] != (h, w):
-        raise DatasetImportError(f"size mismatch: SEG {seg_path} frames are {seg.labels.shape[1:]} but image "
-                                 f"series {volume.source} slices are {(h, w)}")
+        raise DatasetImportError(f"size mismatch: SEG {seg_path} frames are {seg.labels.shape[1:]} but "
+                                 f"{image_series} has slices of {(h, w)} — the SEG was drawn on another series; "
+                                 "pair it with the series it was drawn on")
     out = np.zeros((z_n, h, w), dtype=np.uint8)
     uids = volume.meta.get("sop_instance_uids") or []
     positions = np.array(volume.meta.get("positions") or [], dtype=float)
@@ -188,8 +209,8 @@ def _seg_on_image_grid(seg_path: Path, volume, num_classes: int | None) -> tuple
             z = k
         if z is None:
             raise DatasetImportError(f"{seg_path}: SEG slice {k + 1} (position {seg.positions[k]}) matches no "
-                                     f"slice of the image series {volume.source} — is it the series it "
-                                     "was drawn on?")
+                                     f"slice of {image_series} — pair the SEG with the series it "
+                                     "was drawn on (all of that series' slices must be in its folder)")
         out[z] = np.maximum(out[z], seg.labels[k])
     if num_classes is not None and out.max() >= num_classes:
         raise DatasetImportError(f"{seg_path}: segment numbers up to {int(out.max())} are not below "
@@ -219,7 +240,7 @@ def find_dicom_cases(source: Path, num_classes: int | None, warnings: list[str]
     from medseg_gui.core.imageio import SEG_SOP_CLASS_UID, ImageReadError, is_dicom_file, read_dicom_header
 
     series: dict[str, list[Path]] = {}
-    info: dict[str, tuple[str, str]] = {}  # uid -> (patient, series number/description)
+    info: dict[str, tuple[str, str, str]] = {}  # uid -> (patient, series number, series description)
     segs: list[tuple[Path, str | None]] = []
     skipped: list[str] = []
     for path in sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith(".")):
@@ -238,21 +259,31 @@ def find_dicom_cases(source: Path, num_classes: int | None, warnings: list[str]
             continue
         uid = str(ds.get("SeriesInstanceUID", ""))
         series.setdefault(uid, []).append(path)
-        info.setdefault(uid, (str(ds.get("PatientID", "") or ""), str(ds.get("SeriesNumber", "") or "")))
+        info.setdefault(uid, (str(ds.get("PatientID", "") or ""), str(ds.get("SeriesNumber", "") or ""),
+                              str(ds.get("SeriesDescription", "") or "").strip()))
     cases: list[VolumeCase] = []
     used: set[str] = set()
     names: set[str] = set()
+    def named(uid: str) -> str:
+        return series_name(info[uid][2], info[uid][1], _folder_words(series[uid][0].parent, source))
+
+    first_seg: dict[str, Path] = {}
     for seg_path, ref in segs:
-        if not ref or ref not in series:
-            skipped.append(f"{seg_path.relative_to(source)}: SEG references series {ref or '(none)'}, which is "
-                           "not in the folder")
+        if not ref:
+            skipped.append(f"{seg_path.relative_to(source)}: this segmentation does not say which image series it "
+                           f"was drawn on — import it with its series: --label {seg_path.name}")
+            continue
+        if ref not in series:
+            skipped.append(f"{seg_path.relative_to(source)}: the image series this segmentation was drawn on is not "
+                           f"in {source} — copy that series into the folder, or remove the segmentation")
             continue
         if ref in used:
-            warnings.append(f"{seg_path.relative_to(source)}: a second SEG for series {ref}; only the first "
-                            "was used")
+            warnings.append(f"{seg_path.relative_to(source)}: a second segmentation of {named(ref)}; only "
+                            f"{first_seg[ref].relative_to(source)} was used — move the one you do not want out")
             continue
         used.add(ref)
-        patient, number = info[ref]
+        first_seg[ref] = seg_path
+        patient, number, _ = info[ref]
         folder = series[ref][0].parent
         name = safe_name("_".join(x for x in (patient, f"s{number}" if number else "", folder.name) if x))
         while name in names:
@@ -262,7 +293,8 @@ def find_dicom_cases(source: Path, num_classes: int | None, warnings: list[str]
                                        str(folder), seg_path, num_classes))
     for uid in series:
         if uid not in used:
-            skipped.append(f"{series[uid][0].parent.relative_to(source) or '.'}: image series {uid} has no SEG")
+            skipped.append(f"{named(uid)}: no segmentation (DICOM SEG) in the folder was drawn on it — add its SEG "
+                           "file beside it to import it; it was left out")
     return cases, skipped
 
 

@@ -102,6 +102,9 @@ class PreflightChecklist(QWidget):
         head.addWidget(heading)
         self.summary = QLabel("Not checked yet.")
         self.summary.setProperty("role", "muted")
+        # wraps: "Checking… (PyTorch, the GPU, the dataset)" on one line made the wizard's narrow column
+        # wider than its scroll area, clipping the recommendation card beside it
+        self.summary.setWordWrap(True)
         head.addWidget(self.summary, 1)
         self.toggle_button = QToolButton()
         self.toggle_button.setAutoRaise(True)

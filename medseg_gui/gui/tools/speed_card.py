@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushBu
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core.benchmark import BenchmarkResult, format_duration
+from medseg_gui.core.words import plural
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.tools.job import ToolJob
@@ -102,9 +103,13 @@ class SpeedCard(QFrame):
         snap = self.state.snapshot
         if snap is None or not snap.gpus or self.state.config.training.accelerator == "cpu":
             return None
-        from medseg_gui.core.hardware import select_gpu
+        from medseg_gui.core.gpu_identity import GpuSelectionError, training_gpu
 
-        return select_gpu(snap)
+        tr = self.state.config.training
+        try:  # the card the run will train on (training.gpus), as the session picks it
+            return training_gpu(snap, tr.gpus, tr.devices)
+        except GpuSelectionError:  # the configured card is missing: the pre-flight checklist says so
+            return None
 
     def refresh(self, force: bool = False) -> None:
         """Show the cached measurement for this card + config, or the estimate (only when either changed)."""
@@ -139,7 +144,7 @@ class SpeedCard(QFrame):
             lines.append(vram)
         if result.time is not None:
             t = result.time
-            lines.append(f"Per epoch <b>{format_duration(t.epoch_s)}</b> · whole run ({t.epochs} epochs) "
+            lines.append(f"Per epoch <b>{format_duration(t.epoch_s)}</b> · whole run ({plural(t.epochs, 'epoch')}) "
                          f"<b>{format_duration(t.run_s)}</b>")
         else:
             lines.append("Time per epoch: choose a dataset (or run the benchmark) to know its size.")

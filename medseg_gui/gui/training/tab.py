@@ -19,8 +19,9 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QL
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core import runs
-from medseg_gui.core.events import RunFailed, RunFinished, RunStarted, read_jsonl
+from medseg_gui.core.events import RunFailed, RunFinished, RunStarted, failure_title, read_jsonl
 from medseg_gui.core.live_metrics import LiveMetrics, format_duration, replay_run
+from medseg_gui.core.run_lock import lock_holder
 from medseg_gui.core.run_state import resume_words, summary_line
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
@@ -174,6 +175,8 @@ class TrainingTab(QWidget):
         if item is None:
             return False, "Select a stopped run in the list to resume it"
         status, epochs_done, can = item.data(ROLE_STATE) or ("", 0, False)
+        if status == "training":
+            return False, "This run is being trained now by another window or command; wait for it to end"
         if not can:
             return False, "This run has no checkpoint to resume from (it stopped before saving one)"
         if status == "finished":
@@ -250,6 +253,11 @@ class TrainingTab(QWidget):
         """Resume a past run with the configuration it was started with: the session loads its last
         checkpoint and restarts the interrupted epoch from its first batch (core/run_state.py)."""
         path = Path(run_dir)
+        holder = lock_holder(path)
+        if holder is not None:
+            self.present_error(failure_title("run_busy"), f"{path} is being trained now by {holder.describe()}.",
+                               "Wait for that training to end, or stop it, then resume.", "")
+            return False
         if not runs.is_run_dir(path) or not (path / runs.CHECKPOINT_DIR / "last.ckpt").is_file():
             self.present_error("Cannot resume", f"{path} has no checkpoint to resume from.",
                                "Choose a run folder that trained at least one epoch or was stopped with Stop.", "")
@@ -355,9 +363,7 @@ class TrainingTab(QWidget):
             window.close()
             return
         if isinstance(result, RunFailed):
-            title = {"oom": "Out of GPU memory", "data": "Dataset problem",
-                     "config": "Configuration problem"}.get(result.kind, "Training failed")
-            self.present_error(title, result.reason, hint_for(result), result.detail)
+            self.present_error(failure_title(result.kind), result.reason, hint_for(result), result.detail)
 
     # ---- history -------------------------------------------------------------------------------
     def _output_dir(self) -> Path:

@@ -21,6 +21,7 @@ from medseg_gui.core.imageio import FILE_DIALOG_FILTER
 from medseg_gui.core.seg_metrics import HEADLINE_METRIC
 from medseg_gui.core.viewer_doc import (COMPARE_MODES, SHOW_ERRORS, SHOW_PREDICTION, SIDE_BY_SIDE, TRUTH_MODES,
                                         ViewerDocument, model_display_name)
+from medseg_gui.core.words import plural
 from medseg_gui.gui.viewer.canvas import SliceCanvas
 from medseg_gui.gui.viewer.controls import Banner, ControlsPanel
 from medseg_gui.gui.viewer.worker import TaskThread
@@ -207,7 +208,7 @@ class ViewerWidget(QWidget):
         h, w = v.slice_shape
         parts = [f"{w}×{h}"]
         if v.n_slices > 1:
-            parts.append(f"{v.n_slices} slices")
+            parts.append(plural(v.n_slices, 'slice'))
         parts.append("RGB" if v.is_rgb else str(v.data.dtype))
         modality = v.meta.get("modality")
         if modality:
@@ -450,15 +451,25 @@ class ViewerWidget(QWidget):
         self._fill_legend()
         self.refresh()
         self.model_loaded.emit(predictor)
+        warning = self._model_warning()
+        if warning:  # what loading found (half-precision weights converted, NaN weights): say it, in red
+            self.banner.show_message(warning)
         run_after, self._run_after_load = self._run_after_load, False
         if run_after:
-            if not self.doc.is_open:
+            if not self.doc.is_open and not warning:
                 self.show_info(f"Model {model_display_name(predictor.info.path)} loaded. Open an image (or drop "
                                "it here) and press Run.")
             elif self.doc.n_slices > 1:
                 self.run_volume()
             else:
                 self.run_slice()
+
+    def _model_warning(self) -> str:
+        """The loaded model's warnings as one banner line ("" when it loaded cleanly)."""
+        found = list(getattr(self.predictor.info, "warnings", ()) or ()) if self.predictor is not None else []
+        if not found:
+            return ""
+        return f"Model {model_display_name(self.predictor.info.path)} loaded with a warning: " + "; ".join(found)
 
     def _model_text(self) -> str:
         if self.predictor is None:
@@ -527,7 +538,7 @@ class ViewerWidget(QWidget):
         c = self.controls
         c.progress.setRange(0, max(1, total))
         c.progress.setValue(done)
-        c.progress.setFormat(f"{done} / {total} slices")
+        c.progress.setFormat(f"{done} / {plural(total, 'slice')}")
 
     def _task_done(self, task: TaskThread, result: Any, error: str | None) -> None:
         """The task's result arrived (its thread is about to end): free the slot, then apply it."""
@@ -556,7 +567,7 @@ class ViewerWidget(QWidget):
             self.doc.set_volume_prediction(result.labels, result.confidence, result.done)
             self.refresh()
             if result.cancelled:
-                self.readout.setText(f"Cancelled after {result.done} of {self.doc.n_slices} slices")
+                self.readout.setText(f"Cancelled after {result.done} of {plural(self.doc.n_slices, 'slice')}")
             self.prediction_finished.emit(result)
 
     def _task_failed(self, kind: str, message: str) -> None:

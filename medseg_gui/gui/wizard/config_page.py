@@ -61,14 +61,15 @@ class ConfigPage(QWizardPage):
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setMinimumWidth(450)
         scroll.setWidget(left)
+        self._left, self._left_scroll = left, scroll
+        need = self._fit_left_column()
         split.addWidget(scroll)
         self.editor = ConfigEditor(state, compact=True)  # the page's title is its heading
         split.addWidget(self.editor)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
-        split.setSizes([450, 850])
+        split.setSizes([need, 1300 - need])
         layout.addWidget(split, 1)
 
         row = QHBoxLayout()
@@ -86,6 +87,16 @@ class ConfigPage(QWizardPage):
         state.recommendation_changed.connect(self._recommendation_changed)
         self.editor.validity_changed.connect(lambda _v: self.completeChanged.emit())
         self.checklist.report_ready.connect(lambda _r: self.completeChanged.emit())
+        self.checklist.report_ready.connect(lambda _r: self._fit_left_column())
+
+    def _fit_left_column(self) -> int:
+        """As wide as the card and the checklist need (a row's buttons, the card's three columns),
+        plus the scroll bar: a fixed 450 px clipped "Image size", "Data workers", the card's button and
+        the weights row's buttons at 1366 px. Called again when the checklist shows new rows."""
+        bar = self._left_scroll.verticalScrollBar().sizeHint().width()
+        need = max(450, self._left.minimumSizeHint().width() + bar + 6)
+        self._left_scroll.setMinimumWidth(need)
+        return need
 
     def _is_current(self) -> bool:
         wizard = self.wizard()

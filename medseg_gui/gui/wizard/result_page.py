@@ -99,8 +99,9 @@ class ResultPage(QWizardPage):
         best = getattr(result, "best_f1", None)
         run_dir = getattr(result, "run_dir", "") or str(Path(bundle).parent)
         self.summary.setText(
-            f"Best validation {HEADLINE_METRIC} <b>{'n/a' if best is None else f'{best:.3f}'}</b> · run folder "
-            f"<code>{html.escape(run_dir)}</code> · model <code>{html.escape(bundle)}</code> "
-            f"(the Viewer runs it on your own images)")
+            f"Best validation {HEADLINE_METRIC} <b>{'n/a' if best is None else f'{best:.3f}'}</b> · run "
+            f"<b>{html.escape(Path(run_dir).name)}</b>, saved in <code>{html.escape(run_dir)}</code>")
+        # the model is named by its run (as in the Viewer and the runs list), its folder is a tooltip
+        self.summary.setToolTip(f"Model: {bundle}")
         self.example = pick_validation_example(self.state.config)
         show_prediction(self.viewer, bundle, self.example)

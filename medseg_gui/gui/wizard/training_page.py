@@ -126,7 +126,7 @@ class TrainingPage(QWizardPage):
         self.runner = self.runner_factory(plan)  # a fresh one: plan or not may differ from the last run
         self.runner.ended.connect(self._ended)
         self.runner.start(config)
-        self.stage_label.setText("Starting (checking the data, loading the model)…")
+        self._stage_text("Starting (checking the data, loading the model)…")
         self.timer.start()
         self.running_changed.emit(True)
         self.completeChanged.emit()
@@ -135,7 +135,7 @@ class TrainingPage(QWizardPage):
     def stop(self) -> None:
         if self.is_running():
             self.runner.stop()
-            self.stage_label.setText("Stopping after this batch (a checkpoint is saved)…")
+            self._stage_text("Stopping after this batch (a checkpoint is saved)…")
 
     def wait(self, timeout_ms: int = 60_000) -> bool:
         """Block until the run has ended (app exit); True if it did."""
@@ -165,12 +165,12 @@ class TrainingPage(QWizardPage):
 
     def _show_stage(self) -> None:
         if self.stages == 1:
-            self.stage_label.setText("Training the model")
+            self._stage_text("")  # the page title already says "Training": no second header
         elif self.stage < self.stages:
-            self.stage_label.setText(f"Step {self.stage} of {self.stages}: quick check (SegFormer-b0, small "
+            self._stage_text(f"Part {self.stage} of {self.stages}: quick check (SegFormer-b0, small "
                                      "images, a few steps)")
         else:
-            self.stage_label.setText(f"Step {self.stage} of {self.stages}: the full run")
+            self._stage_text(f"Part {self.stage} of {self.stages}: the full run")
 
     def _ended(self, result: RunFinished | RunFailed) -> None:
         self.drain()
@@ -192,10 +192,14 @@ class TrainingPage(QWizardPage):
             self._set_outcome(f"Training {how}: {plural(result.epochs_done, 'epoch')}, "
                               f"{plural(result.steps_done, 'step')} in {result.duration_s:.0f} s; best validation "
                               f"{HEADLINE_METRIC} {best}. Press Next to see its masks.", True)
-        self.stage_label.setText("Training stopped" if getattr(result, "stopped_early", False) else
-                                 "Training failed" if isinstance(result, RunFailed) else "Training finished")
+        self._stage_text("")  # the outcome banner below says how it ended: no second header saying it
         self.running_changed.emit(False)
         self.completeChanged.emit()
+
+    def _stage_text(self, text: str) -> None:
+        """The line under the page title; hidden when empty, so no blank header sits above the plots."""
+        self.stage_label.setText(text)
+        self.stage_label.setVisible(bool(text))
 
     def _set_outcome(self, text: str, ok: bool) -> None:
         self.outcome.setText(text)

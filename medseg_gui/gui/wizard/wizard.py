@@ -70,7 +70,8 @@ class TrainingWizard(QWizard):
         self.customButtonClicked.connect(self._custom_button)
         self.training_page.running_changed.connect(self._training_running)
 
-        if window is not None:  # live readings from the window's poller
+        if window is not None:  # live readings from the window's poller; our checks answer its checklists
+            self.state.share_preflight_with(window.state)
             window.state.snapshot_changed.connect(self.state.set_snapshot)
             if window.state.snapshot is not None:
                 self.state.set_snapshot(window.state.snapshot)
