@@ -41,8 +41,8 @@ def child(mode: str, size: int, batch: int, warmup: int, steps: int, cap_s: floa
 
     from medseg_gui.core import config as cfg
     from medseg_gui.core.data.normalize import to_model_input
-    from medseg_gui.core.losses import dice_ce_loss, upsample_logits
-    from medseg_gui.core.model import build_model
+    from medseg_gui.core.engine.losses import dice_ce_loss, upsample_logits
+    from medseg_gui.core.engine.model import build_model
 
     torch.manual_seed(0)
     config = cfg.RunConfig()

@@ -30,9 +30,9 @@ def worker(card: float, data: str, compile_mode: str, steps: int) -> dict:
 
     from medseg_gui.core.config import RunConfig
     from medseg_gui.core.hardware import cpu_only_snapshot
-    from medseg_gui.core.memory import default_memory_model
-    from medseg_gui.core.recommend import recommend
-    from medseg_gui.core.session import TrainingSession
+    from medseg_gui.core.planning.memory import default_memory_model
+    from medseg_gui.core.planning.recommend import recommend
+    from medseg_gui.core.engine.session import TrainingSession
 
     torch.cuda.init()
     torch.zeros(1, device="cuda")

@@ -1,4 +1,4 @@
-"""Peak VRAM of our training and validation step over a grid, for calibrating ``core/memory.py``.
+"""Peak VRAM of our training and validation step over a grid, for calibrating ``core/planning/memory.py``.
 
 Runs the engine's step outside Lightning (same model builder, device normalisation, channels_last,
 fused AdamW, autocast + GradScaler for fp16, logits upsampled, Dice + CE), so one process can walk
@@ -39,10 +39,10 @@ def process_used_gib() -> float | None:
 
 
 def measure(variant: str, batch: int, size: int, precision: str, classes: int = 4, steps: int = 3) -> dict:
-    """The fit probe's step (core/fit_probe.py), in this process, plus the context NVML reports."""
+    """The fit probe's step (core/tools/fit_probe.py), in this process, plus the context NVML reports."""
     import torch
 
-    from medseg_gui.core.fit_probe import probe_step
+    from medseg_gui.core.tools.fit_probe import probe_step
 
     torch.cuda.empty_cache()
     r = probe_step(variant, batch, size, precision, classes, steps)

@@ -7,7 +7,7 @@ For each configuration (variant-batch-size, the batch per GPU), three runs, each
 (Lightning's DDP starts the second rank by re-running this command):
 
 * ``1gpu``: one GPU, batch B (the whole step as one CUDA graph);
-* ``2gpu``: two GPUs, batch B each (the graphed step with its captured all-reduce, core/grad_sync.py);
+* ``2gpu``: two GPUs, batch B each (the graphed step with its captured all-reduce, core/engine/grad_sync.py);
 * ``1gpu-2x``: one GPU, batch 2B: the same global batch as ``2gpu``, for the loss-curve comparison.
 
 Every run trains the same synthetic slices (a disk and a square on noise, 3 classes, held in memory
@@ -129,7 +129,7 @@ def _without_dropout() -> None:
     """Dropout and drop-path off in the model the session builds (deterministic loss curves)."""
     import torch
 
-    import medseg_gui.core.model as model_mod
+    import medseg_gui.core.engine.model as model_mod
 
     build = model_mod.build_model
 
@@ -146,8 +146,8 @@ def _without_dropout() -> None:
 
 
 def _overlapped_buckets(bucket_mb: float) -> None:
-    """The overlapped variant of the gradient average (core/grad_sync.py) instead of one bucket."""
-    import medseg_gui.core.grad_sync as gs
+    """The overlapped variant of the gradient average (core/engine/grad_sync.py) instead of one bucket."""
+    import medseg_gui.core.engine.grad_sync as gs
 
     init = gs.FlatGradBucket.__init__
 
@@ -161,7 +161,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from medseg_gui.core import config as cfg
-    from medseg_gui.core.session import TrainingSession
+    from medseg_gui.core.engine.session import TrainingSession
 
     variant, _, size = parse_config(args.config)
     config = cfg.RunConfig()

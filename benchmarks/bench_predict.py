@@ -45,11 +45,11 @@ def bench_variant(variant: str, image: Path, size: int, runs: int, warmup: int, 
     from transformers import SegformerForSemanticSegmentation
 
     from medseg_gui.core import config as cfg
-    from medseg_gui.core.bundle import save_bundle
-    from medseg_gui.core.imageio import read_image
-    from medseg_gui.core.inference import Predictor, slice_to_uint8
-    from medseg_gui.core.model import scratch_config
-    from medseg_gui.core.predict_export import overlay_picture
+    from medseg_gui.core.engine.bundle import save_bundle
+    from medseg_gui.core.imaging.imageio import read_image
+    from medseg_gui.core.engine.inference import Predictor, slice_to_uint8
+    from medseg_gui.core.engine.model import scratch_config
+    from medseg_gui.core.imaging.predict_export import overlay_picture
 
     config = cfg.RunConfig()
     config.dataset.image_size = size

@@ -17,9 +17,9 @@ import torch
 torch.set_num_threads(1)
 from engine_helpers import tiny_config, FakeDataModule
 import tempfile
-from medseg_gui.core.session import TrainingSession
-from medseg_gui.core.losses import dice_ce_loss, upsample_logits
-from medseg_gui.core.model import build_model
+from medseg_gui.core.engine.session import TrainingSession
+from medseg_gui.core.engine.losses import dice_ce_loss, upsample_logits
+from medseg_gui.core.engine.model import build_model
 from medseg_gui.core.data.normalize import to_model_input
 import lightning as L
 

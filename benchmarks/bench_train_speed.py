@@ -122,7 +122,7 @@ def run_brief(data: Path, variant: str, batch: int, size: int, steps: int, worke
 
     from brief_recipe import TutorialModule, tutorial_loader
     from medseg_gui.core.data.formats import resolve_dataset_path
-    from medseg_gui.core.model import build_model
+    from medseg_gui.core.engine.model import build_model
     from medseg_gui.core.config import RunConfig
 
     cfg = RunConfig()
@@ -146,7 +146,7 @@ def run_ours(data: Path, variant: str, batch: int, size: int, steps: int, worker
              impl: str) -> dict:
     from medseg_gui.core.config import RunConfig
     from medseg_gui.core.data.datamodule import build_datamodule
-    from medseg_gui.core.session import TrainingSession
+    from medseg_gui.core.engine.session import TrainingSession
 
     cfg = RunConfig()
     cfg.dataset.path, cfg.dataset.image_size = str(data), size

@@ -1,4 +1,4 @@
-"""Fit ``medseg_gui/core/calibration/memory.json`` from measured peaks (see core/memory.py).
+"""Fit ``medseg_gui/core/planning/calibration/memory.json`` from measured peaks (see core/planning/memory.py).
 
 Inputs: the eager grid of ``bench_memory.py`` and the compiled runs of ``bench_train_speed.py``
 (``ours-compiled``); prints each variant's fit error so a bad calibration is seen before it ships.
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medseg_gui.core.memory import CALIBRATION_FILE, fit_coeffs, precision_class  # noqa: E402
+from medseg_gui.core.planning.memory import CALIBRATION_FILE, fit_coeffs, precision_class  # noqa: E402
 
 
 def main() -> None:
@@ -102,8 +102,8 @@ def main() -> None:
 
 def graph_offset(data: dict, paths: list[str]) -> None:
     """Whole-step graph runs: NVML peak minus (context + training peak + validation activations)."""
-    from medseg_gui.core.memory import MemoryModelData
-    from medseg_gui.core.recommend import MemoryQuery
+    from medseg_gui.core.planning.memory import MemoryModelData
+    from medseg_gui.core.planning.recommend import MemoryQuery
 
     model = MemoryModelData(data)
     residuals = []

@@ -44,11 +44,11 @@ def main() -> int:
     from transformers import SegformerForSemanticSegmentation
 
     from medseg_gui.core import config as cfg
-    from medseg_gui.core.bundle import save_bundle
+    from medseg_gui.core.engine.bundle import save_bundle
     from medseg_gui.core.data.demo import CLASS_NAMES, generate_demo
     from medseg_gui.core.data.normalize import to_model_input
-    from medseg_gui.core.model import scratch_config
-    from medseg_gui.core.seg_metrics import class_scores
+    from medseg_gui.core.engine.model import scratch_config
+    from medseg_gui.core.imaging.seg_metrics import class_scores
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     root = generate_demo(Path(tempfile.mkdtemp()) / "demo", n=args.n, size=args.size)

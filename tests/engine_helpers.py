@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from medseg_gui.core import config as cfg
-
 TINY_ARCH = {"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 48], "num_attention_heads": [1, 1, 2, 2],
              "decoder_hidden_size": 32}
 
@@ -20,7 +19,7 @@ def tiny_model_dir(root: Path, num_classes: int = 3) -> Path:
     """A b0-shaped SegFormer with small widths, saved as an HF folder (the 'local folder' source)."""
     from transformers import SegformerForSemanticSegmentation
 
-    from medseg_gui.core.model import scratch_config
+    from medseg_gui.core.engine.model import scratch_config
 
     folder = root / "tiny-segformer"
     if not (folder / "config.json").exists():

@@ -3,8 +3,6 @@ import dataclasses
 import pytest
 
 from medseg_gui.core import config as cfg
-
-
 def test_round_trip_preserves_every_field(tmp_path):
     c = cfg.RunConfig()
     c.training.variant = "b2"

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from medseg_gui.core import config as cfg
-from medseg_gui.core.bundle import BundleError, load_bundle, read_bundle_info, save_bundle
-from medseg_gui.core.model import build_model
+from medseg_gui.core.engine.bundle import BundleError, load_bundle, read_bundle_info, save_bundle
+from medseg_gui.core.engine.model import build_model
 
 from engine_helpers import tiny_config
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from medseg_gui.core.losses import dice_ce_loss, soft_dice_loss, upsample_logits
-from medseg_gui.core.metrics import confusion_matrix, scores_from_confusion
+from medseg_gui.core.engine.losses import dice_ce_loss, soft_dice_loss, upsample_logits
+from medseg_gui.core.engine.metrics import confusion_matrix, scores_from_confusion
 
 # rows = true class; worked out in the comments below
 MASK = torch.tensor([[0, 0, 1], [1, 2, 2]])

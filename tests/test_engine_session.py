@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from medseg_gui.core import runs
-from medseg_gui.core.bundle import load_bundle
+from medseg_gui.core.engine.bundle import load_bundle
 from medseg_gui.core.events import (Checkpointed, EpochMetrics, OomRecovered, PhaseChanged, RunFailed, RunFinished,
                                     RunStarted, StepMetrics, read_jsonl)
-from medseg_gui.core.session import TrainingSession
+from medseg_gui.core.engine.session import TrainingSession
 
 from engine_helpers import FakeDataModule, tiny_config
 

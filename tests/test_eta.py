@@ -141,7 +141,7 @@ def test_eta_on_a_real_cpu_run(tmp_path, one_torch_thread):
     loaded machine is checked: a run of a few seconds on a shared 2-core machine is at the mercy of
     other processes (a ±35 % median bound failed 1 run in 3 with two busy loops beside it), so the
     ±10 % accuracy is the deterministic replay tests' job above."""
-    from medseg_gui.core.session import TrainingSession
+    from medseg_gui.core.engine.session import TrainingSession
     from training_tab_helpers import demo_run_config
 
     config = demo_run_config(tmp_path, n=80, size=64, epochs=4, steps_per_epoch=0, batch_size=2)

@@ -1,9 +1,9 @@
 import pytest
 
-from medseg_gui.core import fit_probe
+from medseg_gui.core.tools import fit_probe
 from medseg_gui.core.config import RunConfig
 from medseg_gui.core.hardware import GpuInfo
-from medseg_gui.core.recommend import recommend
+from medseg_gui.core.planning.recommend import recommend
 from medseg_gui.core.hardware import cpu_only_snapshot
 
 GPU = GpuInfo(index=0, name="Fake GPU 12GB", total_gb=12, free_gb=11.5, used_gb=0.5)

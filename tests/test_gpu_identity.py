@@ -190,7 +190,6 @@ def test_labels_name_the_cuda_ordinal_and_nvidia_smi_number():
 def fake_machine(monkeypatch):
     """Route every ``hardware.probe()`` (CLI, pre-flight, session) to a fake machine; returns it."""
     from medseg_gui.core import hardware
-
     real = hardware.probe
     m = Machine(two_h200(busy0=True))
     monkeypatch.setattr(hardware, "probe", lambda nvml=None, with_processes=False, environ=None:
@@ -213,7 +212,6 @@ def test_cli_recommend_sizes_the_named_cards(fake_machine, capsys, tmp_path):
 
     from medseg_gui.cli import main
     from medseg_gui.core import config as cfg
-
     assert main(["recommend", "--gpu", fake_machine.uuid(0)[:14], "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["gpu"]["index"] == 0 and d["free_gb"] == pytest.approx(6.0)
@@ -236,7 +234,7 @@ def test_cli_hardware_numbers_cards_as_cuda_does(fake_machine, capsys):
 
 
 def test_preflight_red_item_when_a_configured_gpu_is_missing(fake_machine):
-    from medseg_gui.core import preflight as pf
+    from medseg_gui.core.tools import preflight as pf
     from medseg_gui.core.config import RunConfig
 
     config = RunConfig()
@@ -252,7 +250,7 @@ def test_preflight_red_item_when_a_configured_gpu_is_missing(fake_machine):
 
 
 def test_preflight_red_when_the_configured_card_lacks_the_memory(fake_machine):
-    from medseg_gui.core import preflight as pf
+    from medseg_gui.core.tools import preflight as pf
     from medseg_gui.core.config import RunConfig
 
     config = RunConfig()
@@ -284,9 +282,10 @@ def test_session_gives_lightning_the_ordinals_of_the_chosen_cards(fake_machine, 
     import torch
 
     from engine_helpers import FakeDataModule, tiny_config
-    from medseg_gui.core import callbacks, precision
+    from medseg_gui.core.engine import callbacks
+    from medseg_gui.core.planning import precision
     from medseg_gui.core.events import RunFailed
-    from medseg_gui.core.session import TrainingSession
+    from medseg_gui.core.engine.session import TrainingSession
 
     captured = {}
 
@@ -317,9 +316,9 @@ def test_session_gives_lightning_the_ordinals_of_the_chosen_cards(fake_machine, 
 
 def test_session_fails_clearly_for_a_missing_gpu(fake_machine, monkeypatch, tmp_path):
     from engine_helpers import FakeDataModule, tiny_config
-    from medseg_gui.core import precision
+    from medseg_gui.core.planning import precision
     from medseg_gui.core.events import RunFailed
-    from medseg_gui.core.session import TrainingSession
+    from medseg_gui.core.engine.session import TrainingSession
 
     monkeypatch.setattr(precision, "resolve_accelerator", lambda requested: "gpu")
     config = tiny_config(tmp_path)
@@ -331,7 +330,7 @@ def test_session_fails_clearly_for_a_missing_gpu(fake_machine, monkeypatch, tmp_
 
 
 def test_trial_runs_use_the_first_chosen_card(fake_machine, monkeypatch):
-    from medseg_gui.core import trial_run
+    from medseg_gui.core.tools import trial_run
     from medseg_gui.core.config import RunConfig
 
     config = RunConfig()
@@ -347,7 +346,7 @@ def test_trial_runs_use_the_first_chosen_card(fake_machine, monkeypatch):
 def test_fit_probe_child_sees_only_the_card_being_planned(monkeypatch):
     import subprocess
 
-    from medseg_gui.core import fit_probe
+    from medseg_gui.core.tools import fit_probe
     from medseg_gui.core.config import RunConfig
 
     seen = {}
@@ -365,7 +364,6 @@ def test_train_gpus_flag_sets_the_field_and_the_count(tmp_path):
     from medseg_gui.cli import build_parser
     from medseg_gui.cli.train_cmd import build_config
     from medseg_gui.core import config as cfg
-
     path = cfg.save(cfg.RunConfig(), tmp_path / "c.toml")
     args = build_parser().parse_args(["train", "--config", str(path), "--gpus", "0, GPU-ab12"])
     config = build_config(args)
@@ -387,7 +385,6 @@ def test_train_gpus_flag_sets_the_field_and_the_count(tmp_path):
 def test_train_cli_with_a_bad_gpus_flag_exits_2(tmp_path, capsys):
     from medseg_gui.cli import main
     from medseg_gui.core import config as cfg
-
     path = cfg.save(cfg.RunConfig(), tmp_path / "c.toml")
     assert main(["train", "--config", str(path), "--gpus", ","]) == 2
     assert "training.gpus" in capsys.readouterr().err
@@ -416,7 +413,6 @@ def test_training_gpu_is_the_configured_card_not_the_most_free():
 
 def _estimate_config(tmp_path, gpus):
     from medseg_gui.core import config as cfg
-
     config = cfg.RunConfig()
     config.training.accelerator, config.training.gpus = "gpu", gpus
     path = tmp_path / "c.toml"
@@ -426,8 +422,7 @@ def _estimate_config(tmp_path, gpus):
 
 def test_cli_benchmark_estimate_uses_the_configured_card(fake_machine, tmp_path, monkeypatch, capsys):
     from medseg_gui.cli import main
-    from medseg_gui.core import benchmark
-
+    from medseg_gui.core.tools import benchmark
     seen = []
     monkeypatch.setattr(benchmark, "known_speed", lambda config, gpu, *a: seen.append(gpu) or None)
     assert main(["benchmark", "--config", str(_estimate_config(tmp_path, ["0"])), "--estimate"]) == 0
@@ -439,7 +434,7 @@ def test_cli_benchmark_estimate_uses_the_configured_card(fake_machine, tmp_path,
 
 def test_gpu_choice_fix_has_no_markdown_for_the_gui():
     from medseg_gui.core import config as cfg
-    from medseg_gui.core.preflight import PreflightFacts, check_gpu_choice
+    from medseg_gui.core.tools.preflight import PreflightFacts, check_gpu_choice
 
     config = cfg.RunConfig()
     config.training.accelerator, config.training.gpus = "gpu", ["7"]

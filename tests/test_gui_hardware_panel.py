@@ -12,8 +12,8 @@ from gui_fakes import cpu_snapshot, gpu, snapshot
 from medseg_gui.core import config as cfg
 from medseg_gui.core.config import RunConfig
 from medseg_gui.core.hardware import probe
-from medseg_gui.core.recommend import recommend
-from medseg_gui.core.tiers import tier_for_vram
+from medseg_gui.core.planning.recommend import recommend
+from medseg_gui.core.planning.tiers import tier_for_vram
 from medseg_gui.gui.hardware_panel import HardwarePanel
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.workers import PollerThread
@@ -205,7 +205,7 @@ def test_slow_probe_does_not_block_the_gui_thread(qtbot):
 
 
 def test_tier_names_and_ranges_agree_in_badge_reasons_and_table(panel):
-    from medseg_gui.core.tiers import TIERS
+    from medseg_gui.core.planning.tiers import TIERS
 
     panel.state.set_snapshot(snapshot(gpu(total=8.0, used=0.5)))
     rec = panel.state.recommendation

@@ -244,7 +244,6 @@ def test_help_menu_lists_shortcuts_and_opens_local_documentation(window, monkeyp
 
 def test_quitting_with_edits_to_a_loaded_file_asks_to_save_them(window, tmp_path, qtbot):
     from medseg_gui.core import config as cfg
-
     path = tmp_path / "run.toml"
     cfg.save(cfg.RunConfig(), path)
     assert window.config_editor.load_toml(path)

@@ -6,8 +6,6 @@ import time
 from fake_nvml import OWN_PID, FakeGpu, RaisingNvml, make_nvml
 
 from medseg_gui.core import hardware
-
-
 def test_reads_every_field_from_nvml():
     nvml = make_nvml([FakeGpu(processes=[(OWN_PID, 1.0), (4242, 2.0)], throttle=0x40)])
     snap = hardware.probe(nvml, with_processes=True)

@@ -13,9 +13,7 @@ import pytest
 from PIL import Image
 
 from imageio_fixtures import make_ct_series, make_seg
-from medseg_gui.core import imageio as io
-
-
+from medseg_gui.core.imaging import imageio as io
 def _pydicom_file(name: str) -> str:
     from pydicom.data import get_testdata_file
 

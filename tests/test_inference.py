@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from medseg_gui.core.inference import (ClassCountError, ModelLoadError, Predictor, check_truth_classes,
+from medseg_gui.core.engine.inference import (ClassCountError, ModelLoadError, Predictor, check_truth_classes,
                                        load_predictor)
 from viewer_helpers import ramp_image, tiny_bundle, tiny_model, tiny_run_config
 
@@ -83,14 +83,12 @@ def test_load_from_run_folder_checkpoint_and_named_safetensors(tmp_path, bundle)
     from safetensors.torch import save_file
 
     from medseg_gui.core import runs
-
     config = tiny_run_config()
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     config.training.pretrained = str(tmp_path / "arch")
     tiny_model().save_pretrained(tmp_path / "arch")  # the run's architecture comes from its start folder
     from medseg_gui.core import config as cfg
-
     cfg.save(config, run / "config.toml")
     model = tiny_model(seed=3)
     runs.save_checkpoint(run / "checkpoints" / "best.ckpt", model_state=model.state_dict(), optimizer_state=None,
@@ -125,7 +123,6 @@ def test_missing_model_messages(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     from medseg_gui.core import config as cfg
-
     cfg.save(tiny_run_config(), run / "config.toml")
     with pytest.raises(ModelLoadError, match="no bundle/ and no checkpoint"):
         load_predictor(run)

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from medseg_gui.core.memory import Coeffs, MemoryModelData, default_memory_model, fit_coeffs
-from medseg_gui.core.recommend import MemoryQuery
+from medseg_gui.core.planning.memory import Coeffs, MemoryModelData, default_memory_model, fit_coeffs
+from medseg_gui.core.planning.recommend import MemoryQuery
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -74,8 +74,7 @@ def test_several_gpus_add_less_when_the_step_is_graphed():
     ungraphed DDP also keeps a gradient bucket copy (fp32, so it grows with the model)."""
     import dataclasses
 
-    from medseg_gui.core import memory
-
+    from medseg_gui.core.planning import memory
     model = default_memory_model()
     q = MemoryQuery("b5", 16, 256, 4, "bf16-mixed")
     graphed = dataclasses.replace(q, graphs=True)
@@ -91,8 +90,7 @@ def test_several_gpus_add_less_when_the_step_is_graphed():
 def test_graphed_several_gpu_extra_covers_the_measured_rise(name):
     """The constant comes from these measurements (2 x H200): it must cover every rank-0 rise, and not by
     more than a small amount (an inflated constant would shrink every several-GPU batch)."""
-    from medseg_gui.core import memory
-
+    from medseg_gui.core.planning import memory
     path = Path(__file__).parent.parent / "benchmarks" / "results" / name
     rises = _rank0_rises(path)
     assert rises

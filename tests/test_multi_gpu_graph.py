@@ -12,9 +12,7 @@ import os
 
 import pytest
 
-from medseg_gui.core import speed
-
-
+from medseg_gui.core.planning import speed
 def _model(seed: int, device: str):
     import torch
 
@@ -55,8 +53,8 @@ def _one_comparison(rank: int, device: str, graphed: bool, bucket_mb: float | No
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
-    from medseg_gui.core import step_graph
-    from medseg_gui.core.grad_sync import FlatGradBucket, broadcast_module_states
+    from medseg_gui.core.engine import step_graph
+    from medseg_gui.core.engine.grad_sync import FlatGradBucket, broadcast_module_states
 
     # different initial weights per rank: both sides must start from rank 0's
     reference = _model(seed=rank, device=device)
@@ -134,7 +132,7 @@ def test_several_gpus_keep_the_graph_under_ddp_and_name_other_strategies():
 def test_graph_strategy_does_not_wrap_in_ddp_and_says_it_owns_the_average():
     from lightning.pytorch.strategies import DDPStrategy
 
-    from medseg_gui.core.grad_sync import graph_ddp_strategy, owns_gradient_sync
+    from medseg_gui.core.engine.grad_sync import graph_ddp_strategy, owns_gradient_sync
 
     strategy = graph_ddp_strategy()
     assert isinstance(strategy, DDPStrategy) and owns_gradient_sync(strategy)

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from medseg_gui.core.preflight import CheckItem, PreflightReport  # noqa: E402
+from medseg_gui.core.tools.preflight import CheckItem, PreflightReport  # noqa: E402
 from medseg_gui.gui.main_window import MainWindow  # noqa: E402
 from medseg_gui.gui.state import AppState  # noqa: E402
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medseg_gui.cli import main
-from medseg_gui.core.imageio import read_image, read_volume
+from medseg_gui.core.imaging.imageio import read_image, read_volume
 from viewer_helpers import ramp_image, tiny_bundle, write_png
 
 
@@ -74,7 +74,7 @@ def test_predict_missing_or_corrupt_model(tmp_path, bundle, capsys):
 
 def test_export_copies_a_run_bundle(tmp_path, bundle, capsys):
     from medseg_gui.core import config as cfg
-    from medseg_gui.core.bundle import read_bundle_info
+    from medseg_gui.core.engine.bundle import read_bundle_info
     from viewer_helpers import tiny_run_config
 
     run = tmp_path / "run"
@@ -96,7 +96,7 @@ def test_export_from_checkpoint_reexports_weights(tmp_path, capsys):
 
     from medseg_gui.core import config as cfg
     from medseg_gui.core import runs
-    from medseg_gui.core.inference import load_predictor
+    from medseg_gui.core.engine.inference import load_predictor
     from viewer_helpers import tiny_model, tiny_run_config
 
     run = tmp_path / "run"

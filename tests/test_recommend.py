@@ -8,7 +8,7 @@ from fake_nvml import FakeGpu, RaisingNvml, make_nvml
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core.hardware import probe
-from medseg_gui.core.recommend import DatasetSummary, MemoryQuery, recommend
+from medseg_gui.core.planning.recommend import DatasetSummary, MemoryQuery, recommend
 
 CPU_SNAP = probe(RaisingNvml())
 
@@ -244,8 +244,7 @@ def test_two_gpus_size_the_per_gpu_batch_from_the_smallest_free_memory_and_expla
 
 
 def test_ddp_memory_is_a_named_addition_per_gpu():
-    from medseg_gui.core import memory
-
+    from medseg_gui.core.planning import memory
     model = memory.default_memory_model()
     q = MemoryQuery("b4", 8, 288, 4, "bf16-mixed")
     extra = model(dataclasses.replace(q, ddp=True)) - model(q)
@@ -277,10 +276,10 @@ def test_the_session_reports_and_checks_the_peak_the_plan_was_sized_with(monkeyp
     import types
 
     from medseg_gui.core import hardware
-    from medseg_gui.core import session as session_mod
-    from medseg_gui.core.memory import default_memory_model
-    from medseg_gui.core.recommend import graphs_possible
-    from medseg_gui.core.speed import check_graph_memory, plan_cuda_graphs
+    from medseg_gui.core.engine import session as session_mod
+    from medseg_gui.core.planning.memory import default_memory_model
+    from medseg_gui.core.planning.recommend import graphs_possible
+    from medseg_gui.core.planning.speed import check_graph_memory, plan_cuda_graphs
 
     rec = recommend(_h200s(0.3, used1, environ={"CUDA_VISIBLE_DEVICES": "1"}))
     tr = rec.config.training

@@ -5,9 +5,9 @@ import os
 import pytest
 from engine_helpers import FakeDataModule, tiny_config
 
-from medseg_gui.core import speed
+from medseg_gui.core.planning import speed
 from medseg_gui.core.events import PhaseChanged, RunFinished
-from medseg_gui.core.session import TrainingSession
+from medseg_gui.core.engine.session import TrainingSession
 
 
 def test_plan_off_and_cpu_never_compile():
@@ -78,7 +78,7 @@ def test_our_loss_matches_the_brief_recipe_on_a_fixed_batch():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from brief_recipe import dice_coef_loss
 
-    from medseg_gui.core.losses import dice_ce_loss
+    from medseg_gui.core.engine.losses import dice_ce_loss
 
     torch.manual_seed(0)
     logits = torch.randn(3, 4, 32, 32) * 3

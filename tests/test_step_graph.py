@@ -5,9 +5,11 @@ import csv
 import pytest
 from engine_helpers import FakeDataModule, tiny_config
 
-from medseg_gui.core import speed, step_graph
+from medseg_gui.core.planning import speed
+
+from medseg_gui.core.engine import step_graph
 from medseg_gui.core.events import LogMessage, PhaseChanged, RunFinished
-from medseg_gui.core.session import TrainingSession
+from medseg_gui.core.engine.session import TrainingSession
 
 
 def test_graphs_auto_on_one_cuda_gpu_and_each_blocker_named():
@@ -35,8 +37,8 @@ def test_graph_dropped_only_when_the_graph_alone_would_not_fit():
 
 
 def test_memory_model_puts_validation_beside_the_graph_pool():
-    from medseg_gui.core.memory import default_memory_model
-    from medseg_gui.core.recommend import MemoryQuery
+    from medseg_gui.core.planning.memory import default_memory_model
+    from medseg_gui.core.planning.recommend import MemoryQuery
 
     model = default_memory_model()
     eager = model(MemoryQuery("b4", 8, 288, 4, "bf16-mixed"))
@@ -203,7 +205,7 @@ def test_replayed_graph_trains_exactly_like_ordinary_steps():
     """Same weights after the same batches, graph or not (dropout off, so both are deterministic)."""
     import torch
 
-    from medseg_gui.core.losses import dice_ce_loss, upsample_logits
+    from medseg_gui.core.engine.losses import dice_ce_loss, upsample_logits
 
     def make():
         torch.manual_seed(0)

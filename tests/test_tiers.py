@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from medseg_gui.core.tiers import TIERS, tier_for_vram, tier_table
+from medseg_gui.core.planning.tiers import TIERS, tier_for_vram, tier_table
 
 
 @pytest.mark.parametrize("gb, name", [

@@ -9,8 +9,6 @@ import pytest
 from engine_helpers import tiny_config
 from medseg_gui.cli import main
 from medseg_gui.core import config as cfg
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

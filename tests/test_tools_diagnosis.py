@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from engine_helpers import synthetic_arrays, tiny_config
-from medseg_gui.core import diagnosis as dg
-from medseg_gui.core.diagnosis import DiagContext, DiagSample, StepTimer, diagnose
+from medseg_gui.core.tools import diagnosis as dg
+from medseg_gui.core.tools.diagnosis import DiagContext, DiagSample, StepTimer, diagnose
 from medseg_gui.core.events import LogMessage
 
 
@@ -135,7 +135,7 @@ class _SlowDataModule:
 @pytest.mark.slow
 def test_real_run_with_a_slow_loader_is_diagnosed_as_data_loading(tmp_path, monkeypatch):
     """A real TrainingSession (the session's own hook adds the callback) on a dataset that sleeps."""
-    from medseg_gui.core.session import TrainingSession
+    from medseg_gui.core.engine.session import TrainingSession
 
     monkeypatch.setattr(dg, "WINDOW_STEPS", 3)
     monkeypatch.setattr(dg, "WINDOW_MIN_S", 0.0)
@@ -157,8 +157,8 @@ def test_fast_loader_is_not_blamed(tmp_path):
     import lightning as L
 
     from engine_helpers import FakeDataModule
-    from medseg_gui.core.lit_module import OptimSettings, SegModule
-    from medseg_gui.core.model import build_model
+    from medseg_gui.core.engine.lit_module import OptimSettings, SegModule
+    from medseg_gui.core.engine.model import build_model
 
     config = tiny_config(tmp_path, epochs=1, batch_size=4)
     events = []

@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from medseg_gui.core.benchmark import BenchmarkResult, TimeEstimate  # noqa: E402
-from medseg_gui.core.lr_find import LrFindResult  # noqa: E402
-from medseg_gui.core.preflight import CheckItem, PreflightReport  # noqa: E402
-from medseg_gui.core.trial_run import ToolError  # noqa: E402
+from medseg_gui.core.tools.benchmark import BenchmarkResult, TimeEstimate  # noqa: E402
+from medseg_gui.core.tools.lr_find import LrFindResult  # noqa: E402
+from medseg_gui.core.tools.preflight import CheckItem, PreflightReport  # noqa: E402
+from medseg_gui.core.tools.trial_run import ToolError  # noqa: E402
 from medseg_gui.gui.state import AppState  # noqa: E402
 from medseg_gui.gui.tools import ToolsPage  # noqa: E402
 from medseg_gui.gui.tools.checklist import PreflightChecklist, install_start_gate  # noqa: E402
@@ -112,7 +112,7 @@ def test_lr_dialog_with_the_real_finder_on_a_tiny_model(qtbot, tmp_path):
     import torch
 
     from engine_helpers import FakeDataModule, tiny_config
-    from medseg_gui.core.lr_find import find_lr
+    from medseg_gui.core.tools.lr_find import find_lr
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -8,11 +8,11 @@ import threading
 import pytest
 
 from engine_helpers import FakeDataModule, tiny_config
-from medseg_gui.core import benchmark as bm
+from medseg_gui.core.tools import benchmark as bm
 from medseg_gui.core.config import ConfigError
 from medseg_gui.core.hardware import GpuInfo
-from medseg_gui.core.lr_find import apply_lr, find_lr
-from medseg_gui.core.trial_run import ToolCancelled, ToolError
+from medseg_gui.core.tools.lr_find import apply_lr, find_lr
+from medseg_gui.core.tools.trial_run import ToolCancelled, ToolError
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from engine_helpers import FakeDataModule, tiny_config
 from medseg_gui.core.config import RunConfig
 from medseg_gui.core.events import LogMessage, RunFailed, RunFinished, RunStarted
-from medseg_gui.core.plan import PlanRunner, describe, judge_stage, progressive_plan
+from medseg_gui.core.tools.progressive_plan import PlanRunner, describe, judge_stage, progressive_plan
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

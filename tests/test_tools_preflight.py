@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from medseg_gui.core import preflight as pf
+from medseg_gui.core.tools import preflight as pf
 from medseg_gui.core.config import RunConfig
 from medseg_gui.core.hardware import GpuInfo, GpuProcess, HardwareSnapshot
-from medseg_gui.core.preflight import PreflightFacts, run_checks
+from medseg_gui.core.tools.preflight import PreflightFacts, run_checks
 
 
 def _gpu(**kw) -> GpuInfo:
@@ -181,7 +181,7 @@ def test_gather_facts_on_this_machine_reads_torch_nvml_and_the_dataset(tmp_path)
                             check_dataset_files=False)
     assert facts.predicted_peak_gb == pytest.approx(0.5 + 0.4 * config.training.batch_size)
     assert facts.batch_fitting_free == 15 and facts.batch_fitting_card == 16
-    # the default: the lead's model when core/memory.py exists, else "unknown" said plainly
+    # the default: the lead's model when core/planning/memory.py exists, else "unknown" said plainly
     facts = pf.gather_facts(config, snapshot=snap, check_dataset_files=False)
     assert facts.predicted_peak_gb is not None or "memory model" in facts.peak_note
 
@@ -202,7 +202,7 @@ def _fake_hub_cache(root, repo: str, weights: str = "model.safetensors"):
 
 def test_pretrained_availability_reads_the_local_cache_and_paths_without_network(tmp_path, monkeypatch):
     from medseg_gui.core.config import hub_id
-    from medseg_gui.core.model import pretrained_availability
+    from medseg_gui.core.engine.model import pretrained_availability
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     config = RunConfig()
@@ -230,7 +230,7 @@ def test_pretrained_availability_reads_the_local_cache_and_paths_without_network
 
 
 def test_pretrained_item_warns_offline_fails_for_hub_and_is_green_when_available(tmp_path):
-    from medseg_gui.core.model import PretrainedAvailability
+    from medseg_gui.core.engine.model import PretrainedAvailability
 
     repo = "nvidia/segformer-b4-finetuned-ade-512-512"
     offline = PretrainedAvailability("offline", "auto", repo, detail=f"{repo} is not on this computer")
@@ -256,7 +256,7 @@ def test_gather_facts_reports_pretrained_weights_offline(tmp_path, monkeypatch):
 
 
 def test_recommendation_warns_when_weights_are_not_available_offline(tmp_path, monkeypatch):
-    from medseg_gui.core.recommend import recommend
+    from medseg_gui.core.planning.recommend import recommend
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     snap = HardwareSnapshot(gpus=[], cpu_count=2, cpu_name="cpu", ram_total_gb=8.0, ram_available_gb=4.0)
@@ -268,7 +268,7 @@ def test_recommendation_warns_when_weights_are_not_available_offline(tmp_path, m
 
 
 def test_checklist_offers_choose_weights_and_sets_the_path(qtbot, tmp_path):
-    from medseg_gui.core.model import PRETRAINED_LICENCE, PretrainedAvailability
+    from medseg_gui.core.engine.model import PRETRAINED_LICENCE, PretrainedAvailability
     from medseg_gui.gui.state import AppState
     from medseg_gui.gui.tools.checklist import PreflightChecklist
 

@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from medseg_gui.core import overlay as ov  # noqa: E402
+from medseg_gui.core.imaging import overlay as ov  # noqa: E402
 from medseg_gui.core.config import DEFAULT_CLASS_COLORS  # noqa: E402
-from medseg_gui.core.viewer_doc import (IMAGE_LIST, SLICE_STACK, ViewerDocument, folder_layout,  # noqa: E402
+from medseg_gui.core.imaging.viewer_doc import (IMAGE_LIST, SLICE_STACK, ViewerDocument, folder_layout,  # noqa: E402
                                         model_display_name)
 from medseg_gui.gui.viewer import ViewerWidget  # noqa: E402
 from viewer_helpers import ramp_image, tiny_bundle, write_png  # noqa: E402

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from medseg_gui.core import overlay as ov
-from medseg_gui.core.imageio import Volume
-from medseg_gui.core.inference import ClassCountError
-from medseg_gui.core.seg_metrics import class_scores, confusion_matrix
-from medseg_gui.core.viewer_doc import CT_PRESETS, SHOW_ERRORS, SHOW_TRUTH, TruthError, ViewerDocument
+from medseg_gui.core.imaging import overlay as ov
+from medseg_gui.core.imaging.imageio import Volume
+from medseg_gui.core.engine.inference import ClassCountError
+from medseg_gui.core.imaging.seg_metrics import class_scores, confusion_matrix
+from medseg_gui.core.imaging.viewer_doc import CT_PRESETS, SHOW_ERRORS, SHOW_TRUTH, TruthError, ViewerDocument
 from viewer_helpers import write_png
 
 COLOURS = ["#000000", "#ff0000", "#00ff00", "#0000ff"]
@@ -86,11 +86,11 @@ def test_dice_iou_per_class_slice():
 
 
 def test_seg_metrics_does_not_import_torch():
-    assert "medseg_gui.core.seg_metrics" in sys.modules
+    assert "medseg_gui.core.imaging.seg_metrics" in sys.modules
     # the viewer's modules stay torch-free until a model is loaded
     import subprocess
 
-    code = ("import sys, medseg_gui.core.viewer_doc, medseg_gui.core.predict_export, medseg_gui.core.overlay;"
+    code = ("import sys, medseg_gui.core.imaging.viewer_doc, medseg_gui.core.imaging.predict_export, medseg_gui.core.imaging.overlay;"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -74,7 +74,7 @@ def to_config_page(qtbot, wizard: TrainingWizard) -> None:
 @pytest.fixture
 def quick_preflight(monkeypatch):
     """A checklist that passes at once (no torch import): for tests whose run is a fake session."""
-    from medseg_gui.core.preflight import CheckItem, PreflightReport
+    from medseg_gui.core.tools.preflight import CheckItem, PreflightReport
     from medseg_gui.gui.wizard import config_page
 
     monkeypatch.setattr(config_page, "run_preflight",

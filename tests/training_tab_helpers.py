@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from medseg_gui.core import config as cfg
-
 TINY_ARCH = {"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 48], "num_attention_heads": [1, 1, 2, 2],
              "decoder_hidden_size": 32}
 
@@ -14,7 +13,7 @@ def tiny_model_dir(root: Path, num_classes: int = 4) -> Path:
     """A b0-shaped SegFormer with small widths saved as an HF folder (the 'local folder' weights source)."""
     from transformers import SegformerForSemanticSegmentation
 
-    from medseg_gui.core.model import scratch_config
+    from medseg_gui.core.engine.model import scratch_config
 
     folder = root / f"tiny-segformer-{num_classes}"
     if not (folder / "config.json").exists():

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from medseg_gui.core import config as cfg
-
 TINY_ARCH = {"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 48], "num_attention_heads": [1, 1, 2, 2],
              "decoder_hidden_size": 32}
 CLASS_NAMES = ["background", "stomach", "small_bowel", "large_bowel"]
@@ -27,7 +26,7 @@ def tiny_model(num_classes: int = 4, seed: int = 0):
     import torch
     from transformers import SegformerForSemanticSegmentation
 
-    from medseg_gui.core.model import scratch_config
+    from medseg_gui.core.engine.model import scratch_config
 
     torch.manual_seed(seed)
     model = SegformerForSemanticSegmentation(scratch_config("b0", num_classes, **TINY_ARCH)).eval()
@@ -38,7 +37,7 @@ def tiny_model(num_classes: int = 4, seed: int = 0):
 
 def tiny_bundle(root: Path, num_classes: int = 4, size: int = 64, name: str = "bundle") -> Path:
     """Save a tiny model as a real bundle (save_bundle) under ``root/name``; reused if present."""
-    from medseg_gui.core.bundle import save_bundle
+    from medseg_gui.core.engine.bundle import save_bundle
 
     dst = root / name
     if not (dst / "medseg.json").is_file():

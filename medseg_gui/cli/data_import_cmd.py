@@ -40,7 +40,7 @@ def add_import_parser(data_subparsers: argparse._SubParsersAction) -> argparse.A
 
 def run_import(args: argparse.Namespace) -> int:
     from medseg_gui.core.data.import_output import DatasetImportError
-    from medseg_gui.core.imageio import ImageReadError
+    from medseg_gui.core.imaging.imageio import ImageReadError
     from medseg_gui.core.output_guard import os_error_line
 
     if not 0.0 <= args.val_fraction < 1.0:

@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from medseg_gui.core import runs
-    from medseg_gui.core.bundle import (META_FILE, BundleError, check_bundle_destination, copy_bundle,
+    from medseg_gui.core.engine.bundle import (META_FILE, BundleError, check_bundle_destination, copy_bundle,
                                         read_bundle_info)
-    from medseg_gui.core.inference import ModelLoadError
+    from medseg_gui.core.engine.inference import ModelLoadError
     from medseg_gui.core.output_guard import OutputRefused, os_error_line
 
     src, dst = Path(args.run_dir).expanduser(), Path(args.dst).expanduser()
@@ -69,8 +69,8 @@ def run_export(args: argparse.Namespace) -> int:
 def _from_checkpoint(run_dir: Path, dst: Path, which: str) -> Path:
     from medseg_gui.core import config as cfg
     from medseg_gui.core import runs
-    from medseg_gui.core.bundle import save_bundle
-    from medseg_gui.core.inference import load_run_checkpoint
+    from medseg_gui.core.engine.bundle import save_bundle
+    from medseg_gui.core.engine.inference import load_run_checkpoint
 
     best, last = runs.checkpoint_paths(run_dir)
     model, _ = load_run_checkpoint(run_dir, "cpu", checkpoint=best if which == "best" else last)

@@ -66,7 +66,7 @@ def run_hardware(args: argparse.Namespace) -> int:
 
 def run_recommend(args: argparse.Namespace) -> int:
     from medseg_gui.core.hardware import probe
-    from medseg_gui.core.recommend import recommend
+    from medseg_gui.core.planning.recommend import recommend
 
     if args.vram_gb is not None and not (math.isfinite(args.vram_gb) and args.vram_gb >= 0):
         return fail(f"--vram-gb {args.vram_gb} is not a size; give the GPU memory in GB, 0 or more (e.g. 24)")
@@ -99,7 +99,7 @@ def run_recommend(args: argparse.Namespace) -> int:
         rec.config.dataset.path = args.dataset
     probe = None
     if args.probe:
-        from medseg_gui.core.fit_probe import apply_probe, probe_fit
+        from medseg_gui.core.tools.fit_probe import apply_probe, probe_fit
 
         if rec.gpu is None or rec.budget_gb is None:
             rec.warnings.append("fit probe skipped: it runs on a real GPU (not for --vram-gb what-ifs or the CPU)")

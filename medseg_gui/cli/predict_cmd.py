@@ -49,7 +49,7 @@ class Job:
 def expand_inputs(inputs: list[str], out: Path) -> tuple[list[Job], list[dict[str, Any]]]:
     """Files and folders → one job per image/volume. A folder of DICOM files is one series; a folder of
     2D images gives one job per image (their sizes may differ), written to a sub-folder of its name."""
-    from medseg_gui.core.imageio import (DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, is_dicom_file,
+    from medseg_gui.core.imaging.imageio import (DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, is_dicom_file,
                                          natural_key)
     from medseg_gui.core.output_guard import not_a_regular_file
 
@@ -94,7 +94,7 @@ class OutputNames:
     def claim(self, job: Job, volume: Any, overlay: bool) -> tuple[str, str]:
         """(stem, note) for ``job``; ``note`` says why the stem differs from the input's name ('' if not)."""
         from medseg_gui.core.output_guard import unique_name
-        from medseg_gui.core.predict_export import planned_outputs, safe_stem
+        from medseg_gui.core.imaging.predict_export import planned_outputs, safe_stem
 
         wanted = safe_stem(job.source)
         taken = self.stems.setdefault(job.out_dir, set())
@@ -112,10 +112,10 @@ class OutputNames:
 def predict_one(predictor: Any, job: Job, args: argparse.Namespace, names: OutputNames) -> dict[str, Any]:
     import numpy as np
 
-    from medseg_gui.core.imageio import read_volume
-    from medseg_gui.core.inference import volume_to_uint8
-    from medseg_gui.core.overlay import CONTOUR, FILLED
-    from medseg_gui.core.predict_export import export_volume, planned_outputs
+    from medseg_gui.core.imaging.imageio import read_volume
+    from medseg_gui.core.engine.inference import volume_to_uint8
+    from medseg_gui.core.imaging.overlay import CONTOUR, FILLED
+    from medseg_gui.core.imaging.predict_export import export_volume, planned_outputs
     from medseg_gui.core.output_guard import check_file_target
 
     t0 = time.perf_counter()
@@ -148,9 +148,9 @@ def _destination_unusable(exc: BaseException) -> bool:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from medseg_gui.core.imageio import ImageReadError
-    from medseg_gui.core.inference import ModelLoadError, Predictor
-    from medseg_gui.core.precision import DeviceError, resolve_device
+    from medseg_gui.core.imaging.imageio import ImageReadError
+    from medseg_gui.core.engine.inference import ModelLoadError, Predictor
+    from medseg_gui.core.planning.precision import DeviceError, resolve_device
     from medseg_gui.core.output_guard import os_error_line
 
     if not 0.0 <= args.opacity <= 1.0:

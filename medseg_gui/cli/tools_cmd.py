@@ -51,7 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_config(args: argparse.Namespace) -> Any:
     """The config of ``--config`` or ``--demo`` plus ``--dataset``; ConfigError names file and fields."""
     from medseg_gui.core import config as cfg
-
     if args.config:
         config = cfg.load(args.config)
     else:
@@ -85,8 +84,8 @@ def _config_or_fail(args: argparse.Namespace) -> tuple[Any, int | None]:
 
 def run_lr_find(args: argparse.Namespace) -> int:
     from medseg_gui.core import config as cfg
-    from medseg_gui.core.lr_find import apply_lr, find_lr
-    from medseg_gui.core.trial_run import ToolError
+    from medseg_gui.core.tools.lr_find import apply_lr, find_lr
+    from medseg_gui.core.tools.trial_run import ToolError
 
     config, code = _config_or_fail(args)
     if config is None:
@@ -136,8 +135,8 @@ def run_lr_find(args: argparse.Namespace) -> int:
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
-    from medseg_gui.core import benchmark as bm
-    from medseg_gui.core.trial_run import ToolError
+    from medseg_gui.core.tools import benchmark as bm
+    from medseg_gui.core.tools.trial_run import ToolError
 
     config, code = _config_or_fail(args)
     if config is None:
@@ -160,7 +159,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
 def _show_estimate(args: argparse.Namespace, config: Any) -> int:
     """No training: the cached measurement for this GPU + config, or the bandwidth-scaled estimate."""
-    from medseg_gui.core import benchmark as bm
+    from medseg_gui.core.tools import benchmark as bm
     from medseg_gui.core.gpu_identity import GpuSelectionError, training_gpu
     from medseg_gui.core.hardware import probe
 
@@ -186,7 +185,7 @@ def _show_estimate(args: argparse.Namespace, config: Any) -> int:
 
 
 def run_preflight(args: argparse.Namespace) -> int:
-    from medseg_gui.core.preflight import preflight
+    from medseg_gui.core.tools.preflight import preflight
 
     config, code = _config_or_fail(args)
     if config is None:

@@ -72,7 +72,6 @@ OVERRIDES = {"epochs": "training.epochs", "batch_size": "training.batch_size",
 def build_config(args: argparse.Namespace) -> Any:
     """The run's config: a file, a resumed run's, or the recommendation for --demo; then overrides."""
     from medseg_gui.core import config as cfg
-
     if args.config:
         config = cfg.load(args.config)
     elif args.resume:
@@ -106,7 +105,7 @@ def demo_config() -> Any:
 
     try:
         from medseg_gui.core.hardware import probe
-        from medseg_gui.core.recommend import recommend
+        from medseg_gui.core.planning.recommend import recommend
 
         config = recommend(probe()).config
     except Exception:  # noqa: BLE001 — a recommendation problem must not block the demo
@@ -118,7 +117,7 @@ def demo_config() -> Any:
 
 def run_train(args: argparse.Namespace) -> int:
     from medseg_gui.core.config import ConfigError, validate
-    from medseg_gui.core.session import TrainingSession, process_rank
+    from medseg_gui.core.engine.session import TrainingSession, process_rank
 
     events_out = _claim_stdout() if args.events_json else None
     _quiet_lightning()
@@ -130,7 +129,7 @@ def run_train(args: argparse.Namespace) -> int:
     if problems:
         return fail("the configuration has problems:\n" + "\n".join(f"  - {p}" for p in problems),
                     "fix the named settings")
-    from medseg_gui.core.precision import DeviceError, resolve_accelerator
+    from medseg_gui.core.planning.precision import DeviceError, resolve_accelerator
 
     try:
         resolve_accelerator(config.training.accelerator)
@@ -241,7 +240,7 @@ class ProgressPrinter:
 
     def __call__(self, event: Any) -> None:
         from medseg_gui.core import events as ev
-        from medseg_gui.core.seg_metrics import HEADLINE_METRIC, HEADLINE_SHORT
+        from medseg_gui.core.imaging.seg_metrics import HEADLINE_METRIC, HEADLINE_SHORT
 
         self.live.apply(event)
 

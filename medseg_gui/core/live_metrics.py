@@ -24,7 +24,7 @@ import numpy as np
 
 from medseg_gui.core.events import (Checkpointed, EpochMetrics, Event, LogMessage, OomRecovered, PhaseChanged,
                                     RunFailed, RunFinished, RunStarted, StepMetrics, VramSample, read_jsonl)
-from medseg_gui.core.seg_metrics import HEADLINE_METRIC
+from medseg_gui.core.imaging.seg_metrics import HEADLINE_METRIC
 from medseg_gui.core.words import plural
 
 

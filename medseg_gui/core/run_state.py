@@ -2,14 +2,14 @@
 
 Why one place: the list said "0 epochs" for a run stopped after 21 steps, and the header said Resume
 "continues" while the session's log said it "restarts epoch 1". What the engine really does
-(core/session.py): a stop saves the weights of that moment with the count of *completed* epochs; a
+(core/engine/session.py): a stop saves the weights of that moment with the count of *completed* epochs; a
 resume loads those weights and runs the interrupted epoch again from its first batch. The words here
 say exactly that.
 """
 
 from __future__ import annotations
 
-from medseg_gui.core.seg_metrics import HEADLINE_SHORT
+from medseg_gui.core.imaging.seg_metrics import HEADLINE_SHORT
 from medseg_gui.core.words import plural  # the one plural helper, re-exported for this module's users
 
 

@@ -21,8 +21,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDoubleSpinBox, QFr
 
 from medseg_gui.core.gpu_identity import GpuSelectionError, by_cuda_index, choose_gpus, gpu_label, short_uuid
 from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot
-from medseg_gui.core.recommend import NO_GPU_WARNING, Recommendation
-from medseg_gui.core.tiers import TIERS
+from medseg_gui.core.planning.recommend import NO_GPU_WARNING, Recommendation
+from medseg_gui.core.planning.tiers import TIERS
 from medseg_gui.core.words import plural
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState

@@ -15,7 +15,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from medseg_gui.core.model import PRETRAINED_LICENCE, local_weights_problem, offline_by_environment
+from medseg_gui.core.engine.model import PRETRAINED_LICENCE, local_weights_problem, offline_by_environment
 from medseg_gui.gui.state import AppState
 
 
@@ -81,7 +81,7 @@ class PretrainedChooser(QWidget):
         variant = self.state.config.training.variant
 
         def fetch(_progress, _stop):
-            from medseg_gui.core.model import download_pretrained
+            from medseg_gui.core.engine.model import download_pretrained
 
             return download_pretrained(variant)
 

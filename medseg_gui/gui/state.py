@@ -16,7 +16,7 @@ from PySide6.QtCore import QObject, Signal
 from medseg_gui.core import config as cfg
 from medseg_gui.core.config import ConfigProblem, RunConfig
 from medseg_gui.core.hardware import HardwareSnapshot
-from medseg_gui.core.recommend import DatasetSummary, Recommendation
+from medseg_gui.core.planning.recommend import DatasetSummary, Recommendation
 
 # Fields of the user's config that the recommendation keeps (what the data decides, not the GPU).
 _BASE_FIELDS = ("dataset.path", "dataset.num_classes", "dataset.class_names", "dataset.class_colors",
@@ -27,7 +27,7 @@ _BASE_FIELDS = ("dataset.path", "dataset.num_classes", "dataset.class_names", "d
 def compute_recommendation(snapshot: HardwareSnapshot, *, vram_gb: float | None, base: RunConfig,
                            dataset: DatasetSummary | None, gpu_index: int | None = None) -> Recommendation:
     """The GUI's only call into the recommender, so plugging in the memory model is a one-line change."""
-    from medseg_gui.core.recommend import recommend
+    from medseg_gui.core.planning.recommend import recommend
 
     return recommend(snapshot, gpu_index=gpu_index, vram_gb=vram_gb, dataset=dataset, base=base,
                      memory_model="default")

@@ -23,7 +23,6 @@ import pytest
 
 from medseg_gui.cli import main
 from medseg_gui.core import config as cfg
-
 from viewer_helpers import ramp_image, tiny_bundle, write_png
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +85,7 @@ def test_config_validate_lists_type_and_range_problems_together_and_refuses_nan_
 def test_fp16_weights_are_converted_to_float32_and_said(tmp_path, bundle, capsys):
     import torch
 
-    from medseg_gui.core.inference import Predictor
+    from medseg_gui.core.engine.inference import Predictor
 
     half = _copy_bundle(bundle, tmp_path / "half")
     _rewrite_weights(half, lambda s: {k: v.half() if v.is_floating_point() else v for k, v in s.items()})
@@ -136,7 +135,7 @@ def test_viewer_banner_shows_what_loading_the_model_found(qtbot, tmp_path, bundl
 
 @pytest.mark.parametrize("size", [0, -5, 100_000])
 def test_impossible_bundle_image_size_is_one_clear_line(tmp_path, bundle, capsys, size):
-    from medseg_gui.core.bundle import BundleError, read_bundle_info
+    from medseg_gui.core.engine.bundle import BundleError, read_bundle_info
 
     broken = _copy_bundle(bundle, tmp_path / "b")
     meta = json.loads((broken / "medseg.json").read_text())
@@ -154,7 +153,7 @@ def test_impossible_bundle_image_size_is_one_clear_line(tmp_path, bundle, capsys
 def test_weight_shape_mismatch_names_the_first_tensors(tmp_path, bundle):
     import torch
 
-    from medseg_gui.core.inference import ModelLoadError, load_model
+    from medseg_gui.core.engine.inference import ModelLoadError, load_model
 
     wrong = _copy_bundle(bundle, tmp_path / "wrong")
     name = "decode_head.classifier.weight"
@@ -183,7 +182,7 @@ def test_weight_shape_mismatch_names_the_first_tensors(tmp_path, bundle):
 
 
 def test_nan_weights_load_with_a_warning(tmp_path, bundle, capsys):
-    from medseg_gui.core.inference import load_model
+    from medseg_gui.core.engine.inference import load_model
 
     nan = _copy_bundle(bundle, tmp_path / "nan")
     name = "decode_head.classifier.bias"
@@ -251,7 +250,7 @@ def test_train_with_accelerator_gpu_without_cuda_is_one_line_and_makes_no_folder
 def test_device_rule_names_the_missing_gpu_number(monkeypatch):
     import torch
 
-    from medseg_gui.core.precision import DeviceError, resolve_accelerator, resolve_device
+    from medseg_gui.core.planning.precision import DeviceError, resolve_accelerator, resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

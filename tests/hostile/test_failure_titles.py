@@ -9,8 +9,6 @@ import pytest
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core import events as ev
-
-
 @pytest.mark.parametrize("kind, title", [
     ("disk", "Disk full"), ("run_busy", "Run folder in use"), ("run_dir", "Run folder refused"),
     ("oom", "Out of GPU memory"), ("data", "Dataset problem"), ("config", "Configuration problem"),

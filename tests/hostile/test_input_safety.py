@@ -21,7 +21,7 @@ import pytest
 
 from medseg_gui.cli import main
 from medseg_gui.core.data.decode import DecodeError
-from medseg_gui.core.imageio import ImageReadError, read_image, read_volume
+from medseg_gui.core.imaging.imageio import ImageReadError, read_image, read_volume
 
 from data_helpers import make_pair, write_png
 from test_data_import import make_kaggle
@@ -243,7 +243,7 @@ def _dicom_claiming(path: Path, rows: int, cols: int, frames: int = 1) -> Path:
 ])
 def test_dicom_claiming_gigantic_pixel_data_is_refused_in_one_line(tmp_path, bundle, capsys, rows, cols, frames,
                                                                    words):
-    from medseg_gui.core.imageio import too_many_dicom_pixels
+    from medseg_gui.core.imaging.imageio import too_many_dicom_pixels
 
     bomb = _dicom_claiming(tmp_path / "bomb.dcm", rows, cols, frames)
     with pytest.raises(ImageReadError, match="decompression bomb") as err:
@@ -264,7 +264,7 @@ def test_dicom_claiming_gigantic_pixel_data_is_refused_in_one_line(tmp_path, bun
 
 
 def test_a_dicom_series_claiming_too_many_pixels_together_is_refused(tmp_path, monkeypatch):
-    import medseg_gui.core.imageio as imageio
+    import medseg_gui.core.imaging.imageio as imageio
     from imageio_fixtures import make_ct_series
 
     make_ct_series(tmp_path / "ct", [np.zeros((8, 8), np.int16)] * 30, [2.0 * i for i in range(30)], "1.2.3.4")

@@ -90,7 +90,7 @@ def test_export_force_never_replaces_the_run_a_folder_holding_it_or_foreign_fold
 
 
 def test_core_bundle_writers_refuse_to_replace_a_foreign_folder(tmp_path, bundle):
-    from medseg_gui.core.bundle import copy_bundle, save_bundle
+    from medseg_gui.core.engine.bundle import copy_bundle, save_bundle
     from viewer_helpers import tiny_model, tiny_run_config
 
     dataset = tmp_path / "dataset"
@@ -131,7 +131,7 @@ def test_predict_gives_colliding_inputs_distinct_outputs_and_says_so(tmp_path, b
 
 
 def read_shape(path: Path) -> tuple[int, int]:
-    from medseg_gui.core.imageio import read_image
+    from medseg_gui.core.imaging.imageio import read_image
 
     return read_image(path).shape[:2]
 
@@ -157,8 +157,7 @@ def test_predict_never_overwrites_an_existing_file_without_overwrite(tmp_path, b
 
 
 def test_viewer_export_functions_refuse_an_existing_file_unless_asked(tmp_path):
-    from medseg_gui.core import predict_export as pe
-
+    from medseg_gui.core.imaging import predict_export as pe
     target = tmp_path / "case1_mask.png"
     target.write_bytes(b"truth")
     labels = np.zeros((4, 5), np.uint8)
@@ -256,7 +255,7 @@ def test_save_refuses_an_existing_file_without_force(tmp_path, capsys, monkeypat
     assert "[training]" in mine.read_text()
 
     # lr-find refuses before the sweep, not after minutes of work
-    import medseg_gui.core.lr_find as lr_find
+    import medseg_gui.core.tools.lr_find as lr_find
 
     monkeypatch.setattr(lr_find, "find_lr", lambda *a, **k: pytest.fail("the sweep ran"))
     config = tmp_path / "run.toml"
@@ -280,7 +279,7 @@ def test_read_only_or_full_destination_is_one_line_not_a_traceback(tmp_path, bun
                                                                    code, words):
     import tempfile
 
-    import medseg_gui.core.imageio as imageio
+    import medseg_gui.core.imaging.imageio as imageio
 
     src = tmp_path / "flat"
     for i in range(3):

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ---- helpers -----------------------------------------------------------------------------------------
 def _session(config, **kwargs):
-    from medseg_gui.core.session import TrainingSession
+    from medseg_gui.core.engine.session import TrainingSession
 
     events: list = []
     session = TrainingSession(config, events.append, datamodule_factory=kwargs.pop("dm", None) or FakeDataModule(8, 4),
@@ -217,7 +217,7 @@ def test_a_locked_run_refuses_a_resume_and_is_not_written(tmp_path):
 
 
 def test_ddp_child_ranks_work_inside_rank_zero_lock(tmp_path, monkeypatch):
-    from medseg_gui.core.session import RUN_DIR_ENV
+    from medseg_gui.core.engine.session import RUN_DIR_ENV
 
     config = _light_config(tmp_path)
     run = _fake_run(tmp_path / "myrun", config)
@@ -243,7 +243,7 @@ SCORES = {"first": {1: 0.3, 2: 0.6}, "resumed": {2: 0.5}}
 
 def _scored(monkeypatch, scores: dict[int, float]) -> None:
     """Validation F1 fixed per epoch, so epoch 2 improves in the first run and not in the resume."""
-    from medseg_gui.core.session import TrainingSession
+    from medseg_gui.core.engine.session import TrainingSession
 
     original = TrainingSession._on_epoch_done
 
@@ -257,8 +257,7 @@ def _scored(monkeypatch, scores: dict[int, float]) -> None:
 def _crash_on_checkpoint_write(monkeypatch, epoch: int, index: int, midway: bool) -> list[str]:
     """Crash before (or halfway through) the ``index``-th checkpoint write of ``epoch``, whatever
     order the session writes its files in."""
-    from medseg_gui.core import session as session_mod
-
+    from medseg_gui.core.engine import session as session_mod
     real = atomic.atomic_write
     seen: list[str] = []
     current_epoch = [0]  # the epoch whose checkpoints are being written (0: none)
@@ -296,7 +295,7 @@ def _crash_on_checkpoint_write(monkeypatch, epoch: int, index: int, midway: bool
 def _assert_consistent(run: Path, result) -> None:
     import torch
 
-    from medseg_gui.core.bundle import load_bundle
+    from medseg_gui.core.engine.bundle import load_bundle
 
     assert isinstance(result, RunFinished), getattr(result, "detail", result)
     best_path, _ = runs.checkpoint_paths(run)
@@ -472,7 +471,7 @@ def test_disk_full_while_appending_an_event_fails_the_run_and_still_tells_the_fr
         def close(self):
             pass
 
-    monkeypatch.setattr("medseg_gui.core.session.open_jsonl_append", lambda path: FullFile())
+    monkeypatch.setattr("medseg_gui.core.engine.session.open_jsonl_append", lambda path: FullFile())
     session, seen = _session(_light_config(tmp_path))
     session._notes.append("a note, the first line for the events file")
     result = session.run()
@@ -482,8 +481,7 @@ def test_disk_full_while_appending_an_event_fails_the_run_and_still_tells_the_fr
 
 
 def test_a_run_folder_that_cannot_be_created_is_one_line(tmp_path, monkeypatch):
-    from medseg_gui.core import session as session_mod
-
+    from medseg_gui.core.engine import session as session_mod
     config = _light_config(tmp_path)
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
@@ -601,7 +599,7 @@ def test_kill_minus_9_mid_training_then_resume_is_consistent(tmp_path, capsys):
     import torch
 
     from medseg_gui.cli import main
-    from medseg_gui.core.bundle import load_bundle
+    from medseg_gui.core.engine.bundle import load_bundle
     from medseg_gui.core.events import Checkpointed, from_json
 
     from engine_helpers import tiny_model_dir

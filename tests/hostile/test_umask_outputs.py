@@ -34,7 +34,7 @@ def _all_modes(root: Path) -> set[tuple[str, int]]:
 
 @pytest.mark.parametrize("mask", [0o022, 0o027])
 def test_user_visible_outputs_follow_the_umask(tmp_path, capsys, mask):
-    from medseg_gui.core.bundle import WEIGHTS_FILE, copy_bundle, save_bundle
+    from medseg_gui.core.engine.bundle import WEIGHTS_FILE, copy_bundle, save_bundle
     from medseg_gui.core.data.demo import generate_demo
 
     want = {("dir", 0o777 & ~mask), ("file", 0o666 & ~mask)}

@@ -1,9 +1,9 @@
 """Fast decoding of dataset files for training and validation (images to uint8, masks to class ids).
 
-Why a separate module from ``core/imageio.py``: this is the hot path of the training loader (one call
+Why a separate module from ``core/imaging/imageio.py``: this is the hot path of the training loader (one call
 per sample per epoch), so it uses OpenCV's PNG decoder on raw bytes (``np.fromfile`` + ``imdecode``
 also copes with non-ASCII Windows paths) and does only what a 2D training sample needs. The viewer and
-the importers use ``core/imageio.py`` for the wider set of formats (DICOM, NIfTI, multi-page TIFF).
+the importers use ``core/imaging/imageio.py`` for the wider set of formats (DICOM, NIfTI, multi-page TIFF).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def window_to_uint8(array: np.ndarray, percentiles: tuple[float, float] = WINDOW
     """
     if array.dtype == np.uint8:
         return array
-    from medseg_gui.core.imageio import to_uint8
+    from medseg_gui.core.imaging.imageio import to_uint8
 
     return to_uint8(array, percentiles=percentiles)
 
@@ -78,7 +78,7 @@ def _imdecode(path: Path, flags: int) -> np.ndarray | None:
 def _refuse_bomb(path: Path, raw: np.ndarray) -> None:
     """Refuse a file whose header claims a gigantic image before OpenCV allocates it (a PNG's size is
     in its first 24 bytes; other formats ask PIL, which reads only the header)."""
-    from medseg_gui.core.imageio import too_many_pixels
+    from medseg_gui.core.imaging.imageio import too_many_pixels
 
     head = raw[:24].tobytes()
     if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 24:

@@ -28,7 +28,7 @@ def import_flat(source: str | Path, destination: str | Path, *, val_fraction: fl
                 num_classes: int | None = None, progress: Progress | None = None) -> ImportSummary:
     """Write ``source``'s pairs into ``destination/{train,valid}/{images,masks}``."""
     from medseg_gui.core.data.formats import DatasetLayoutError, index_dataset
-    from medseg_gui.core.imageio import ImageReadError, read_image, to_uint8
+    from medseg_gui.core.imaging.imageio import ImageReadError, read_image, to_uint8
 
     source, destination = Path(source).expanduser(), Path(destination).expanduser()
     check_destination(source, destination)

@@ -165,7 +165,7 @@ def import_kaggle(source: str | Path, destination: str | Path, *, val_fraction: 
     means the csv is not the competition's.
     """
     from medseg_gui.core.data.formats import Pair, split_pairs
-    from medseg_gui.core.imageio import ImageReadError, read_image, to_uint8
+    from medseg_gui.core.imaging.imageio import ImageReadError, read_image, to_uint8
 
     source, destination = Path(source).expanduser(), Path(destination).expanduser()
     if not source.is_dir():

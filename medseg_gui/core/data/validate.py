@@ -148,7 +148,7 @@ def _header(path: Path) -> tuple[tuple[int, int] | None, str, str]:
 
     from PIL import Image, UnidentifiedImageError
 
-    from medseg_gui.core.imageio import too_many_pixels
+    from medseg_gui.core.imaging.imageio import too_many_pixels
     from medseg_gui.core.output_guard import not_a_regular_file
 
     problem = not_a_regular_file(path)  # before opening: a FIFO would block the check
@@ -452,7 +452,7 @@ def summary_for_recommendation(path: str, mask_sample: int = 200) -> tuple[Any, 
     """
     from medseg_gui.core.data.demo import CLASS_NAMES, DEFAULT_N
     from medseg_gui.core.data.formats import DatasetLayoutError, resolve_dataset_path
-    from medseg_gui.core.recommend import DatasetSummary
+    from medseg_gui.core.planning.recommend import DatasetSummary
 
     if path.strip().lower() == "demo":  # generated at the training size: any size fits
         return DatasetSummary(num_classes=len(CLASS_NAMES), image_size=None,

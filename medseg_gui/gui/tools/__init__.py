@@ -79,7 +79,7 @@ class ToolsPage(QWidget):
         self._show_config()
 
     def _show_config(self) -> None:
-        from medseg_gui.core.plan import describe, progressive_plan
+        from medseg_gui.core.tools.progressive_plan import describe, progressive_plan
 
         config = self.state.config
         self.lr_label.setText(f"Current learning rate: {sci(config.training.lr)}")

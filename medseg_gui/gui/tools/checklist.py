@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QScroll
                                QWidget)
 
 from medseg_gui.core import config as cfg
-from medseg_gui.core.preflight import CheckItem, PreflightReport
+from medseg_gui.core.tools.preflight import CheckItem, PreflightReport
 from medseg_gui.core.run_state import plural
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
@@ -30,7 +30,7 @@ COLOURS = {"ok": (style.OK_TEXT, style.OK_BG, "✓"), "warn": (style.WARN_TEXT, 
 
 
 def default_checker(config: cfg.RunConfig) -> PreflightReport:
-    from medseg_gui.core.preflight import preflight
+    from medseg_gui.core.tools.preflight import preflight
 
     return preflight(config)
 

@@ -40,7 +40,7 @@ class _Thread(QThread):
         self.fn, self.stop = fn, stop
 
     def run(self) -> None:
-        from medseg_gui.core.trial_run import ToolCancelled, ToolError
+        from medseg_gui.core.tools.trial_run import ToolCancelled, ToolError
 
         try:
             result = self.fn(lambda done, total: self.progressed.emit(int(done), int(total)), self.stop)

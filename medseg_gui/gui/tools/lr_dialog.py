@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
                                QWidget)
 
-from medseg_gui.core.lr_find import LrFindResult
+from medseg_gui.core.tools.lr_find import LrFindResult
 from medseg_gui.gui import style
 from medseg_gui.gui.plots import SciLogAxis, sci
 from medseg_gui.gui.state import AppState
@@ -25,7 +25,7 @@ Finder = Callable[..., LrFindResult]  # find_lr(config, num_training=, progress=
 
 
 def default_finder(config: Any, **kwargs: Any) -> LrFindResult:
-    from medseg_gui.core.lr_find import find_lr
+    from medseg_gui.core.tools.lr_find import find_lr
 
     return find_lr(config, **kwargs)
 

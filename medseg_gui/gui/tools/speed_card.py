@@ -10,7 +10,7 @@ from typing import Any
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from medseg_gui.core import config as cfg
-from medseg_gui.core.benchmark import BenchmarkResult, format_duration
+from medseg_gui.core.tools.benchmark import BenchmarkResult, format_duration
 from medseg_gui.core.words import plural
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
@@ -21,13 +21,13 @@ KnownSpeed = Callable[..., BenchmarkResult | None]  # known_speed(config, gpu, t
 
 
 def default_benchmarker(config: cfg.RunConfig, **kwargs: Any) -> BenchmarkResult:
-    from medseg_gui.core.benchmark import run_benchmark
+    from medseg_gui.core.tools.benchmark import run_benchmark
 
     return run_benchmark(config, **kwargs)
 
 
 def default_known(config: cfg.RunConfig, gpu: Any, train_images: int | None, val_images: int | None):
-    from medseg_gui.core.benchmark import known_speed
+    from medseg_gui.core.tools.benchmark import known_speed
 
     return known_speed(config, gpu, train_images, val_images)
 

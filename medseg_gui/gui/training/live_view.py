@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit,
 
 from medseg_gui.core.live_metrics import LiveMetrics, format_duration
 from medseg_gui.core.run_state import progress_words, resume_words
-from medseg_gui.core.seg_metrics import HEADLINE_METRIC, HEADLINE_SHORT
+from medseg_gui.core.imaging.seg_metrics import HEADLINE_METRIC, HEADLINE_SHORT
 from medseg_gui.gui import style
 from medseg_gui.gui.plots import IntegerAxis, SciLogAxis, release_label_width, tight_log_range
 

@@ -191,7 +191,7 @@ class InProcessWorker(TrainingWorker):
             return ended
         factory = self.session_factory
         if factory is None:
-            from medseg_gui.core.session import TrainingSession
+            from medseg_gui.core.engine.session import TrainingSession
 
             factory = TrainingSession
         kwargs = dict(self.session_kwargs)

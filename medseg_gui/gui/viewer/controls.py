@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleS
                                QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QScrollArea,
                                QSlider, QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
-from medseg_gui.core.overlay import ERROR_COLORS, ERROR_LABELS
+from medseg_gui.core.imaging.overlay import ERROR_COLORS, ERROR_LABELS
 
 GREYED = "#b8c0ca"  # class swatches while the error map (which does not use class colours) is shown
 

@@ -17,9 +17,9 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QSlider,
                                QSplitter, QVBoxLayout, QWidget)
 
-from medseg_gui.core.imageio import FILE_DIALOG_FILTER
-from medseg_gui.core.seg_metrics import HEADLINE_METRIC
-from medseg_gui.core.viewer_doc import (COMPARE_MODES, SHOW_ERRORS, SHOW_PREDICTION, SIDE_BY_SIDE, TRUTH_MODES,
+from medseg_gui.core.imaging.imageio import FILE_DIALOG_FILTER
+from medseg_gui.core.imaging.seg_metrics import HEADLINE_METRIC
+from medseg_gui.core.imaging.viewer_doc import (COMPARE_MODES, SHOW_ERRORS, SHOW_PREDICTION, SIDE_BY_SIDE, TRUTH_MODES,
                                         ViewerDocument, model_display_name)
 from medseg_gui.core.words import plural
 from medseg_gui.gui.viewer.canvas import SliceCanvas
@@ -170,7 +170,7 @@ class ViewerWidget(QWidget):
 
     def open_path(self, path: str | os.PathLike) -> bool:
         """Open an image/volume; a failure leaves the current image in place and explains itself."""
-        from medseg_gui.core.imageio import ImageReadError
+        from medseg_gui.core.imaging.imageio import ImageReadError
 
         self._cancel_inference()
         self._clear_error()
@@ -235,7 +235,7 @@ class ViewerWidget(QWidget):
 
     def open_dropped(self, path: str) -> None:
         """A model (bundle/run folder/.safetensors) loads as the model; anything else opens as an image."""
-        from medseg_gui.core.inference import ModelLoadError, describe_model_path
+        from medseg_gui.core.engine.inference import ModelLoadError, describe_model_path
 
         p = Path(path)
         try:
@@ -362,7 +362,7 @@ class ViewerWidget(QWidget):
 
     def _select_image(self, index: int) -> None:
         """Step to another image of an image list (each image has its own prediction and truth)."""
-        from medseg_gui.core.imageio import ImageReadError
+        from medseg_gui.core.imaging.imageio import ImageReadError
 
         if index == self.doc.image_index:
             return
@@ -424,7 +424,7 @@ class ViewerWidget(QWidget):
 
     def load_model(self, path: str | os.PathLike, run_after: bool = False) -> None:
         """Load in a worker (torch import + weights take seconds); ``model_loaded`` fires when ready."""
-        from medseg_gui.core.inference import ModelLoadError, Predictor, describe_model_path
+        from medseg_gui.core.engine.inference import ModelLoadError, Predictor, describe_model_path
 
         self._clear_error()
         try:
@@ -437,7 +437,7 @@ class ViewerWidget(QWidget):
         self._start("model", lambda progress, stop: Predictor.from_path(path))
 
     def _model_ready(self, predictor: Any) -> None:
-        from medseg_gui.core.inference import ClassCountError
+        from medseg_gui.core.engine.inference import ClassCountError
 
         try:
             self.doc.set_model(str(predictor.info.path), predictor.class_names, predictor.class_colors)
@@ -612,7 +612,7 @@ class ViewerWidget(QWidget):
         has_slice = self.doc.slice_has_prediction()
         c.export_png_button.setEnabled(has_slice)
         c.export_overlay_button.setEnabled(self.doc.is_open and (has_slice or self.doc.truth is not None))
-        from medseg_gui.core.predict_export import nifti_possible
+        from medseg_gui.core.imaging.predict_export import nifti_possible
 
         c.export_nifti_button.setEnabled(self.doc.has_prediction() and self.doc.volume is not None
                                          and nifti_possible(self.doc.volume))
@@ -624,8 +624,8 @@ class ViewerWidget(QWidget):
             self.load_truth(path)
 
     def load_truth(self, path: str | os.PathLike) -> bool:
-        from medseg_gui.core.inference import ClassCountError
-        from medseg_gui.core.viewer_doc import TruthError
+        from medseg_gui.core.engine.inference import ClassCountError
+        from medseg_gui.core.imaging.viewer_doc import TruthError
 
         had_legend = bool(self.doc.class_names)
         self._clear_error()
@@ -647,7 +647,7 @@ class ViewerWidget(QWidget):
 
     # ----- export -------------------------------------------------------------------------------
     def _export_dialog(self, what: str) -> None:
-        from medseg_gui.core.predict_export import safe_stem
+        from medseg_gui.core.imaging.predict_export import safe_stem
 
         stem = safe_stem(self.doc.name or "image")
         z = self.doc.slice_index
@@ -666,8 +666,8 @@ class ViewerWidget(QWidget):
     def export(self, what: str, path: str | os.PathLike, overwrite: bool = False) -> Path | None:
         """``what``: 'png' (current slice's mask), 'nifti' (volume mask), 'overlay' (what is shown).
         An existing file is replaced only with ``overwrite`` (the save dialog's own question said yes)."""
-        from medseg_gui.core import predict_export as pe
-        from medseg_gui.core.overlay import blend, grey_to_rgb
+        from medseg_gui.core.imaging import predict_export as pe
+        from medseg_gui.core.imaging.overlay import blend, grey_to_rgb
 
         doc = self.doc
         self._clear_error()

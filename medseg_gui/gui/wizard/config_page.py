@@ -22,7 +22,7 @@ from medseg_gui.gui.tools.checklist import PreflightChecklist
 
 def plan_available() -> bool:
     try:
-        import medseg_gui.core.plan  # noqa: F401
+        import medseg_gui.core.tools.progressive_plan  # noqa: F401
     except ImportError:
         return False
     return True
@@ -30,7 +30,7 @@ def plan_available() -> bool:
 
 def run_preflight(config: cfg.RunConfig, snapshot: Any, report: Any) -> Any:
     """The checklist for ``config`` (worker thread: it imports torch and may read the dataset)."""
-    from medseg_gui.core.preflight import preflight
+    from medseg_gui.core.tools.preflight import preflight
 
     return preflight(config, snapshot=snapshot, report=report)
 

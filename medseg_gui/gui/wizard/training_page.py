@@ -22,7 +22,7 @@ from medseg_gui.core import runs
 from medseg_gui.core.events import Event, RunFailed, RunFinished, RunStarted
 from medseg_gui.core.live_metrics import LiveMetrics
 from medseg_gui.core.run_state import plural
-from medseg_gui.core.seg_metrics import HEADLINE_METRIC
+from medseg_gui.core.imaging.seg_metrics import HEADLINE_METRIC
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.training.live_view import LiveView
 from medseg_gui.gui.training.worker import InProcessWorker, TrainingRunner, hint_for
@@ -37,7 +37,7 @@ class PlanSession:
 
     def __init__(self, config: cfg.RunConfig, sink, run_dir: str | None = None, resume_from: str | None = None,
                  *, inner_factory=None, check_steps: int | None = None, **session_kwargs: Any):
-        from medseg_gui.core.plan import CHECK_STEPS, PlanRunner, progressive_plan
+        from medseg_gui.core.tools.progressive_plan import CHECK_STEPS, PlanRunner, progressive_plan
 
         self.sink = sink
         self.runner = PlanRunner(progressive_plan(config, check_steps or CHECK_STEPS), sink,

@@ -25,7 +25,7 @@ Rules the capture relies on (PyTorch's "whole network capture" recipe):
   memory meanwhile, which a global-mode capture counts as an illegal call (measured: it failed the
   capture of some configurations at random).
 
-Several GPUs (core/grad_sync.py): ``grad_sync`` owns the gradients instead: they are views of one
+Several GPUs (core/engine/grad_sync.py): ``grad_sync`` owns the gradients instead: they are views of one
 flat buffer that each step zeroes and, after the backward, averages across processes with one
 all-reduce, captured into the graph with the rest of the step (the warm-up steps run it eagerly,
 which creates the NCCL communicator before the capture).
@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 import torch
 
-from medseg_gui.core.speed import GRAPH_WARMUP_STEPS as WARMUP_STEPS
+from medseg_gui.core.planning.speed import GRAPH_WARMUP_STEPS as WARMUP_STEPS
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

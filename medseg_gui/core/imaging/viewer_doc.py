@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from medseg_gui.core.imageio import Volume, default_window, percentile_window, read_volume, to_uint8
-from medseg_gui.core.inference import ClassCountError, check_truth_classes, volume_to_uint8
-from medseg_gui.core.overlay import FILLED, MODES, error_overlay, label_overlay
-from medseg_gui.core.seg_metrics import ClassScores, class_scores, confusion_matrix, scores_from_confusion
+from medseg_gui.core.imaging.imageio import Volume, default_window, percentile_window, read_volume, to_uint8
+from medseg_gui.core.engine.inference import ClassCountError, check_truth_classes, volume_to_uint8
+from medseg_gui.core.imaging.overlay import FILLED, MODES, error_overlay, label_overlay
+from medseg_gui.core.imaging.seg_metrics import ClassScores, class_scores, confusion_matrix, scores_from_confusion
 
 #: Radiology window presets (centre, width) in HU.
 CT_PRESETS: dict[str, tuple[float, float]] = {
@@ -291,7 +291,7 @@ class ViewerDocument:
     def load_truth(self, path: str | os.PathLike) -> np.ndarray:
         """A mask PNG (for the current slice of a volume, or a 2D image), a NIfTI/slice folder of the
         same grid, or a DICOM SEG with as many slices as the image. Checked against the model's classes."""
-        from medseg_gui.core.imageio import ImageReadError, is_dicom_seg, read_dicom_seg, read_image
+        from medseg_gui.core.imaging.imageio import ImageReadError, is_dicom_seg, read_dicom_seg, read_image
 
         if self.volume is None:
             raise TruthError("open an image before loading its ground truth")
@@ -468,7 +468,7 @@ def folder_layout(folder: str | os.PathLike) -> tuple[str, list[Path]]:
     different stems (``case01_3.png``, ``case02_1.png``) or sizes make a list. A folder holding DICOM
     (or no 2D image) returns ``("other", [])``: ``read_volume`` handles it.
     """
-    from medseg_gui.core.imageio import IMAGE_SUFFIXES, is_dicom_file, natural_key
+    from medseg_gui.core.imaging.imageio import IMAGE_SUFFIXES, is_dicom_file, natural_key
 
     root = Path(folder)
     files = sorted((p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")),

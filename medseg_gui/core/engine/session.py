@@ -34,9 +34,9 @@ from medseg_gui.core import config as cfg
 from medseg_gui.core import runs
 from medseg_gui.core.atomic import disk_error_path, is_disk_full, remove_stale_temps
 from medseg_gui.core.run_lock import LOCK_FILE, RunLock, RunLocked
-from medseg_gui.core.seg_metrics import HEADLINE_SHORT
+from medseg_gui.core.imaging.seg_metrics import HEADLINE_SHORT
 from medseg_gui.core.words import plural
-from medseg_gui.core.trial_run import free_cuda
+from medseg_gui.core.tools.trial_run import free_cuda
 from medseg_gui.core.events import (Checkpointed, Event, JsonlWriter, LogMessage, OomRecovered, PhaseChanged,
                                     RunFailed, RunFinished, RunStarted, Sink, open_jsonl_append)
 
@@ -184,7 +184,7 @@ class TrainingSession:
         if problems:
             raise _Failure("the configuration has problems: " + "; ".join(str(p) for p in problems),
                            hint="fix the listed settings and start again", kind="config")
-        from medseg_gui.core.precision import DeviceError, resolve_accelerator
+        from medseg_gui.core.planning.precision import DeviceError, resolve_accelerator
 
         try:  # before any folder is made: a GPU request on a machine without one fails here
             resolve_accelerator(self.config.training.accelerator)
@@ -350,7 +350,7 @@ class TrainingSession:
             raise _write_failure(exc, self.run_dir) from None
 
     def _initial_model(self, resume: dict[str, Any] | None) -> tuple[Any, _State]:
-        from medseg_gui.core.model import ModelSourceError, build_model
+        from medseg_gui.core.engine.model import ModelSourceError, build_model
 
         build_config = self.config
         if resume is not None and self.config.training.pretrained in ("auto", "hub"):
@@ -382,9 +382,9 @@ class TrainingSession:
     def _fit_once(self, model: Any, state: _State) -> None:
         import lightning as L
 
-        from medseg_gui.core.callbacks import CallbackHooks, EventCallback, cuda_vram_probe
-        from medseg_gui.core.lit_module import OptimSettings, RunPosition, SegModule
-        from medseg_gui.core.precision import resolve_accelerator, resolve_precision
+        from medseg_gui.core.engine.callbacks import CallbackHooks, EventCallback, cuda_vram_probe
+        from medseg_gui.core.engine.lit_module import OptimSettings, RunPosition, SegModule
+        from medseg_gui.core.planning.precision import resolve_accelerator, resolve_precision
 
         tr = self.config.training
         if state.model is not None:
@@ -427,14 +427,14 @@ class TrainingSession:
                               run_started=self._run_started, is_rank_zero=self.rank == 0,
                               step_interval_s=self.step_event_interval_s, vram_probe=vram)
         callback = EventCallback(hooks, total_epochs=tr.epochs)
-        # -- slowdown diagnosis (core/diagnosis.py, tools issue 11): last, so other callbacks count as compute
-        from medseg_gui.core.diagnosis import diagnosis_callback
+        # -- slowdown diagnosis (core/tools/diagnosis.py, tools issue 11): last, so other callbacks count as compute
+        from medseg_gui.core.tools.diagnosis import diagnosis_callback
         tool_callbacks = [diagnosis_callback(self._emit, accelerator, self.config)] if self.rank == 0 else []
         strategy = self.strategy
         if strategy == "auto" and tr.devices * self.num_nodes > 1:
             strategy = "ddp"  # never ddp_spawn: it would pickle the model and the GUI's objects
         if graphs.enabled and tr.devices * self.num_nodes > 1:
-            from medseg_gui.core.grad_sync import graph_ddp_strategy
+            from medseg_gui.core.engine.grad_sync import graph_ddp_strategy
 
             strategy = graph_ddp_strategy()  # DDP's processes; the graphed step averages the gradients
         trainer = L.Trainer(
@@ -447,7 +447,7 @@ class TrainingSession:
             inference_mode=not plan.enabled)  # compiled graphs are traced under no_grad, not inference mode
         self._trainer = trainer
         self._in_channels = int(getattr(datamodule, "in_channels", 3) or 3)
-        from medseg_gui.core.callbacks import StopRequested
+        from medseg_gui.core.engine.callbacks import StopRequested
 
         try:
             trainer.fit(module, datamodule=datamodule)
@@ -472,7 +472,6 @@ class TrainingSession:
         if accelerator != "gpu":
             return tr.devices
         from medseg_gui.core import gpu_identity as gi
-
         if self._device_plan is None:
             try:
                 plan = gi.plan_for_this_process(tr.gpus, tr.devices)
@@ -498,8 +497,8 @@ class TrainingSession:
         return list(ordinals)
 
     def _graph_plan(self, accelerator: str, precision: str) -> Any:
-        """Whether this fit replays its step as a CUDA graph (core/speed.py), logged with its reason."""
-        from medseg_gui.core.speed import check_graph_memory, plan_cuda_graphs
+        """Whether this fit replays its step as a CUDA graph (core/planning/speed.py), logged with its reason."""
+        from medseg_gui.core.planning.speed import check_graph_memory, plan_cuda_graphs
 
         tr = self.config.training
         plan = plan_cuda_graphs(tr.cuda_graphs, on_cuda=accelerator == "gpu", devices=tr.devices * self.num_nodes,
@@ -513,11 +512,11 @@ class TrainingSession:
     def _graph_memory(self, precision: str) -> dict[str, float | None]:
         """Predicted peaks with and without the graph, and the memory budget (GB) they must fit.
 
-        Same peak function and same free-memory basis as ``recommend`` (core/recommend.py): a plan
+        Same peak function and same free-memory basis as ``recommend`` (core/planning/recommend.py): a plan
         sized there keeps its graph here."""
         from medseg_gui.core.hardware import free_for_plan_gb
-        from medseg_gui.core.memory import default_memory_model
-        from medseg_gui.core.recommend import predicted_peak, safety_margin
+        from medseg_gui.core.planning.memory import default_memory_model
+        from medseg_gui.core.planning.recommend import predicted_peak, safety_margin
 
         none: dict[str, float | None] = {"graph_gb": None, "eager_gb": None, "budget_gb": None}
         model = default_memory_model()
@@ -533,8 +532,8 @@ class TrainingSession:
 
     def _compile_plan(self, accelerator: str, datamodule: Any, remaining_epochs: int,
                       whole_step_graph: bool = False) -> Any:
-        """Whether this fit compiles (core/speed.py), logged with its reason."""
-        from medseg_gui.core.speed import plan_compile
+        """Whether this fit compiles (core/planning/speed.py), logged with its reason."""
+        from medseg_gui.core.planning.speed import plan_compile
 
         tr = self.config.training
         steps = _dataset_len(datamodule, "train") // max(1, self.batch_size)
@@ -563,8 +562,8 @@ class TrainingSession:
         graphed or not), from the same function ``recommend`` sizes plans with, so the two agree."""
         if _vram_total(trainer) is None:
             return None
-        from medseg_gui.core.memory import default_memory_model
-        from medseg_gui.core.recommend import predicted_peak
+        from medseg_gui.core.planning.memory import default_memory_model
+        from medseg_gui.core.planning.recommend import predicted_peak
 
         model = default_memory_model()
         if model is None:
@@ -676,7 +675,7 @@ class TrainingSession:
 
     def _export_bundle(self, checkpoint: Path) -> Path:
         """The best weights into ``run_dir/bundle`` (the training model object is reused: the run is over)."""
-        from medseg_gui.core.bundle import save_bundle
+        from medseg_gui.core.engine.bundle import save_bundle
 
         assert self.run_dir is not None and self._model is not None
         data = runs.load_checkpoint(checkpoint)

@@ -7,7 +7,7 @@ leave the caller's CUDA state broken. Results are cached per GPU model + driver 
 
 The step is ours (model builder, device normalisation, channels_last, fused AdamW, autocast and
 GradScaler, logits upsampled, Dice + CE), eager; for a compiled run the calibrated compiled
-overhead (core/memory.py) is added to the measured peak.
+overhead (core/planning/memory.py) is added to the measured peak.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def probe_step(variant: str, batch: int, size: int, precision: str, classes: int
     import torch
 
     from medseg_gui.core.data.normalize import to_model_input
-    from medseg_gui.core.losses import dice_ce_loss, upsample_logits
-    from medseg_gui.core.model import build_model
+    from medseg_gui.core.engine.losses import dice_ce_loss, upsample_logits
+    from medseg_gui.core.engine.model import build_model
 
     cuda = device.startswith("cuda")
     if cuda and budget_gb is not None:  # simulate a smaller card (the context is counted separately)
@@ -128,7 +128,7 @@ def run_child(config: RunConfig, batch: int, *, steps: int = 3, device: str = "c
     """One probe in a fresh Python process (its VRAM is freed when it exits); ``gpu_uuid``: the card to
     probe, made the child's only CUDA device (else the child's cuda:0 may be another card)."""
     tr, ds = config.training, config.dataset
-    cmd = [sys.executable, "-m", "medseg_gui.core.fit_probe", "--variant", tr.variant, "--batch", str(batch),
+    cmd = [sys.executable, "-m", "medseg_gui.core.tools.fit_probe", "--variant", tr.variant, "--batch", str(batch),
            "--size", str(ds.image_size), "--precision", tr.precision, "--classes", str(ds.num_classes),
            "--steps", str(steps), "--device", device]
     if budget_gb is not None:
@@ -232,7 +232,7 @@ def apply_probe(rec: Any, result: FitProbeResult) -> None:
 
 
 def _context_gb(config: RunConfig) -> float:
-    from medseg_gui.core.memory import default_memory_model
+    from medseg_gui.core.planning.memory import default_memory_model
 
     model = default_memory_model()
     extra = 0.0

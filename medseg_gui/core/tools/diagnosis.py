@@ -234,7 +234,6 @@ def nvml_sampler(device_index: int = 0) -> GpuSampler:
 
     def sample() -> dict[str, Any] | None:
         from medseg_gui.core import hardware
-
         gpus = hardware.probe(with_processes=True).gpus
         match = [g for g in gpus if g.uuid and uuid and g.uuid.endswith(uuid)] or (gpus if len(gpus) == 1 else [])
         if not match:

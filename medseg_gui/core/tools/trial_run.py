@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from medseg_gui.core import config as cfg
-
 DatamoduleFactory = Callable[[cfg.RunConfig], Any]
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -57,9 +56,9 @@ def build_parts(config: cfg.RunConfig, datamodule_factory: DatamoduleFactory | N
     ``module_class``: a SegModule subclass (the LR finder adds per-batch hooks that Lightning's tuner
     would not call on callbacks). Raises ToolError for configuration problems a user can fix.
     """
-    from medseg_gui.core.lit_module import OptimSettings, SegModule
-    from medseg_gui.core.model import ModelSourceError, build_model
-    from medseg_gui.core.precision import DeviceError, resolve_accelerator, resolve_precision
+    from medseg_gui.core.engine.lit_module import OptimSettings, SegModule
+    from medseg_gui.core.engine.model import ModelSourceError, build_model
+    from medseg_gui.core.planning.precision import DeviceError, resolve_accelerator, resolve_precision
 
     config = config.copy()
     problems = cfg.validate(config)

@@ -26,7 +26,7 @@ being the largest measured residual over graphed runs of ``bench_train_speed.py`
 
 Several GPUs add memory on each GPU, and how much depends on the step (``ddp_extra_gb``):
 graphed, the gradients are views into one flat buffer that is all-reduced in place inside the graph
-(core/grad_sync.py), so only NCCL's buffers are added (measured, ``DDP_GRAPHED_EXTRA_GB``);
+(core/engine/grad_sync.py), so only NCCL's buffers are added (measured, ``DDP_GRAPHED_EXTRA_GB``);
 ungraphed, Lightning's DDP wrapper also keeps a copy of the gradients in its buckets (an estimate
 from the parameter count plus ``NCCL_WORKSPACE_GB``, not measured).
 
@@ -34,7 +34,7 @@ Recalibrate on a new GPU/driver/torch version (all measurements go through our o
 
     python benchmarks/bench_memory.py --out benchmarks/results/bench_memory.json      # eager grid
     python benchmarks/bench_train_speed.py ...                                         # compiled peaks
-    python benchmarks/calibrate_memory.py  # fits and writes medseg_gui/core/calibration/memory.json
+    python benchmarks/calibrate_memory.py  # fits and writes medseg_gui/core/planning/calibration/memory.json
 
 then check the fit with ``benchmarks/bench_fit.py`` (simulated cards, real Trainer).
 """
@@ -47,7 +47,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from medseg_gui.core.recommend import MemoryModel, MemoryQuery
+from medseg_gui.core.planning.recommend import MemoryModel, MemoryQuery
 
 CALIBRATION_FILE = Path(__file__).parent / "calibration" / "memory.json"
 CALIBRATED_CLASSES = 4
@@ -56,14 +56,14 @@ CALIBRATED_CLASSES = 4
 CLASS_BYTES_PER_PIXEL = 6 * 4
 
 # What several GPUs add on each GPU (the calibration is single-GPU).
-# Graphed step (core/grad_sync.py): gradients are views into ONE flat buffer, all-reduced in place
+# Graphed step (core/engine/grad_sync.py): gradients are views into ONE flat buffer, all-reduced in place
 # inside the captured step, so there is no second gradient copy; only NCCL's buffers are added.
 # Measured on 2 x H200 (torch 2.11, NCCL 2.28), peak reserved memory on rank 0, 1 GPU -> 2 GPUs:
 #   b5 . 16 . 256 bf16: 9.717 -> 9.951 GiB (+0.234)  benchmarks/results/bench_multi_gpu_b5_rerun.json
 #   b5 . 16 . 256 bf16: 9.908 -> 10.141 GiB (+0.232) benchmarks/results/bench_multi_gpu.json
 #   b2 . 32 . 256 bf16: 13.689 -> 13.779 GiB (+0.090) benchmarks/results/bench_multi_gpu.json
 # The constant is the largest of these, rounded up. It is the allocator's view: allocations NCCL makes
-# outside PyTorch's allocator are not in it (they fall within the safety margin, core/recommend.py).
+# outside PyTorch's allocator are not in it (they fall within the safety margin, core/planning/recommend.py).
 DDP_GRAPHED_EXTRA_GB = 0.25
 # Ungraphed step (Lightning's DDP wrapper, 25 MB buckets): an ESTIMATE, not measured here:
 # * gradient buckets: DDP all-reduces gradients through flat buckets that, by default

@@ -31,7 +31,7 @@ from typing import Any
 from medseg_gui.core import config as cfg
 from medseg_gui.core.atomic import atomic_write_text
 from medseg_gui.core.hardware import GpuInfo
-from medseg_gui.core.trial_run import (DatamoduleFactory, Progress, ToolCancelled, ToolError, build_parts,
+from medseg_gui.core.tools.trial_run import (DatamoduleFactory, Progress, ToolCancelled, ToolError, build_parts,
                                        dataset_sizes, free_cuda, quiet_lightning, scratch_dir, trainer_kwargs)
 from medseg_gui.core.words import plural
 
@@ -161,7 +161,7 @@ def estimate_time(result: BenchmarkResult, config: cfg.RunConfig, train_images: 
 
 @lru_cache(maxsize=1)
 def _calibration_text() -> str:
-    return resources.files("medseg_gui.core").joinpath("calibration/throughput.json").read_text(encoding="utf-8")
+    return resources.files("medseg_gui.core.planning").joinpath("calibration/throughput.json").read_text(encoding="utf-8")
 
 
 def calibration() -> dict[str, Any]:
@@ -313,7 +313,6 @@ def _card_used_gb() -> float | None:
         import torch
 
         from medseg_gui.core import hardware
-
         uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
         gpus = hardware.probe().gpus
         match = [g for g in gpus if g.uuid and g.uuid.endswith(uuid)] or (gpus if len(gpus) == 1 else [])
@@ -326,7 +325,7 @@ def _timing_callbacks(warmup: int, steps: int, cuda: bool, progress: Progress | 
                       stop_event: threading.Event | None) -> tuple[Any, Any]:
     import lightning as L
 
-    from medseg_gui.core.diagnosis import StepTimer
+    from medseg_gui.core.tools.diagnosis import StepTimer
 
     def sync() -> None:
         if cuda:
@@ -443,7 +442,7 @@ def run_benchmark(config: cfg.RunConfig, *, steps: int = 20, warmup: int = 5, va
         tr_cfg = parts.config
         del parts
         free_cuda()
-    from medseg_gui.core.diagnosis import DiagContext, DiagSample, diagnose
+    from medseg_gui.core.tools.diagnosis import DiagContext, DiagSample, diagnose
 
     elapsed = train_timer.t1 - train_timer.t0
     batch = tr_cfg.training.batch_size
@@ -467,6 +466,6 @@ def run_benchmark(config: cfg.RunConfig, *, steps: int = 20, warmup: int = 5, va
 
 
 def _resolved_precision(config: cfg.RunConfig) -> str:
-    from medseg_gui.core.precision import resolve_accelerator, resolve_precision
+    from medseg_gui.core.planning.precision import resolve_accelerator, resolve_precision
 
     return resolve_precision(config.training.precision, resolve_accelerator(config.training.accelerator))

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medseg_gui.core.bundle import (HF_CONFIG_FILE, META_FILE, WEIGHTS_FILE, BundleError, BundleInfo,
+from medseg_gui.core.engine.bundle import (HF_CONFIG_FILE, META_FILE, WEIGHTS_FILE, BundleError, BundleInfo,
                                     read_bundle_info)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medseg_gui.core.imageio import Volume
+    from medseg_gui.core.imaging.imageio import Volume
 
 Progress = Callable[[int, int], None]   # (slices done, slices total)
 ShouldStop = Callable[[], bool]
@@ -68,7 +68,7 @@ class VolumePrediction:
 def slice_to_uint8(image: np.ndarray) -> np.ndarray:
     """A 2D grey/RGB slice of any dtype → uint8, as the training loader decodes a 2D file
     (uint8 unchanged, anything else a per-image percentile window)."""
-    from medseg_gui.core.imageio import to_uint8
+    from medseg_gui.core.imaging.imageio import to_uint8
 
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
@@ -78,7 +78,7 @@ def slice_to_uint8(image: np.ndarray) -> np.ndarray:
 
 def volume_to_uint8(volume: "Volume") -> np.ndarray:
     """A whole volume → uint8 with one window for all slices, as the volume importer does."""
-    from medseg_gui.core.imageio import default_window, to_uint8
+    from medseg_gui.core.imaging.imageio import default_window, to_uint8
 
     if volume.data.dtype == np.uint8:
         return volume.data
@@ -122,7 +122,6 @@ def default_device() -> str:
 def describe_model_path(path: str | Path) -> str:
     """'bundle' | 'run' | 'safetensors' for a loadable path; raises ModelLoadError otherwise (cheap: no torch)."""
     from medseg_gui.core import runs
-
     path = Path(path).expanduser()
     if not path.exists():
         raise ModelLoadError(f"model {path} does not exist — choose a model bundle folder (with {META_FILE}), "
@@ -149,20 +148,19 @@ def load_model(path: str | Path, device: str | None = None) -> tuple[Any, Bundle
     """The SegFormer (eval mode, on ``device``) and its metadata from a bundle, a run folder or a
     ``.safetensors`` next to ``medseg.json``. Errors are :class:`ModelLoadError` naming the file."""
     from medseg_gui.core import runs
-
     path = Path(path).expanduser()
     kind = describe_model_path(path)
     device = device or default_device()
     try:
         if kind == "bundle":
-            from medseg_gui.core.bundle import load_bundle
+            from medseg_gui.core.engine.bundle import load_bundle
 
             return load_bundle(path, device=device)
         if kind == "safetensors":
             return _load_named_safetensors(path, device)
         bundle_dir = path / runs.BUNDLE_DIR
         if (bundle_dir / META_FILE).is_file():
-            from medseg_gui.core.bundle import load_bundle
+            from medseg_gui.core.engine.bundle import load_bundle
 
             return load_bundle(bundle_dir, device=device)
         return load_run_checkpoint(path, device)
@@ -173,7 +171,7 @@ def load_model(path: str | Path, device: str | None = None) -> tuple[Any, Bundle
 def _load_named_safetensors(weights: Path, device: str) -> tuple[Any, BundleInfo]:
     """A weights file of another name (e.g. ``best.safetensors``) that shares a bundle's metadata."""
     if weights.name == WEIGHTS_FILE:
-        from medseg_gui.core.bundle import load_bundle
+        from medseg_gui.core.engine.bundle import load_bundle
 
         return load_bundle(weights.parent, device=device)
     from transformers import SegformerConfig
@@ -202,7 +200,7 @@ def _model_from_state(hf_config: Any, state: dict[str, Any], source: Path, info:
     if hf_config.num_labels != info.num_classes:
         raise ModelLoadError(f"{source}: the model has {hf_config.num_labels} classes but its metadata says "
                              f"{info.num_classes}")
-    from medseg_gui.core.model import mismatch_text, state_mismatches, weight_notes
+    from medseg_gui.core.engine.model import mismatch_text, state_mismatches, weight_notes
 
     model = SegformerForSemanticSegmentation(hf_config)
     mismatched = state_mismatches(model, state)
@@ -226,7 +224,7 @@ def load_run_checkpoint(run_dir: Path, device: str = "cpu", checkpoint: Path | N
     """
     from medseg_gui.core import config as cfg
     from medseg_gui.core import runs
-    from medseg_gui.core.model import label_maps, scratch_config
+    from medseg_gui.core.engine.model import label_maps, scratch_config
 
     best, last = runs.checkpoint_paths(run_dir)
     ckpt = Path(checkpoint) if checkpoint is not None else (best if best.is_file() else last)

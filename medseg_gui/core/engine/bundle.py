@@ -201,7 +201,7 @@ def load_bundle(path: str | Path, device: str = "cpu") -> tuple["SegformerForSem
     """
     from transformers import SegformerConfig
 
-    from medseg_gui.core.model import ModelSourceError, load_with_config, mismatch_text
+    from medseg_gui.core.engine.model import ModelSourceError, load_with_config, mismatch_text
 
     info = read_bundle_info(path)
     folder = info.path

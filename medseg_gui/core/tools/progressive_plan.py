@@ -104,7 +104,7 @@ class PlanRunner:
     def run(self) -> list[StageResult]:
         factory = self.session_factory
         if factory is None:
-            from medseg_gui.core.session import TrainingSession as factory  # noqa: N813
+            from medseg_gui.core.engine.session import TrainingSession as factory  # noqa: N813
         lines = describe(self.plan)
         for i, stage in enumerate(self.plan):
             if self._stop.is_set():

@@ -26,7 +26,7 @@ DistributedSampler and reduces the logged metrics; ``GraphDDPStrategy`` only ski
 does. BatchNorm running statistics, which DDP re-broadcasts from rank 0 at every forward, are
 broadcast before each validation (``broadcast_module_states``); training uses batch statistics either way.
 
-Not covered (the plan in core/speed.py keeps the ordinary DDP path and says why): other strategies
+Not covered (the plan in core/planning/speed.py keeps the ordinary DDP path and says why): other strategies
 (FSDP, DeepSpeed, DDP with unused parameters), fp16's loss scaler, gradient accumulation. A loss
 that leaves a parameter unused gives it a zero gradient here (plain DDP refuses such models).
 """

@@ -6,10 +6,10 @@ losses and confusion counts accumulate in device tensors, so nothing forces a ho
 step. The event callback reads them every few steps or seconds (``read_train_loss``), which is the
 only sync.
 
-Three speeds of the same step (core/speed.py decides which): eager; compiled (``torch.compile``
+Three speeds of the same step (core/planning/speed.py decides which): eager; compiled (``torch.compile``
 fuses forward, upsampling and loss); and either of those captured with the backward and the
-optimiser step as one CUDA graph (core/step_graph.py), which needs manual optimisation here. On
-several GPUs that graph also averages the gradients (one all-reduce, core/grad_sync.py).
+optimiser step as one CUDA graph (core/engine/step_graph.py), which needs manual optimisation here. On
+several GPUs that graph also averages the gradients (one all-reduce, core/engine/grad_sync.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from medseg_gui.core.losses import dice_ce_loss, upsample_logits
-from medseg_gui.core.metrics import SegScores, confusion_matrix, scores_from_confusion
+from medseg_gui.core.engine.losses import dice_ce_loss, upsample_logits
+from medseg_gui.core.engine.metrics import SegScores, confusion_matrix, scores_from_confusion
 
 
 @dataclass
@@ -61,7 +61,7 @@ class SegModule(L.LightningModule):
         self.use_channels_last = channels_last
         self.position = position or RunPosition()
         self.forward_fn: Callable[[torch.Tensor], torch.Tensor] = self._eager_forward
-        # The fast path (core/speed.py): forward, upsampling and loss compiled as one function so
+        # The fast path (core/planning/speed.py): forward, upsampling and loss compiled as one function so
         # inductor fuses the full-resolution softmax/one-hot work; with cuda_graphs the whole step
         # (that, the backward and the optimiser step) is one CUDA graph replay.
         self.compile_mode = compile_mode
@@ -112,7 +112,7 @@ class SegModule(L.LightningModule):
         if self._cuda_channels_last():
             self.model.to(memory_format=torch.channels_last)
         if self.compile_mode:
-            from medseg_gui.core.speed import compile_fn, configure_compile_cache, prepare_compiler
+            from medseg_gui.core.planning.speed import compile_fn, configure_compile_cache, prepare_compiler
 
             configure_compile_cache()
             prepare_compiler()
@@ -144,7 +144,7 @@ class SegModule(L.LightningModule):
             loss = self._graph_step().step(images, masks)
         else:
             if self.compile_mode == "reduce-overhead":
-                from medseg_gui.core.speed import mark_step
+                from medseg_gui.core.planning.speed import mark_step
 
                 mark_step()
             loss = self._train_fn(images, masks)
@@ -158,7 +158,7 @@ class SegModule(L.LightningModule):
 
     def _graph_step(self) -> Any:
         if self._step_graph is None:
-            from medseg_gui.core.step_graph import WholeStepGraph
+            from medseg_gui.core.engine.step_graph import WholeStepGraph
 
             def fell_back(reason: str) -> None:
                 if self.graph_log is not None:
@@ -172,10 +172,10 @@ class SegModule(L.LightningModule):
 
     def _grad_sync(self) -> Any:
         """Several processes: the step averages the gradients itself, one flat all-reduce inside the
-        graph (core/grad_sync.py); the strategy must then be the one that does not wrap in DDP."""
+        graph (core/engine/grad_sync.py); the strategy must then be the one that does not wrap in DDP."""
         if self.trainer.world_size < 2:
             return None
-        from medseg_gui.core.grad_sync import FlatGradBucket, owns_gradient_sync
+        from medseg_gui.core.engine.grad_sync import FlatGradBucket, owns_gradient_sync
 
         if not owns_gradient_sync(self.trainer.strategy):
             raise RuntimeError("the graphed training step on several processes needs "
@@ -216,7 +216,7 @@ class SegModule(L.LightningModule):
     # ---- validation ----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         if self._step_graph is not None and self._step_graph.grad_sync is not None:
-            from medseg_gui.core.grad_sync import broadcast_module_states
+            from medseg_gui.core.engine.grad_sync import broadcast_module_states
 
             broadcast_module_states(self.model, buffers_only=True)  # rank 0's BatchNorm statistics, as DDP
         self._val_loss_sum = None
@@ -237,7 +237,7 @@ class SegModule(L.LightningModule):
         """Logits at image size; a short last batch is padded to the static batch when compiled."""
         if not self.compile_mode:
             return self._eval_fn(images)
-        from medseg_gui.core.speed import mark_step
+        from medseg_gui.core.planning.speed import mark_step
 
         n = images.shape[0]
         full = self.static_batch or n
@@ -259,7 +259,7 @@ class SegModule(L.LightningModule):
 
     # ---- optimiser -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        from medseg_gui.core.step_graph import graph_optimizer, set_lr
+        from medseg_gui.core.engine.step_graph import graph_optimizer, set_lr
 
         if self.cuda_graphs:
             optimizer = graph_optimizer(self.parameters(), self.optim.lr, self.optim.weight_decay, self.device)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from medseg_gui.core.seg_metrics import headline_score
+from medseg_gui.core.imaging.seg_metrics import headline_score
 
 
 def confusion_matrix(preds: torch.Tensor, masks: torch.Tensor, num_classes: int) -> torch.Tensor:

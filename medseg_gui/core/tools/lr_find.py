@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medseg_gui.core import config as cfg
-from medseg_gui.core.trial_run import (DatamoduleFactory, Progress, ToolCancelled, build_parts, free_cuda,
+from medseg_gui.core.tools.trial_run import (DatamoduleFactory, Progress, ToolCancelled, build_parts, free_cuda,
                                        quiet_lightning, scratch_dir, trainer_kwargs)
 
 SKIP_BEGIN = 10  # Lightning's defaults for the suggestion: the first points are noise,
@@ -48,7 +48,7 @@ PointSink = Callable[[float, float], None]  # (learning rate, smoothed loss) aft
 
 def _finder_module_class(progress: Progress | None, stop_event: threading.Event | None, total: int,
                          on_point: PointSink | None = None) -> type:
-    from medseg_gui.core.lit_module import SegModule
+    from medseg_gui.core.engine.lit_module import SegModule
 
     class FinderModule(SegModule):
         """SegModule plus progress/cancel per batch (module hooks survive the tuner's callback swap)."""

@@ -16,11 +16,11 @@ from typing import Any
 from medseg_gui.core.config import RunConfig, hub_id, set_num_classes
 from medseg_gui.core.gpu_identity import choose_gpus, device_count, gpu_label
 from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot
-from medseg_gui.core.tiers import TIERS, Tier, tier_for_vram
+from medseg_gui.core.planning.tiers import TIERS, Tier, tier_for_vram
 from medseg_gui.core.words import plural
 
 SAFETY_MARGIN_GB = 0.75  # fragmentation, cuDNN workspaces, a browser tab opening mid-run
-SAFETY_MARGIN_SHARE = 0.08  # the memory model's worst measured error (core/memory.py) on big budgets
+SAFETY_MARGIN_SHARE = 0.08  # the memory model's worst measured error (core/planning/memory.py) on big budgets
 MAX_BATCH = 256
 
 
@@ -39,8 +39,8 @@ class MemoryQuery:
     num_classes: int
     precision: str  # resolved: "32", "16-mixed", "bf16-mixed"
     compiled: bool = False
-    graphs: bool = False  # whole-step CUDA graph (core/step_graph.py): its pool stays reserved
-    ddp: bool = False  # one of several GPUs under DDP: gradient buckets and NCCL buffers (core/memory.py)
+    graphs: bool = False  # whole-step CUDA graph (core/engine/step_graph.py): its pool stays reserved
+    ddp: bool = False  # one of several GPUs under DDP: gradient buckets and NCCL buffers (core/planning/memory.py)
 
 
 MemoryModel = Callable[[MemoryQuery], float]  # -> predicted peak GB as nvidia-smi shows it
@@ -137,7 +137,7 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | str | None = None, vr
     """Pick a tier by free VRAM (or the ``vram_gb`` what-if) and fill in a whole configuration.
 
     ``base`` carries the user's dataset path, class names and output folder, which are kept.
-    ``memory_model``: "default" (the packaged calibration, core/memory.py), a callable, or None to
+    ``memory_model``: "default" (the packaged calibration, core/planning/memory.py), a callable, or None to
     keep the brief's tier batch as it is.
     The cards planned for: ``gpus`` (CUDA indices or UUIDs), else ``gpu_index``, else the base
     config's ``training.gpus``, else the visible card with the most free memory; a named card that
@@ -145,7 +145,7 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | str | None = None, vr
     smallest free memory among them; the chosen cards go into ``training.gpus``.
     """
     if memory_model == "default":
-        from medseg_gui.core.memory import default_memory_model
+        from medseg_gui.core.planning.memory import default_memory_model
 
         memory_model = default_memory_model()
     config = base.copy() if base is not None else RunConfig()
@@ -235,7 +235,7 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | str | None = None, vr
 
 def _warn_if_no_pretrained_weights(rec: Recommendation) -> None:
     """Offline without cached weights, 'auto' starts from random weights: say it where the plan is read."""
-    from medseg_gui.core.model import pretrained_availability
+    from medseg_gui.core.engine.model import pretrained_availability
 
     weights = pretrained_availability(rec.config)
     if weights.state == "offline":
@@ -288,12 +288,12 @@ def predicted_peak(memory_model: MemoryModel, config: RunConfig, batch_size: int
 
 
 def graphs_possible(config: RunConfig) -> bool:
-    """Whether ``cuda_graphs`` would capture the step (core/speed.py), gradient accumulation aside.
+    """Whether ``cuda_graphs`` would capture the step (core/planning/speed.py), gradient accumulation aside.
 
     The graph's pool stays reserved while validation allocates beside it, so a graphed run needs
     more memory at the same batch: the fit plans for it wherever the graph will run.
     """
-    from medseg_gui.core.speed import plan_cuda_graphs
+    from medseg_gui.core.planning.speed import plan_cuda_graphs
 
     tr = config.training
     return plan_cuda_graphs(tr.cuda_graphs, on_cuda=tr.accelerator != "cpu", devices=device_count(tr.gpus, tr.devices),
@@ -437,7 +437,7 @@ def _relative_cost(variant: str, size: int, batch: int, alt_variant: str, alt_si
     Uses each model's best measured images/s (large batches: the memory-bound regime a fitted batch is
     in) scaled by image area; b1/b3, when not measured, take the geometric mean of their neighbours.
     """
-    from medseg_gui.core.benchmark import calibration
+    from medseg_gui.core.tools.benchmark import calibration
 
     for ref in calibration().get("references", []):
         best: dict[str, float] = {}

@@ -22,10 +22,10 @@ import numpy as np
 
 from medseg_gui.core.atomic import atomic_write
 from medseg_gui.core.output_guard import check_file_target
-from medseg_gui.core.overlay import FILLED, blend, label_overlay
+from medseg_gui.core.imaging.overlay import FILLED, blend, label_overlay
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medseg_gui.core.imageio import Volume
+    from medseg_gui.core.imaging.imageio import Volume
 
 
 @dataclass
@@ -49,7 +49,7 @@ def safe_stem(path: str | os.PathLike) -> str:
 
 def export_mask_png(path: str | os.PathLike, labels2d: np.ndarray, *, overwrite: bool = False) -> Path:
     """A 2D mask as a single-channel PNG of class ids."""
-    from medseg_gui.core.imageio import write_mask_png
+    from medseg_gui.core.imaging.imageio import write_mask_png
 
     check_file_target(Path(path), replace=overwrite, flag="--overwrite")
     return write_mask_png(path, labels2d)
@@ -58,7 +58,7 @@ def export_mask_png(path: str | os.PathLike, labels2d: np.ndarray, *, overwrite:
 def export_mask_nifti(path: str | os.PathLike, labels_zyx: np.ndarray, reference: "Volume", *,
                       overwrite: bool = False) -> Path:
     """A label volume as NIfTI in the source volume's space (same grid and affine)."""
-    from medseg_gui.core.imageio import write_nifti_like
+    from medseg_gui.core.imaging.imageio import write_nifti_like
 
     check_file_target(Path(path), replace=overwrite, flag="--overwrite")
     return write_nifti_like(path, labels_zyx, reference)

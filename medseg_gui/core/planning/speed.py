@@ -4,10 +4,10 @@ Why: at the brief's small batches (2-16 images) SegFormer's eager step is bound 
 thousands of small kernels, not by the GPU. Two remedies, decided separately:
 
 * **CUDA graphs** (``cuda_graphs``): the whole step (forward, loss, backward, optimiser) is captured
-  once and replayed (core/step_graph.py). Costs a few ordinary warm-up steps, so ``auto`` turns it
+  once and replayed (core/engine/step_graph.py). Costs a few ordinary warm-up steps, so ``auto`` turns it
   on wherever it can work: CUDA GPUs, bf16 or fp32 (fp16's loss scaler syncs with the host every
   step), no gradient accumulation. On several GPUs the graph includes the gradient average (one
-  all-reduce of one flat buffer, core/grad_sync.py) under Lightning's DDP processes; other
+  all-reduce of one flat buffer, core/engine/grad_sync.py) under Lightning's DDP processes; other
   strategies keep their own synchronisation, ungraphed.
 * **torch.compile** (``compile``): inductor fuses the forward and loss into far fewer kernels; the
   price is a warm-up of one to three minutes, paid back only by runs long enough; hence ``auto``.
@@ -83,7 +83,7 @@ def plan_cuda_graphs(setting: str, *, on_cuda: bool, devices: int = 1, precision
 def check_graph_memory(plan: GraphPlan, *, graph_gb: float | None, eager_gb: float | None,
                        budget_gb: float | None) -> GraphPlan:
     """Drop the graph when only the graph would not fit: its pool stays reserved during validation,
-    so a run sized to the card without graphs may not fit with them (predictions: core/memory.py;
+    so a run sized to the card without graphs may not fit with them (predictions: core/planning/memory.py;
     the budget is the free memory minus the recommender's safety margin)."""
     if not plan.enabled or graph_gb is None or eager_gb is None or budget_gb is None:
         return plan

@@ -437,7 +437,7 @@ def run_checks(facts: PreflightFacts) -> PreflightReport:
 def _default_memory_model() -> tuple[Any, str]:
     """The lead's memory model if it is there; otherwise no prediction, said plainly."""
     try:
-        from medseg_gui.core.memory import default_memory_model  # type: ignore[import-not-found]
+        from medseg_gui.core.planning.memory import default_memory_model  # type: ignore[import-not-found]
 
         model = default_memory_model()
         return model, "" if model is not None else "no memory model available (not calibrated yet)"
@@ -485,7 +485,7 @@ def gather_facts(config: cfg.RunConfig, *, memory_model: Any = "default", snapsh
     f.pin_memory = tr.accelerator != "cpu" and f.torch_cuda_available  # the DataModule's rule
     _predict(f, memory_model)
     _dataset_facts(f, report, check_dataset_files, mask_sample)
-    from medseg_gui.core.model import hub_reachable, offline_by_environment, pretrained_availability
+    from medseg_gui.core.engine.model import hub_reachable, offline_by_environment, pretrained_availability
 
     f.pretrained = pretrained_availability(f.config, online=None if offline_by_environment() else hub_reachable())
     return f
@@ -499,7 +499,7 @@ def _predict(f: PreflightFacts, memory_model: Any) -> None:
     if memory_model is None or not runs_on_gpu(f):
         f.peak_note = note
         return
-    from medseg_gui.core.recommend import largest_batch, predicted_peak
+    from medseg_gui.core.planning.recommend import largest_batch, predicted_peak
 
     query_config = f.config.copy()
     query_config.training.precision = resolved_precision(f)

@@ -1,0 +1,1 @@
+"""Training and inference: the model, losses, the Lightning module, the graphed step, the session, bundles."""

@@ -1,0 +1,1 @@
+"""What fits and why: tiers, the memory model, precision, speed plans and the recommendation."""
