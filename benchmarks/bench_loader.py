@@ -9,7 +9,7 @@ excluded). 0 workers = everything on the calling process. Besides wall-clock img
 per CPU-second of the loading processes (worker processes, or this one with 0 workers), which stays
 meaningful on a busy shared machine. Prints a table and writes ``benchmarks/results/bench_loader.json``.
 
-Target (issue 3): >= 400 images/s per worker core.
+Target: >= 400 images/s per worker core.
 """
 
 from __future__ import annotations

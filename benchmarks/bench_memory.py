@@ -20,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from medseg_gui.core.config import VARIANTS  # noqa: E402
+
 GIB = 2**30
 
 
@@ -60,7 +62,7 @@ def measure(variant: str, batch: int, size: int, precision: str, classes: int = 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variants", default="b0,b1,b2,b3,b4,b5")
+    p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--batches", default="1,4,16")
     p.add_argument("--sizes", default="224,288,384")
     p.add_argument("--precisions", default="bf16-mixed,32")

@@ -362,8 +362,8 @@ def main() -> None:
             res = run_one(config, name, args)
             runs[name] = res
             doc["runs"].append(res)
-            brief = {k: v for k, v in res.items() if k not in ("step_losses", "error", "tail")}
-            print(json.dumps(brief) if "error" not in res else f"{config} {name} FAILED:\n{res['error']}", flush=True)
+            short = {k: v for k, v in res.items() if k not in ("step_losses", "error", "tail")}
+            print(json.dumps(short) if "error" not in res else f"{config} {name} FAILED:\n{res['error']}", flush=True)
             save(doc, out)
         summary = summarise(config, runs)
         doc["summaries"].append(summary)

@@ -46,8 +46,9 @@ def bench_variant(variant: str, image: Path, size: int, runs: int, warmup: int, 
 
     from medseg_gui.core import config as cfg
     from medseg_gui.core.engine.bundle import save_bundle
-    from medseg_gui.core.imaging.imageio import read_image
-    from medseg_gui.core.engine.inference import Predictor, slice_to_uint8
+    from medseg_gui.core.imaging.images import read_image
+    from medseg_gui.core.engine.inference import Predictor
+    from medseg_gui.core.imaging.model_input import slice_to_uint8
     from medseg_gui.core.engine.model import scratch_config
     from medseg_gui.core.imaging.predict_export import overlay_picture
 

@@ -14,7 +14,7 @@ file cache after the first run) and reads its JSON line. Three numbers per run:
 Also records which heavy modules (torch, lightning, transformers, albumentations) were loaded at
 first paint: all must be False. Prints a table and writes ``benchmarks/results/bench_startup.json``.
 
-Target (issue 5): first paint <= 1500 ms on the 2-core CI machine.
+Target: first paint <= 1500 ms on the 2-core CI machine.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Per-step host overhead of our training session (Lightning, our callbacks, the loader) against a
 bare PyTorch loop, with a tiny SegFormer on the CPU so compute is small and the host work shows.
 
-At the brief's small batches the GPU step is launch-bound, so host work per step caps throughput.
+At the small batches the tiers use (2-16 images) the GPU step is launch-bound, so host work per step caps throughput.
 
     python benchmarks/bench_step_overhead.py     # prints ms/step, writes benchmarks/results/bench_step_overhead.json
 """

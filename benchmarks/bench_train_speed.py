@@ -1,4 +1,4 @@
-"""Training throughput: the brief's recipe against our engine, end to end, on one GPU, in one run.
+"""Training throughput: the reference recipe (the common tutorial training) against our engine, end to end, on one GPU, in one run.
 
 Both sides go through the real Lightning Trainer and a real DataLoader reading PNG files (the demo
 generator's, at the case's image size) with the full augmentation set; the training set is the
@@ -7,9 +7,9 @@ second compile in one process recompiles with dynamic shapes; separate processes
 peak-memory counters honest).
 
     python benchmarks/bench_train_speed.py                    # all cases, writes results JSON
-    python benchmarks/bench_train_speed.py --cases b0-2-224 --impls brief,ours-compiled
+    python benchmarks/bench_train_speed.py --cases b0-2-224 --impls reference,ours-compiled
 
-impls: ``brief`` (tutorial: fp16-mixed + GradScaler, eager, CPU normalisation, float32 batches);
+impls: ``reference`` (reference_recipe.py: fp16-mixed + GradScaler, eager, CPU normalisation, float32 batches);
 our engine with ``compile``/``cuda_graphs`` set to: ``ours-eager`` (off/off), ``ours-graphs``
 (off/on: the whole step as one CUDA graph, no compiler), ``ours-compiled`` (on/on: the default fast
 path), ``ours-compiled-warm`` (the same again: the compile cache is warm) and ``ours-compiled-ro``
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 TIER_CASES = ["b0-2-224", "b2-4-256", "b4-8-288", "b5-16-288"]
 BATCH32_CASES = ["b0-32-288", "b2-32-288", "b4-32-288", "b5-32-288"]
-IMPLS = ["brief", "ours-eager", "ours-graphs", "ours-compiled", "ours-compiled-warm", "ours-compiled-ro"]
+IMPLS = ["reference", "ours-eager", "ours-graphs", "ours-compiled", "ours-compiled-warm", "ours-compiled-ro"]
 # impl → (training.compile, training.cuda_graphs)
 OUR_SETTINGS = {"ours-eager": ("off", "off"), "ours-graphs": ("off", "on"), "ours-compiled": ("on", "on"),
                 "ours-compiled-warm": ("on", "on"), "ours-compiled-ro": ("on", "off")}
@@ -116,11 +116,11 @@ def _nvml_peak_sampler():
     return state
 
 
-def run_brief(data: Path, variant: str, batch: int, size: int, steps: int, workers: int, warm: int) -> dict:
+def run_reference(data: Path, variant: str, batch: int, size: int, steps: int, workers: int, warm: int) -> dict:
     import lightning as L
     import torch
 
-    from brief_recipe import TutorialModule, tutorial_loader
+    from reference_recipe import TutorialModule, tutorial_loader
     from medseg_gui.core.data.formats import resolve_dataset_path
     from medseg_gui.core.engine.model import build_model
     from medseg_gui.core.config import RunConfig
@@ -186,8 +186,8 @@ def worker(args: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats()
     nvml = _nvml_peak_sampler()
     t = time.perf_counter()
-    if args.impl == "brief":
-        res = run_brief(Path(args.data), variant, batch, size, args.steps, args.workers, args.warm)
+    if args.impl == "reference":
+        res = run_reference(Path(args.data), variant, batch, size, args.steps, args.workers, args.warm)
     else:
         res = run_ours(Path(args.data), variant, batch, size, args.steps, args.workers, args.warm, args.impl)
     nvml["stop"] = True
@@ -241,13 +241,13 @@ def run_case(case: str, impl: str, args: argparse.Namespace) -> dict:
 
 
 def _ratio(by: dict, case: str, impl: str) -> float:
-    base = by.get((case, "brief"), {}).get("images_per_s")
+    base = by.get((case, "reference"), {}).get("images_per_s")
     ours = by.get((case, impl), {}).get("images_per_s")
     return ours / base if base and ours else float("nan")
 
 
 def print_table(results: list[dict]) -> None:
-    """img/s (warm-up s, peak reserved GiB) per impl, then speed-ups over the brief's recipe."""
+    """img/s (warm-up s, peak reserved GiB) per impl, then speed-ups over the reference recipe."""
     by = {(r["case"], r["impl"]): r for r in results}
     cases = list(dict.fromkeys(r["case"] for r in results))
     impls = list(dict.fromkeys(r["impl"] for r in results))
@@ -282,7 +282,7 @@ def main() -> None:
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
     p.add_argument("--cases", default=",".join(TIER_CASES + BATCH32_CASES))
-    p.add_argument("--impls", default="brief,ours-eager,ours-compiled")
+    p.add_argument("--impls", default="reference,ours-eager,ours-compiled")
     p.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "medseg_bench_data"))
     p.add_argument("--n", type=int, default=240, help="demo slices to generate per image size")
     p.add_argument("--steps", type=int, default=120)

@@ -17,7 +17,7 @@ training phase only (from the first step event). Variants:
 * ``threads1``: torch limited to 1 intra-op thread, leaving a core to the GUI thread;
 * ``both``: the two together.
 
-Target (issue 6): p99 <= 50 ms, max <= 200 ms.
+Target: p99 <= 50 ms, max <= 200 ms.
 
     python benchmarks/bench_ui_latency.py                 # all variants, table + JSON
     python benchmarks/bench_ui_latency.py --variants baseline --epochs 2

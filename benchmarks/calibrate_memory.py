@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from medseg_gui.core.config import VARIANTS  # noqa: E402
 from medseg_gui.core.planning.memory import CALIBRATION_FILE, fit_coeffs, precision_class  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def main() -> None:
     # handles, driver allocations): larger than the per-process figure, and what a real card loses.
     for path in args.compiled:
         for r in json.loads(Path(path).read_text())["results"]:
-            if r.get("impl") in ("brief", "ours-eager") and r.get("peak_nvml_used_gib"):
+            if r.get("impl") in ("reference", "ours-eager") and r.get("peak_nvml_used_gib"):
                 contexts.append(r["peak_nvml_used_gib"] - r["peak_reserved_gib"])
     data = {"gpu": grid["gpu"], "torch": grid["torch"], "measured": grid["time"],
             "fitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "context_gib": max(contexts),
@@ -91,7 +92,7 @@ def main() -> None:
     if extras:
         offset = max(e for _, e in extras)
         print(f"compiled: NVML peak minus (context + eager prediction): {extras}; offset {offset:.2f} GiB")
-        data["compiled"] = {v: {"ratio": 1.0, "offset": offset} for v in ("b0", "b1", "b2", "b3", "b4", "b5")}
+        data["compiled"] = {v: {"ratio": 1.0, "offset": offset} for v in VARIANTS}
         data["compiled_note"] = ("offset = largest measured (NVML peak - context - eager prediction) over "
                                  f"{sorted({v for v, _ in extras})}; ratio not fitted (too few points)")
     graph_offset(data, args.compiled)
@@ -102,8 +103,7 @@ def main() -> None:
 
 def graph_offset(data: dict, paths: list[str]) -> None:
     """Whole-step graph runs: NVML peak minus (context + training peak + validation activations)."""
-    from medseg_gui.core.planning.memory import MemoryModelData
-    from medseg_gui.core.planning.recommend import MemoryQuery
+    from medseg_gui.core.planning.memory import MemoryModelData, MemoryQuery
 
     model = MemoryModelData(data)
     residuals = []

@@ -1,4 +1,4 @@
-"""Make the Windows ``.ico`` and macOS ``.icns`` app icons from ``medseg_gui/resources/medseg.png``.
+"""Make the Windows ``.ico`` and macOS ``.icns`` app icons from ``resources/icons/medseg.png``.
 
 Pillow writes both formats on any platform, so the icons are generated at build time rather than
 committed as binary copies that would drift from the PNG. Usage: ``python packaging/make_icons.py OUT_DIR``.
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE_PNG = ROOT / "medseg_gui" / "resources" / "medseg.png"
+SOURCE_PNG = ROOT / "resources" / "icons" / "medseg.png"
 ICO_SIZES = [(16, 16), (24, 24), (32, 32), (48, 48), (64, 64), (128, 128), (256, 256)]
 
 

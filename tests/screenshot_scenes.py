@@ -47,14 +47,13 @@ WIZARD = r"""
 import sys, time
 from PySide6.QtCore import QTimer
 from medseg_gui.gui.app import build_window
-from medseg_gui.gui.wizard import open_wizard
 
 out = sys.argv[1]
 app, window = build_window("demo", persist=False)
 window.move(0, 0)
 window.resize(1366, 768)
 window.show()
-wizard = open_wizard(window)
+wizard = window.open_wizard()
 wizard.move(0, 0)
 wizard.resize(1366, 768)
 started = time.monotonic()

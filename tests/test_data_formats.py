@@ -98,7 +98,7 @@ def test_flat_split_is_deterministic_grouped_and_near_fraction(tmp_path):
     assert len(a.valid) == 8 and len(a.train) == 32  # 2 of 10 cases, whole cases
     assert not {p.case for p in a.train} & {p.case for p in a.valid}
     others = {tuple(p.key for p in index_dataset(tmp_path, 0.2, seed=s).valid) for s in range(8)}
-    assert len(others) > 1  # the seed matters
+    assert len(others) > 1  # the random seed matters
 
 
 def test_single_case_falls_back_to_file_split(tmp_path):

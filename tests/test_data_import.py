@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imageio_fixtures import make_ct_series, make_seg
+from dicom_fixtures import make_ct_series, make_seg
 from medseg_gui.core.data.import_output import DatasetImportError
 from medseg_gui.core.data.kaggle import RLEError, import_kaggle, rle_decode, rle_encode
-from medseg_gui.core.imaging.imageio import to_uint8
+from medseg_gui.core.imaging.window import to_uint8
 
 
 def tree_hash(root: Path) -> str:
@@ -179,7 +179,7 @@ def _save_nifti(path: Path, data: np.ndarray, affine=None):
 
 def test_nifti_nnunet_layout_pixel_for_pixel(tmp_path):
     from medseg_gui.core.data.volume_import import import_volumes
-    from medseg_gui.core.imaging.imageio import percentile_window
+    from medseg_gui.core.imaging.window import percentile_window
 
     src = tmp_path / "Task01"
     (src / "imagesTr").mkdir(parents=True)

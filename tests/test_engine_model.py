@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from medseg_gui.core import config as cfg
-from medseg_gui.core.engine.model import VARIANT_ARCH, ModelSourceError, build_model, hub_reachable, scratch_config
+from medseg_gui.core.engine.model import VARIANT_ARCH, ModelSourceError, build_model, scratch_config
+from medseg_gui.core.planning.weights import hub_reachable
 
 from engine_helpers import TINY_ARCH, tiny_model_dir
 

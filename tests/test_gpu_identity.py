@@ -9,7 +9,9 @@ import pytest
 from fake_nvml import FakeGpu, make_nvml
 
 from medseg_gui.core import gpu_identity as gi
-from medseg_gui.core.hardware import probe, select_gpu
+from medseg_gui.core import hardware as hw
+from medseg_gui.core.gpu_identity import select_gpu
+from medseg_gui.core.hardware import probe
 
 
 class Machine:
@@ -20,7 +22,7 @@ class Machine:
 
     def env(self, visible: str | None = None, order: str | None = None) -> None:
         self.nvml.process_environ.clear()
-        for key, value in ((gi.VISIBLE_ENV, visible), (gi.ORDER_ENV, order)):
+        for key, value in ((hw.VISIBLE_ENV, visible), (hw.ORDER_ENV, order)):
             if value is not None:
                 self.nvml.process_environ[key] = value
 
@@ -50,7 +52,7 @@ def test_unset_means_every_card_and_identical_cards_keep_pci_order():
 
 
 def test_the_process_environment_is_read_when_no_machine_is_injected(monkeypatch):
-    monkeypatch.setenv(gi.VISIBLE_ENV, "1")
+    monkeypatch.setenv(hw.VISIBLE_ENV, "1")
     nvml = make_nvml(two_h200())
     del nvml.process_environ  # a real binding describes no environment: this process's is used
     assert ordinals(probe(nvml)) == {0: None, 1: 0}
@@ -357,7 +359,7 @@ def test_fit_probe_child_sees_only_the_card_being_planned(monkeypatch):
 
     monkeypatch.setattr(fit_probe.subprocess, "run", fake_run)
     fit_probe.run_child(RunConfig(), 2, gpu_uuid="GPU-1234")
-    assert seen[gi.VISIBLE_ENV] == "GPU-1234"
+    assert seen[hw.VISIBLE_ENV] == "GPU-1234"
 
 
 def test_train_gpus_flag_sets_the_field_and_the_count(tmp_path):

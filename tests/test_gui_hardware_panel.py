@@ -16,7 +16,7 @@ from medseg_gui.core.planning.recommend import recommend
 from medseg_gui.core.planning.tiers import tier_for_vram
 from medseg_gui.gui.hardware_panel import HardwarePanel
 from medseg_gui.gui.state import AppState
-from medseg_gui.gui.workers import PollerThread
+from medseg_gui.gui.workers import hardware_poller
 
 
 @pytest.fixture
@@ -154,25 +154,29 @@ def test_first_recommendation_replaces_untouched_defaults_only(qtbot):
 
 def test_poller_thread_reads_fake_nvml_and_stops(qtbot):
     nvml = make_nvml([FakeGpu(name="Fake RTX", used_gb=3.0)])
-    poller = PollerThread(lambda: probe(nvml=nvml), interval_ms=50)
-    with qtbot.waitSignal(poller.snapshot_ready, timeout=30_000) as blocker:
+    poller = hardware_poller(lambda: probe(nvml=nvml), interval_ms=50)
+    with qtbot.waitSignal(poller.reported, timeout=30_000) as blocker:
         poller.start()
     snap = blocker.args[0]
     assert snap.gpus[0].name == "Fake RTX"
     assert snap.gpus[0].used_gb == pytest.approx(3.0)
-    with qtbot.waitSignal(poller.snapshot_ready, timeout=30_000):
+    with qtbot.waitSignal(poller.reported, timeout=30_000):
         pass  # it keeps polling
-    assert poller.stop() and not poller.is_running()
+    poller.cancel()
+    assert poller.wait(30_000) and not poller.is_running()
 
 
 def test_poller_reports_a_failing_probe(qtbot):
     def broken():
         raise RuntimeError("driver went away")
-    poller = PollerThread(broken, interval_ms=50)
-    with qtbot.waitSignal(poller.errored, timeout=30_000) as blocker:
+    poller = hardware_poller(broken, interval_ms=50)
+    with qtbot.waitSignal(poller.reported, timeout=30_000) as blocker:
         poller.start()
-    assert "driver went away" in blocker.args[0]
-    assert poller.stop()
+    assert isinstance(blocker.args[0], str) and "driver went away" in blocker.args[0]
+    with qtbot.waitSignal(poller.reported, timeout=30_000):
+        pass  # a failed poll does not end the poller: the next one tries again
+    poller.cancel()
+    assert poller.wait(30_000)
 
 
 def test_slow_probe_does_not_block_the_gui_thread(qtbot):
@@ -190,7 +194,7 @@ def test_slow_probe_does_not_block_the_gui_thread(qtbot):
         entered.set()
         released.append(release.wait(60))
         return cpu_snapshot()
-    poller = PollerThread(slow, interval_ms=10)
+    poller = hardware_poller(slow, interval_ms=10)
     poller.start()
     try:
         qtbot.waitUntil(entered.is_set, timeout=30_000)  # the worker is now inside a stalled probe
@@ -200,7 +204,8 @@ def test_slow_probe_does_not_block_the_gui_thread(qtbot):
         assert fired[0]  # the timer ran while the probe was still stalled
     finally:
         release.set()
-        assert poller.stop()
+        poller.cancel()
+        assert poller.wait(30_000)
     assert released and released[0]
 
 
@@ -234,7 +239,7 @@ def test_typical_cards_wrap_instead_of_being_cut_off(panel, qtbot):
 
 
 def test_cards_are_numbered_as_cuda_numbers_them_and_hidden_cards_cannot_be_ticked(panel):
-    from medseg_gui.core.gpu_identity import assign_cuda_indices
+    from medseg_gui.core.hardware import assign_cuda_indices
 
     snap = snapshot(gpu(0, name="Card A"), gpu(1, name="Card B"))
     assign_cuda_indices(snap.gpus, "1", "PCI_BUS_ID", use_env=False)

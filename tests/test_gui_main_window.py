@@ -16,7 +16,7 @@ from fake_nvml import FakeGpu, make_nvml
 from gui_fakes import cpu_snapshot, gpu, snapshot
 from medseg_gui.core.hardware import probe
 from medseg_gui.gui import main_window as mw
-from medseg_gui.gui.main_window import MainWindow, PlaceholderPage
+from medseg_gui.gui.main_window import MainWindow
 from medseg_gui.gui.state import AppState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,23 +42,15 @@ def show_active(window, qtbot):
     qtbot.waitUntil(window.isActiveWindow, timeout=30_000)
 
 
-def test_pages_and_honest_placeholders(window):
+def test_the_window_builds_its_pages_itself(window, qtbot):
     assert window.page_names() == ["Hardware", "Configuration", "Training", "Viewer", "Tools"]
-    assert window.page("Hardware") is window.hardware_panel
-    placeholders = [n for n in window.page_names() if isinstance(window.page(n), PlaceholderPage)]
-    assert set(placeholders) <= {"Training", "Viewer"}  # pages whose real widget has not landed yet
-    for name in placeholders:
-        assert "not yet available" in window.page(name).message.text()
-
-
-def test_replace_page_keeps_place_and_shortcut(window, qtbot):
-    real = QLabel("real training tab")
-    window.replace_page("Training", real)
-    assert window.page("Training") is real
-    assert window.page_names()[2] == "Training"
+    pages = (window.hardware_panel, window.config_editor, window.training_tab, window.viewer, window.tools_page)
+    assert [window.page(n) for n in window.page_names()] == list(pages)
+    assert window.speed_card.parentWidget() is window.hardware_panel.recommendation.parentWidget()
+    assert window.training_tab.preflight is not None and window.training_tab.start_gate is not None
     show_active(window, qtbot)
     qtbot.keyClick(window, Qt.Key.Key_3, Qt.KeyboardModifier.ControlModifier)
-    assert window.stack.currentWidget() is real
+    assert window.stack.currentWidget() is window.training_tab
     with pytest.raises(ValueError):
         window.add_page("Training", QLabel())
 
@@ -101,12 +93,6 @@ def test_problem_count_is_the_same_in_banner_and_status_bar(window, tmp_path):
     for label in ("Dataset", "Epochs", "Batch size"):  # labels, not keys
         assert label in editor.banner.text()
     assert "training." not in editor.banner.text()
-
-
-def test_open_run_without_training_tab_says_so(window):
-    window.run_opener = None  # as before the Training tab registers its opener
-    window.open_run_dialog()
-    assert "not yet available" in window.statusBar().currentMessage()
 
 
 def test_about_reports_versions_without_importing_heavy_modules():

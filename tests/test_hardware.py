@@ -5,7 +5,7 @@ import time
 
 from fake_nvml import OWN_PID, FakeGpu, RaisingNvml, make_nvml
 
-from medseg_gui.core import hardware
+from medseg_gui.core import gpu_identity, hardware
 def test_reads_every_field_from_nvml():
     nvml = make_nvml([FakeGpu(processes=[(OWN_PID, 1.0), (4242, 2.0)], throttle=0x40)])
     snap = hardware.probe(nvml, with_processes=True)
@@ -53,10 +53,10 @@ def test_snapshot_is_json_serialisable_with_derived_fields():
 
 def test_select_gpu_prefers_most_free_and_rejects_bad_index():
     snap = hardware.probe(make_nvml([FakeGpu(used_gb=10), FakeGpu(used_gb=1)]))
-    assert hardware.select_gpu(snap).index == 1
-    assert hardware.select_gpu(snap, 0).index == 0
+    assert gpu_identity.select_gpu(snap).index == 1
+    assert gpu_identity.select_gpu(snap, 0).index == 0
     try:
-        hardware.select_gpu(snap, 5)
+        gpu_identity.select_gpu(snap, 5)
     except ValueError as exc:
         assert "no GPU 5" in str(exc)
     else:

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from medseg_gui.core.engine.inference import (ClassCountError, ModelLoadError, Predictor, check_truth_classes,
-                                       load_predictor)
+from medseg_gui.core.engine.inference import ModelLoadError, Predictor, load_predictor
+from medseg_gui.core.imaging.truth import ClassCountError, check_truth_classes
 from viewer_helpers import ramp_image, tiny_bundle, tiny_model, tiny_run_config
 
 
@@ -85,25 +85,25 @@ def test_load_from_run_folder_checkpoint_and_named_safetensors(tmp_path, bundle)
     from medseg_gui.core import runs
     config = tiny_run_config()
     run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
+    (run / runs.CHECKPOINT_DIR).mkdir(parents=True)
     config.training.pretrained = str(tmp_path / "arch")
     tiny_model().save_pretrained(tmp_path / "arch")  # the run's architecture comes from its start folder
     from medseg_gui.core import config as cfg
-    cfg.save(config, run / "config.toml")
+    cfg.save(config, run / runs.CONFIG_FILE)
     model = tiny_model(seed=3)
-    runs.save_checkpoint(run / "checkpoints" / "best.ckpt", model_state=model.state_dict(), optimizer_state=None,
+    runs.save_checkpoint(runs.checkpoint_paths(run)[0], model_state=model.state_dict(), optimizer_state=None,
                          epochs_completed=1, step=5, best_f1=0.5, batch_size=2, accumulate_grad_batches=1,
                          config=config)
     p = Predictor.from_path(run, device="cpu")
-    assert p.info.extra["checkpoint"].endswith("best.ckpt") and p.num_classes == 4
+    assert p.info.extra["checkpoint"].endswith(runs.BEST_CHECKPOINT) and p.num_classes == 4
     x = ramp_image(64, 64)
     with torch.inference_mode():
         ref = model(pixel_values=torch.from_numpy(
             __import__("medseg_gui.core.data.normalize", fromlist=["x"]).to_model_input_np(x))).logits
     assert p.predict_slice(x).labels.shape == (64, 64) and ref.shape[1] == 4
     # a run with a bundle loads the bundle
-    shutil.copytree(bundle, run / "bundle")
-    assert Predictor.from_path(run, device="cpu").info.path == run / "bundle"
+    shutil.copytree(bundle, run / runs.BUNDLE_DIR)
+    assert Predictor.from_path(run, device="cpu").info.path == run / runs.BUNDLE_DIR
     # a .safetensors of another name beside medseg.json
     named = tmp_path / "b2"
     shutil.copytree(bundle, named)

@@ -75,7 +75,7 @@ def widget_texts(root: QWidget) -> list[str]:
 
 def test_every_page_of_the_main_window_and_the_wizard(qtbot, tmp_path):
     from medseg_gui.gui.main_window import MainWindow
-    from medseg_gui.gui.wizard import tasks
+    from medseg_gui.gui import workers
     from tests.test_wizard import make_wizard, start_config
 
     config = start_config()
@@ -101,7 +101,7 @@ def test_every_page_of_the_main_window_and_the_wizard(qtbot, tmp_path):
         problems += [f"wizard: {p}" for text in texts for p in bad_words(text)]
     finally:
         wizard.reject()
-        assert tasks.wait_all(30_000)
+        assert workers.cancel_all(30_000)
     assert not problems, "\n".join(sorted(set(problems)))
 
 

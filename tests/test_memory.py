@@ -3,8 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from medseg_gui.core.planning.memory import Coeffs, MemoryModelData, default_memory_model, fit_coeffs
-from medseg_gui.core.planning.recommend import MemoryQuery
+from medseg_gui.core.planning.memory import Coeffs, MemoryModelData, MemoryQuery, default_memory_model, fit_coeffs
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 

@@ -51,15 +51,15 @@ def test_make_icons_rejects_a_too_small_source(tmp_path):
 def test_desktop_entry_is_complete_and_its_icon_ships():
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str  # keys are case-sensitive in desktop entries
-    parser.read(PACKAGING / "linux" / "medseg-gui.desktop", encoding="utf-8")
+    parser.read(ROOT / "resources" / "medseg-gui.desktop", encoding="utf-8")
     entry = parser["Desktop Entry"]
     assert entry["Type"] == "Application"
     assert entry["Exec"].split()[0] == "medseg-gui"
     assert entry["Terminal"] == "false"
     assert entry["Categories"].endswith(";")
     assert entry["Icon"] == "medseg-gui"
-    assert (ROOT / "medseg_gui" / "resources" / "medseg.png").exists()
-    assert (ROOT / "medseg_gui" / "resources" / "medseg.svg").exists()
+    assert (ROOT / "resources" / "icons" / "medseg.png").exists()
+    assert (ROOT / "resources" / "icons" / "medseg.svg").exists()
 
 
 def test_install_script_points_the_entry_at_the_bundle(tmp_path):

@@ -29,7 +29,6 @@ from pathlib import Path
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QScrollArea
 from medseg_gui.gui.app import build_window
-from medseg_gui.gui.wizard import open_wizard
 from tests.test_wizard import tiny_training
 
 out = Path(sys.argv[1])
@@ -84,7 +83,7 @@ def main_pages():
 
 def start_wizard():
     global wizard
-    wizard = open_wizard(window)
+    wizard = window.open_wizard()
     tiny = tiny_training(out / "work")
     state["step"] = 0
     state["tiny"] = tiny

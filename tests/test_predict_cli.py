@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from medseg_gui.cli import main
-from medseg_gui.core.imaging.imageio import read_image, read_volume
+from medseg_gui.core.imaging.images import read_image
+from medseg_gui.core.imaging.read import read_volume
 from viewer_helpers import ramp_image, tiny_bundle, write_png
 
 
@@ -74,15 +75,16 @@ def test_predict_missing_or_corrupt_model(tmp_path, bundle, capsys):
 
 def test_export_copies_a_run_bundle(tmp_path, bundle, capsys):
     from medseg_gui.core import config as cfg
+    from medseg_gui.core import runs
     from medseg_gui.core.engine.bundle import read_bundle_info
     from viewer_helpers import tiny_run_config
 
     run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    cfg.save(tiny_run_config(), run / "config.toml")
+    (run / runs.CHECKPOINT_DIR).mkdir(parents=True)
+    cfg.save(tiny_run_config(), run / runs.CONFIG_FILE)
     assert main(["export", str(run), str(tmp_path / "dst")]) == 2
     assert "has no bundle" in capsys.readouterr().err
-    shutil.copytree(bundle, run / "bundle")
+    shutil.copytree(bundle, run / runs.BUNDLE_DIR)
     assert main(["export", str(run), str(tmp_path / "dst"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["variant"] == "b0"
     assert read_bundle_info(tmp_path / "dst").num_classes == 4
@@ -100,13 +102,13 @@ def test_export_from_checkpoint_reexports_weights(tmp_path, capsys):
     from viewer_helpers import tiny_model, tiny_run_config
 
     run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
+    (run / runs.CHECKPOINT_DIR).mkdir(parents=True)
     config = tiny_run_config()
     config.training.pretrained = str(tmp_path / "arch")
     tiny_model().save_pretrained(tmp_path / "arch")
-    cfg.save(config, run / "config.toml")
+    cfg.save(config, run / runs.CONFIG_FILE)
     model = tiny_model(seed=7)
-    runs.save_checkpoint(run / "checkpoints" / "last.ckpt", model_state=model.state_dict(), optimizer_state=None,
+    runs.save_checkpoint(runs.checkpoint_paths(run)[1], model_state=model.state_dict(), optimizer_state=None,
                          epochs_completed=1, step=3, best_f1=None, batch_size=2, accumulate_grad_batches=1,
                          config=config)
     assert main(["export", str(run), str(tmp_path / "b"), "--from-checkpoint", "best"]) == 2

@@ -8,12 +8,14 @@ from fake_nvml import FakeGpu, RaisingNvml, make_nvml
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core.hardware import probe
-from medseg_gui.core.planning.recommend import DatasetSummary, MemoryQuery, recommend
+from medseg_gui.core.data.summary import DatasetSummary
+from medseg_gui.core.planning.memory import MemoryQuery
+from medseg_gui.core.planning.recommend import recommend
 
 CPU_SNAP = probe(RaisingNvml())
 
 
-def test_12_gb_override_gives_brief_mainstream_row():
+def test_12_gb_override_gives_the_mainstream_preset():
     rec = recommend(CPU_SNAP, vram_gb=12, memory_model=None)
     d = rec.to_dict()
     assert (d["variant"], d["batch_size"], d["image_size"]) == ("b4", 8, 288)

@@ -68,15 +68,15 @@ def test_compiled_path_wiring_static_validation_and_phases(tmp_path, monkeypatch
     assert any(p == "training" and m.startswith("compiled in") for p, m in phases)
 
 
-def test_our_loss_matches_the_brief_recipe_on_a_fixed_batch():
-    """Same loss semantics as the tutorial: exactly in fp32, within bf16 tolerance under autocast."""
+def test_our_loss_matches_the_reference_recipe_on_a_fixed_batch():
+    """Same loss semantics as the reference recipe: exactly in fp32, within bf16 tolerance under autocast."""
     import sys
     from pathlib import Path
 
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from brief_recipe import dice_coef_loss
+    from reference_recipe import dice_coef_loss
 
     from medseg_gui.core.engine.losses import dice_ce_loss
 

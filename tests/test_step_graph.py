@@ -38,7 +38,7 @@ def test_graph_dropped_only_when_the_graph_alone_would_not_fit():
 
 def test_memory_model_puts_validation_beside_the_graph_pool():
     from medseg_gui.core.planning.memory import default_memory_model
-    from medseg_gui.core.planning.recommend import MemoryQuery
+    from medseg_gui.core.planning.memory import MemoryQuery
 
     model = default_memory_model()
     eager = model(MemoryQuery("b4", 8, 288, 4, "bf16-mixed"))

@@ -22,7 +22,7 @@ def test_tiers_are_contiguous_and_cover_zero_to_infinity():
     assert math.isinf(TIERS[-1].max_free_gb)
 
 
-def test_tiers_match_the_brief():
+def test_tiers_hold_the_documented_presets():
     by = {t.name: t for t in TIERS}
     assert (by["high"].variant, by["high"].batch_size, by["high"].image_size) == ("b5", 32, 288)
     assert (by["mainstream"].variant, by["mainstream"].batch_size, by["mainstream"].image_size) == ("b4", 8, 288)

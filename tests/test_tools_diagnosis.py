@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from engine_helpers import synthetic_arrays, tiny_config
-from medseg_gui.core.tools import diagnosis as dg
-from medseg_gui.core.tools.diagnosis import DiagContext, DiagSample, StepTimer, diagnose
+from medseg_gui.core.engine import diagnosis as dg
+from medseg_gui.core.engine.diagnosis import DiagContext, DiagSample, StepTimer, diagnose
 from medseg_gui.core.events import LogMessage
 
 

@@ -162,7 +162,9 @@ def test_speed_card_shows_the_estimate_labelled_then_the_measurement(qtbot):
     qtbot.waitUntil(lambda: card.badge.text() == "measured", timeout=30_000)
     text = card.figures.text()
     assert "50.0" in text and "80</b> ms per step" in text and "Peak VRAM 1.60 GB" in text
-    assert "22 s" in text and "36.7 min" in text  # per epoch and whole run
+    from medseg_gui.core.words import format_duration
+
+    assert format_duration(22) in text and format_duration(2200) in text  # per epoch and whole run (100 epochs)
     card.set_enabled_for_training(True)
     assert not card.run_button.isEnabled()
 

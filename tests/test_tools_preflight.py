@@ -202,7 +202,7 @@ def _fake_hub_cache(root, repo: str, weights: str = "model.safetensors"):
 
 def test_pretrained_availability_reads_the_local_cache_and_paths_without_network(tmp_path, monkeypatch):
     from medseg_gui.core.config import hub_id
-    from medseg_gui.core.engine.model import pretrained_availability
+    from medseg_gui.core.planning.weights import pretrained_availability
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     config = RunConfig()
@@ -230,7 +230,7 @@ def test_pretrained_availability_reads_the_local_cache_and_paths_without_network
 
 
 def test_pretrained_item_warns_offline_fails_for_hub_and_is_green_when_available(tmp_path):
-    from medseg_gui.core.engine.model import PretrainedAvailability
+    from medseg_gui.core.planning.weights import PretrainedAvailability
 
     repo = "nvidia/segformer-b4-finetuned-ade-512-512"
     offline = PretrainedAvailability("offline", "auto", repo, detail=f"{repo} is not on this computer")
@@ -268,7 +268,7 @@ def test_recommendation_warns_when_weights_are_not_available_offline(tmp_path, m
 
 
 def test_checklist_offers_choose_weights_and_sets_the_path(qtbot, tmp_path):
-    from medseg_gui.core.engine.model import PRETRAINED_LICENCE, PretrainedAvailability
+    from medseg_gui.core.planning.weights import PRETRAINED_LICENCE, PretrainedAvailability
     from medseg_gui.gui.state import AppState
     from medseg_gui.gui.tools.checklist import PreflightChecklist
 

@@ -268,7 +268,7 @@ def test_file_open_run_replots_in_the_training_page(qtbot, tmp_path):
     qtbot.addWidget(window)
     tab = window.page("Training")
     assert tab.history.count() == 1
-    window.run_opener(str(run))
+    window.open_run(str(run))
     assert window.current_page() == "Training"
     assert curve_len(tab.view.loss_raw) == 3 and curve_len(tab.view.f1) == 1
     assert [c.name() for c in tab.view.dice_curves] == config.dataset.class_names
@@ -276,23 +276,13 @@ def test_file_open_run_replots_in_the_training_page(qtbot, tmp_path):
 
 
 def test_open_in_viewer_is_routed_to_the_viewer_page(qtbot, tmp_path):
-    from PySide6.QtWidgets import QWidget
-
     from medseg_gui.gui.main_window import MainWindow
-
-    class FakeViewer(QWidget):
-        def __init__(self):
-            super().__init__()
-            self.loaded = []
-
-        def load_model(self, path):
-            self.loaded.append(path)
 
     config = cfg.RunConfig()
     config.training.output_dir = str(tmp_path / "runs")
     window = MainWindow(AppState(config), poll_hardware=False, persist=False)
     qtbot.addWidget(window)
-    viewer = FakeViewer()
-    window.replace_page("Viewer", viewer)
+    loaded: list[str] = []
+    window.viewer.load_model_and_run = loaded.append  # the model loads and runs on the open image
     window.training_tab.open_in_viewer.emit(str(tmp_path / "bundle"))
-    assert viewer.loaded == [str(tmp_path / "bundle")] and window.current_page() == "Viewer"
+    assert loaded == [str(tmp_path / "bundle")] and window.current_page() == "Viewer"

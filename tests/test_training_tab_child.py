@@ -13,8 +13,7 @@ pytest.importorskip("pytestqt")
 from medseg_gui.core import config as cfg  # noqa: E402
 from medseg_gui.core import events as ev  # noqa: E402
 from medseg_gui.core.live_metrics import LiveMetrics  # noqa: E402
-from medseg_gui.gui.training.worker import (ChildProcessWorker, TrainingRunner, child_command,  # noqa: E402
-                                            parse_child_line)
+from medseg_gui.gui.training.worker import ChildProcessWorker, TrainingRunner  # noqa: E402
 
 FAKE_CHILD = textwrap.dedent('''
     import json, sys, time
@@ -75,13 +74,12 @@ def run_child(qtbot, script, mode, *, stop_after=None, timeout=20_000, **worker_
     runner = TrainingRunner(child_factory=partial(ChildProcessWorker, command=[sys.executable, str(script), mode],
                                                   check_data=False, **worker_kwargs))
     model = LiveMetrics()
+    runner.events_arrived.connect(model.apply_many)  # the runner's pump, as the tab and the wizard use it
     with qtbot.waitSignal(runner.ended, timeout=timeout) as sig:
         runner.start(config)
         if stop_after is not None:
-            qtbot.waitUntil(lambda: model.apply_many(runner.drain()) >= 0 and model.step >= stop_after,
-                            timeout=timeout)
+            qtbot.waitUntil(lambda: model.step >= stop_after, timeout=timeout)
             runner.stop()
-    model.apply_many(runner.drain())
     return sig.args[0], model
 
 
@@ -128,28 +126,6 @@ def test_missing_executable_is_reported(qtbot, tmp_path):
     assert isinstance(sig.args[0], ev.RunFailed) and "cannot start" in sig.args[0].reason
 
 
-def test_child_command_and_line_parsing(tmp_path):
-    cmd = child_command(tmp_path / "c.toml")
-    assert cmd[1:5] == ["-m", "medseg_gui.cli", "train", "--config"] and "--events-json" in cmd
-    assert "--stop-on-stdin" in cmd
-    resumed = child_command(tmp_path / "c.toml", resume_from="/runs/r1")
-    assert "--resume" in resumed and "--config" not in resumed  # the CLI takes one or the other
-    assert parse_child_line("   \n") is None
-    assert isinstance(parse_child_line('{"type":"LogMessage","level":"warning","message":"m"}'), ev.LogMessage)
-    stray = parse_child_line("Epoch 1: 100%|####|")
-    assert isinstance(stray, ev.LogMessage) and stray.level == "info"
-
-
-def test_child_command_matches_the_cli():
-    """The flags the GUI passes exist in `medseg train` (parsed, not run)."""
-    from medseg_gui.cli import build_parser
-
-    parser = build_parser()
-    for cmd in (child_command("c.toml"), child_command("c.toml", resume_from="r", run_dir="d")):
-        args = parser.parse_args(cmd[3:])
-        assert args.events_json and args.stop_on_stdin
-
-
 @pytest.mark.slow
 def test_real_medseg_train_child_streams_and_stops(qtbot, tmp_path):
     """End to end with the real `medseg train --events-json --stop-on-stdin` on a tiny CPU run."""
@@ -160,23 +136,12 @@ def test_real_medseg_train_child_streams_and_stops(qtbot, tmp_path):
     config = demo_run_config(tmp_path, epochs=20, steps_per_epoch=3)
     runner = TrainingRunner(in_process_factory=ChildProcessWorker)  # the child transport on one device
     model = LiveMetrics()
+    runner.events_arrived.connect(model.apply_many)
     with qtbot.waitSignal(runner.ended, timeout=180_000) as sig:
         runner.start(config)
-        qtbot.waitUntil(lambda: model.apply_many(runner.drain()) >= 0 and model.step >= 1, timeout=170_000)
+        qtbot.waitUntil(lambda: model.step >= 1, timeout=170_000)
         runner.stop()
-    model.apply_many(runner.drain())
     result = sig.args[0]
     assert isinstance(result, ev.RunFinished) and result.stopped_early, result
     assert model.status == "stopped" and model.device == "cpu"
     assert (Path(result.run_dir) / "checkpoints" / "last.ckpt").is_file()
-
-
-def test_frozen_app_starts_the_bundled_cli(monkeypatch, tmp_path):
-    import sys
-
-    from medseg_gui.gui.training.worker import child_command
-
-    monkeypatch.setattr(sys, "frozen", True, raising=False)
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "medseg-gui"))
-    cmd = child_command(tmp_path / "c.toml")
-    assert cmd[0] == str(tmp_path / ("medseg.exe" if sys.platform == "win32" else "medseg")) and cmd[1] == "train"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from medseg_gui.core import events as ev
-from medseg_gui.core.live_metrics import (DecimatedSeries, Ema, LiveMetrics, format_duration, replay,
-                                          replay_run)
+from medseg_gui.core.live_metrics import DecimatedSeries, Ema, LiveMetrics, replay, replay_run
+from medseg_gui.core.words import format_duration
 
 
 def test_series_keeps_recent_points_exactly_and_bounds_memory():
@@ -163,3 +163,5 @@ def test_format_duration():
     assert format_duration(12.4) == "12 s"
     assert format_duration(185) == "3 min 05 s"
     assert format_duration(3720) == "1 h 02 min"
+    assert format_duration(3 * 86400 + 5 * 3600 + 59) == "3 days 5 h"  # long estimates in days
+    assert format_duration(float("inf")) == format_duration(-1) == "—"

@@ -19,7 +19,7 @@ from medseg_gui.core import events as ev  # noqa: E402
 from medseg_gui.core import runs  # noqa: E402
 from medseg_gui.core.run_state import progress_words, summary_line  # noqa: E402
 from medseg_gui.gui.state import AppState  # noqa: E402
-from medseg_gui.gui.training import install_run_status  # noqa: E402
+from medseg_gui.gui.training import run_status_item  # noqa: E402
 from medseg_gui.gui.training.tab import TrainingTab  # noqa: E402
 from medseg_gui.gui.training.worker import InProcessWorker, TrainingRunner  # noqa: E402
 from tests.training_tab_helpers import demo_run_config  # noqa: E402
@@ -56,7 +56,7 @@ class StepSession:
                 step += 1
                 sink(ev.StepMetrics(step=step, epoch=1, loss=1.0, lr=3e-4, epoch_progress=step / 40))
             self._stop.wait(30)  # "still training" until the test stops it
-            (run_dir / runs.CHECKPOINT_DIR / "last.ckpt").write_bytes(b"stand-in")
+            runs.checkpoint_paths(run_dir)[1].write_bytes(b"stand-in")
             result = ev.RunFinished(run_dir=str(run_dir), stopped_early=True, epochs_done=0, steps_done=step)
             sink(result)
         return result
@@ -120,10 +120,10 @@ class _StatusSource(QObject):
 def test_status_bar_item_follows_the_run(qtbot):
     window = QMainWindow()
     shown = []
-    window.show_page = shown.append
     qtbot.addWidget(window)
     fake = _StatusSource()
-    item = install_run_status(window, fake)
+    item = run_status_item(fake, lambda: shown.append("Training"))
+    window.statusBar().addPermanentWidget(item)
     assert item.isHidden()
     fake.run_status.emit("Training: epoch 2/5 · 43% · ETA 3 min 10 s")
     assert not item.isHidden() and "ETA 3 min 10 s" in item.text()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from medseg_gui.core.imaging import overlay as ov
-from medseg_gui.core.imaging.imageio import Volume
-from medseg_gui.core.engine.inference import ClassCountError
+from medseg_gui.core.imaging.volume import Volume
+from medseg_gui.core.imaging.truth import ClassCountError
 from medseg_gui.core.imaging.seg_metrics import class_scores, confusion_matrix
 from medseg_gui.core.imaging.viewer_doc import CT_PRESETS, SHOW_ERRORS, SHOW_TRUTH, TruthError, ViewerDocument
 from viewer_helpers import write_png

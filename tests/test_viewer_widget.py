@@ -13,7 +13,8 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent  # noqa: E402
 
-from medseg_gui.core.imaging.imageio import read_image, read_volume  # noqa: E402
+from medseg_gui.core.imaging.images import read_image  # noqa: E402
+from medseg_gui.core.imaging.read import read_volume  # noqa: E402
 from medseg_gui.gui.viewer import ViewerWidget  # noqa: E402
 from viewer_helpers import tiny_bundle, write_png  # noqa: E402
 

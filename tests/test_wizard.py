@@ -20,7 +20,7 @@ from medseg_gui.core import config as cfg  # noqa: E402
 from medseg_gui.core import events as ev  # noqa: E402
 from medseg_gui.gui.state import AppState  # noqa: E402
 from medseg_gui.gui.training.worker import InProcessWorker, TrainingRunner  # noqa: E402
-from medseg_gui.gui.wizard import tasks  # noqa: E402
+from medseg_gui.gui import workers  # noqa: E402
 from medseg_gui.gui.wizard.wizard import (PAGE_CONFIG, PAGE_DATASET, PAGE_RESULT, PAGE_TRAINING,  # noqa: E402
                                           PAGE_VALIDATION, STOP_BUTTON, TrainingWizard)
 from tests.gui_fakes import cpu_snapshot  # noqa: E402
@@ -30,7 +30,7 @@ from tests.training_tab_helpers import tiny_model_dir  # noqa: E402
 @pytest.fixture(autouse=True)
 def _no_leftover_tasks():
     yield
-    assert tasks.wait_all(30_000), "a wizard background job did not end"
+    assert workers.cancel_all(30_000), "a wizard background job did not end"
 
 
 def tiny_training(root: Path):
@@ -316,61 +316,6 @@ def test_cancel_while_the_dataset_is_being_checked(qtbot):
     assert not wizard.isVisible()
 
 
-# ---- progressive plan ------------------------------------------------------------------------------------------------
-def test_plan_session_runs_the_check_then_the_full_run(tmp_path):
-    from medseg_gui.gui.wizard.training_page import PlanSession
-
-    seen: list[ev.Event] = []
-    configs: list[cfg.RunConfig] = []
-
-    class Quick:
-        def __init__(self, config, sink, **_):
-            configs.append(config)
-            self.sink = sink
-
-        def stop(self):
-            pass
-
-        def run(self):
-            self.sink(ev.RunStarted(run_dir="", config={}, device="cpu", epochs=1, steps_per_epoch=2))
-            self.sink(ev.StepMetrics(step=1, epoch=1, loss=0.5, lr=1e-3))
-            result = ev.RunFinished(run_dir=f"run{len(configs)}", stopped_early=False, steps_done=1)
-            self.sink(result)
-            return result
-
-    config = cfg.RunConfig()
-    config.training.variant, config.dataset.image_size = "b2", 256
-    result = PlanSession(config, seen.append, inner_factory=Quick).run()
-    assert [c.training.variant for c in configs] == ["b0", "b2"]
-    assert configs[0].dataset.image_size == 224 and configs[1].dataset.image_size == 256
-    assert isinstance(result, ev.RunFinished) and result.run_dir == "run2"
-    assert sum(isinstance(e, ev.RunStarted) for e in seen) == 2
-
-
-def test_plan_session_reports_a_failed_check_as_a_failure(tmp_path):
-    from medseg_gui.gui.wizard.training_page import PlanSession
-
-    seen: list[ev.Event] = []
-
-    class NaN:
-        def __init__(self, config, sink, **_):
-            self.sink = sink
-
-        def stop(self):
-            pass
-
-        def run(self):
-            self.sink(ev.StepMetrics(step=1, epoch=1, loss=float("nan"), lr=1e-3))
-            result = ev.RunFinished(run_dir="r", stopped_early=False, steps_done=1)
-            self.sink(result)
-            return result
-
-    result = PlanSession(cfg.RunConfig(), seen.append, inner_factory=NaN).run()
-    assert isinstance(result, ev.RunFailed)
-    assert "quick check did not pass" in result.reason and "NaN" in result.reason
-    assert seen[-1] is result
-
-
 # ---- first launch and the menu -------------------------------------------------------------------------------------
 def test_first_launch_flag_dont_show_again_and_menu(qtbot):
     from medseg_gui.gui import wizard as wizard_pkg
@@ -406,7 +351,7 @@ def test_first_launch_flag_dont_show_again_and_menu(qtbot):
 def test_detection_says_what_was_found_and_what_is_missing(tmp_path):
     import nibabel as nib
 
-    from imageio_fixtures import make_ct_series, make_seg
+    from dicom_fixtures import make_ct_series, make_seg
     from medseg_gui.gui.wizard.sources import detect_source
 
     slices = [np.full((16, 16), v, np.int16) for v in (0, 50, 100)]
@@ -438,12 +383,11 @@ def test_detection_says_what_was_found_and_what_is_missing(tmp_path):
 
 def test_wizard_shows_its_step_and_fits_the_screen(qtbot):
     from medseg_gui.gui.main_window import MainWindow
-    from medseg_gui.gui.wizard import open_wizard
 
     window = MainWindow(AppState(start_config()), poll_hardware=False, persist=False)
     qtbot.addWidget(window)
     window.state.set_snapshot(cpu_snapshot())
-    opened = open_wizard(window)
+    opened = window.open_wizard()
     assert opened.isVisible() and not opened.isModal()  # the main window stays usable during a long run
     assert opened.windowModality() == Qt.WindowModality.NonModal
     opened.reject()

@@ -10,14 +10,15 @@ pytest.importorskip("pytestqt")
 from medseg_gui.core.tools.preflight import CheckItem, PreflightReport  # noqa: E402
 from medseg_gui.gui.state import AppState  # noqa: E402
 from medseg_gui.gui.tools import ToolsPage  # noqa: E402
-from medseg_gui.gui.wizard import config_page, tasks  # noqa: E402
+from medseg_gui.gui import workers  # noqa: E402
+from medseg_gui.gui.wizard import config_page  # noqa: E402
 from tests.test_wizard import make_wizard, start_config, to_config_page  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _no_leftover_tasks():
     yield
-    assert tasks.wait_all(30_000), "a wizard background job did not end"
+    assert workers.cancel_all(30_000), "a wizard background job did not end"
 
 
 def test_a_check_in_the_wizard_shows_on_the_tools_page(qtbot, monkeypatch):

@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 
 from medseg_gui.cli.common import fail, positive_int, print_json
+from medseg_gui.core.config import field_spec
 
 DATA_SUBCOMMAND_HOOKS = [
     ("medseg_gui.cli.data_import_cmd", "add_import_parser"),
@@ -28,11 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "every bad file with the reason. Exit 0 when training can go ahead "
                                     "(bad pairs skipped), 1 when it cannot. The folder is only read.")
     c.add_argument("path", metavar="PATH", help="dataset folder, or 'demo' for the built-in dataset")
-    c.add_argument("--num-classes", type=int, default=4, metavar="N",
-                   help="classes including background; mask values must be 0..N-1 (default 4)")
-    c.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
-                   help="validation share when the folder has no train/valid split (default 0.2)")
-    c.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    c.add_argument("--num-classes", type=int, default=field_spec("dataset.num_classes").default, metavar="N",
+                   help="classes including background; mask values must be 0..N-1 (default %(default)s)")
+    c.add_argument("--val-fraction", type=float, default=field_spec("dataset.val_fraction").default, metavar="F",
+                   help="validation share when the folder has no train/valid split (default %(default)s)")
+    c.add_argument("--seed", type=int, default=field_spec("training.seed").default,
+                   help="split seed (default %(default)s)")
     c.add_argument("--sample-masks", type=positive_int, default=None, metavar="K",
                    help="decode only K random masks for the value check (faster on huge folders)")
     c.add_argument("--decode-images", action="store_true",

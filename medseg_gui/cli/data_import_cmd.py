@@ -1,4 +1,4 @@
-"""`medseg data import --from kaggle|dicom|nifti|flat SRC DST`: convert a dataset into the tutorial layout.
+"""`medseg data import --from kaggle|dicom|nifti|flat SRC DST`: convert a dataset into the train/valid split layout.
 
 ``add_import_parser(data_subparsers)`` adds the sub-command to the ``data`` parser that
 ``cli/data_cmd.py`` owns; the handler imports the importers lazily so ``medseg --help`` stays fast.
@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from medseg_gui.cli.common import fail, print_json
+from medseg_gui.core.config import field_spec
 
 SOURCES = ("kaggle", "dicom", "nifti", "flat")
 
@@ -26,9 +27,10 @@ def add_import_parser(data_subparsers: argparse._SubParsersAction) -> argparse.A
     p.add_argument("dst", metavar="DST", help="new destination folder (must not exist or be empty)")
     p.add_argument("--label", metavar="PATH",
                    help="dicom/nifti: the label (SEG file, label series or NIfTI) for the single image SRC")
-    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
-                   help="share held out for validation, split by case/volume (default 0.2)")
-    p.add_argument("--seed", type=int, default=42, help="split seed (default 42)")
+    p.add_argument("--val-fraction", type=float, default=field_spec("dataset.val_fraction").default, metavar="F",
+                   help="share held out for validation, split by case/volume (default %(default)s)")
+    p.add_argument("--seed", type=int, default=field_spec("training.seed").default,
+                   help="split seed (default %(default)s)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N",
                    help="reject labels with values >= N (dicom/nifti/flat)")
     p.add_argument("--keep-empty", type=float, default=1.0, metavar="F",
@@ -40,7 +42,7 @@ def add_import_parser(data_subparsers: argparse._SubParsersAction) -> argparse.A
 
 def run_import(args: argparse.Namespace) -> int:
     from medseg_gui.core.data.import_output import DatasetImportError
-    from medseg_gui.core.imaging.imageio import ImageReadError
+    from medseg_gui.core.imaging.volume import ImageReadError
     from medseg_gui.core.output_guard import os_error_line
 
     if not 0.0 <= args.val_fraction < 1.0:

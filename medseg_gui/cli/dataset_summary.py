@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medseg_gui.core.planning.recommend import DatasetSummary
+from medseg_gui.core.data.summary import DatasetSummary
 
 
 def summarize_for_recommendation(path: str) -> tuple[DatasetSummary | None, str | None]:

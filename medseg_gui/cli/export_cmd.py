@@ -28,8 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from medseg_gui.core import runs
-    from medseg_gui.core.engine.bundle import (META_FILE, BundleError, check_bundle_destination, copy_bundle,
-                                        read_bundle_info)
+    from medseg_gui.core.engine.bundle import BundleError, check_bundle_destination, copy_bundle, read_bundle_info
     from medseg_gui.core.engine.inference import ModelLoadError
     from medseg_gui.core.output_guard import OutputRefused, os_error_line
 
@@ -46,9 +45,9 @@ def run_export(args: argparse.Namespace) -> int:
                 return fail(f"{src} is not a run folder (no {runs.CONFIG_FILE} and {runs.CHECKPOINT_DIR}/)")
             written = _from_checkpoint(src, dst, args.from_checkpoint)
         else:
-            bundle = src if (src / META_FILE).is_file() else src / runs.BUNDLE_DIR
-            if not (bundle / META_FILE).is_file():
-                return fail(f"{src} has no bundle ({runs.BUNDLE_DIR}/{META_FILE})",
+            bundle = src if (src / runs.BUNDLE_META_FILE).is_file() else src / runs.BUNDLE_DIR
+            if not (bundle / runs.BUNDLE_META_FILE).is_file():
+                return fail(f"{src} has no bundle ({runs.BUNDLE_DIR}/{runs.BUNDLE_META_FILE})",
                             "the run may have stopped before its first checkpoint; try --from-checkpoint last")
             read_bundle_info(bundle)  # refuse to copy something unreadable
             written = copy_bundle(bundle, dst)

@@ -1,4 +1,5 @@
-"""`medseg predict MODEL INPUT... --out DIR [--overlay] [--json]`: masks for images, folders and volumes.
+"""`medseg predict MODEL INPUT... --out DIR [--overlay] [--format dicom-seg] [--json]`: masks for images,
+folders and volumes.
 
 Headless twin of the viewer: the same loader, pre-processing and writers (``core.inference``,
 ``core.predict_export``), so a mask from the command line equals the one the viewer exports.
@@ -36,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace files that already exist in --out (default: refuse that input, go on)")
+    p.add_argument("--format", dest="mask_format", choices=("auto", "dicom-seg"), default="auto",
+                   help="auto: NIfTI for volumes, PNG for images; dicom-seg: one DICOM SEG per DICOM series "
+                        "(NAME_seg.dcm, refers to the source series, one segment per class) for PACS or 3D Slicer")
     p.add_argument("--json", action="store_true", help="print one JSON summary instead of text")
     p.set_defaults(handler=run_predict)
 
@@ -49,8 +53,8 @@ class Job:
 def expand_inputs(inputs: list[str], out: Path) -> tuple[list[Job], list[dict[str, Any]]]:
     """Files and folders → one job per image/volume. A folder of DICOM files is one series; a folder of
     2D images gives one job per image (their sizes may differ), written to a sub-folder of its name."""
-    from medseg_gui.core.imaging.imageio import (DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, is_dicom_file,
-                                         natural_key)
+    from medseg_gui.core.imaging.dicom import is_dicom_file
+    from medseg_gui.core.imaging.volume import DICOM_SUFFIXES, IMAGE_SUFFIXES, NIFTI_SUFFIXES, natural_key
     from medseg_gui.core.output_guard import not_a_regular_file
 
     jobs: list[Job] = []
@@ -91,7 +95,7 @@ class OutputNames:
         self.stems: dict[Path, set[str]] = {}
         self.files: set[str] = set()
 
-    def claim(self, job: Job, volume: Any, overlay: bool) -> tuple[str, str]:
+    def claim(self, job: Job, volume: Any, overlay: bool, fmt: str = "auto") -> tuple[str, str]:
         """(stem, note) for ``job``; ``note`` says why the stem differs from the input's name ('' if not)."""
         from medseg_gui.core.output_guard import unique_name
         from medseg_gui.core.imaging.predict_export import planned_outputs, safe_stem
@@ -99,11 +103,13 @@ class OutputNames:
         wanted = safe_stem(job.source)
         taken = self.stems.setdefault(job.out_dir, set())
         stem = unique_name(wanted, taken)
-        while any(str(p).lower() in self.files for p in planned_outputs(job.out_dir, stem, volume, overlay=overlay)):
+        while any(str(p).lower() in self.files
+                  for p in planned_outputs(job.out_dir, stem, volume, overlay=overlay, fmt=fmt)):
             taken.add(stem)
             stem = unique_name(wanted, taken)
         taken.add(stem)
-        self.files.update(str(p).lower() for p in planned_outputs(job.out_dir, stem, volume, overlay=overlay))
+        self.files.update(str(p).lower() for p in planned_outputs(job.out_dir, stem, volume, overlay=overlay,
+                                                                  fmt=fmt))
         note = "" if stem == wanted else (f"another input already uses the output name '{wanted}'; "
                                           f"this one is written as '{stem}'")
         return stem, note
@@ -112,22 +118,24 @@ class OutputNames:
 def predict_one(predictor: Any, job: Job, args: argparse.Namespace, names: OutputNames) -> dict[str, Any]:
     import numpy as np
 
-    from medseg_gui.core.imaging.imageio import read_volume
-    from medseg_gui.core.engine.inference import volume_to_uint8
+    from medseg_gui.core.imaging.read import read_volume
+    from medseg_gui.core.imaging.model_input import volume_to_uint8
     from medseg_gui.core.imaging.overlay import CONTOUR, FILLED
     from medseg_gui.core.imaging.predict_export import export_volume, planned_outputs
     from medseg_gui.core.output_guard import check_file_target
 
     t0 = time.perf_counter()
     volume = read_volume(job.source)
-    stem, note = names.claim(job, volume, args.overlay)
-    for path in planned_outputs(job.out_dir, stem, volume, overlay=args.overlay):  # refuse before the work
+    fmt = getattr(args, "mask_format", "auto")
+    stem, note = names.claim(job, volume, args.overlay, fmt)
+    for path in planned_outputs(job.out_dir, stem, volume, overlay=args.overlay, fmt=fmt):  # refuse before the work
         check_file_target(path, replace=args.overwrite, flag="--overwrite")
     display = volume_to_uint8(volume)
     result = predictor.predict_volume(display)
     exported = export_volume(job.out_dir, stem, volume, result.labels, display,
                              predictor.class_colors, overlay=args.overlay, opacity=args.opacity,
-                             mode=CONTOUR if args.contour else FILLED, overwrite=args.overwrite)
+                             mode=CONTOUR if args.contour else FILLED, overwrite=args.overwrite,
+                             fmt=fmt, class_names=predictor.class_names)
     counts = np.bincount(result.labels.ravel(), minlength=predictor.num_classes)
     total = max(1, int(result.labels.size))
     return {
@@ -136,6 +144,7 @@ def predict_one(predictor: Any, job: Job, args: argparse.Namespace, names: Outpu
         "class_fraction": {name: round(int(counts[k]) / total, 5) for k, name in enumerate(predictor.class_names)},
         "masks": [str(p) for p in exported.masks], "nifti": str(exported.nifti) if exported.nifti else None,
         "overlays": [str(p) for p in exported.overlays], "note": note,
+        "dicom_seg": str(exported.dicom_seg) if exported.dicom_seg else None,
     }
 
 
@@ -148,7 +157,7 @@ def _destination_unusable(exc: BaseException) -> bool:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from medseg_gui.core.imaging.imageio import ImageReadError
+    from medseg_gui.core.imaging.volume import ImageReadError
     from medseg_gui.core.engine.inference import ModelLoadError, Predictor
     from medseg_gui.core.planning.precision import DeviceError, resolve_device
     from medseg_gui.core.output_guard import os_error_line
@@ -189,7 +198,7 @@ def run_predict(args: argparse.Namespace) -> int:
             continue
         results.append(summary)
         if not args.json:
-            outputs = ([summary["nifti"]] if summary["nifti"] else []) + summary["masks"]
+            outputs = [summary[k] for k in ("nifti", "dicom_seg") if summary[k]] + summary["masks"]
             shown = ", ".join(outputs[:2]) + (f" (+{len(outputs) - 2} more)" if len(outputs) > 2 else "")
             fg = ", ".join(f"{k} {v:.1%}" for k, v in list(summary["class_fraction"].items())[1:])
             print(f"{summary['input']}: {summary['slices']} slice(s) {tuple(summary['shape'])} in "

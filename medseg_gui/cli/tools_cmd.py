@@ -1,4 +1,4 @@
-"""`medseg lr-find`, `medseg benchmark`, `medseg preflight`: the brief's tools as commands.
+"""`medseg lr-find`, `medseg benchmark`, `medseg preflight`: the planning tools as commands.
 
 Each takes the run's configuration from ``--config FILE`` or ``--demo`` (the configuration recommended
 for this machine on the built-in demo dataset, as ``medseg train --demo``), so what is measured or

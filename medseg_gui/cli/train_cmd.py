@@ -17,7 +17,8 @@ import threading
 import time
 from typing import Any, TextIO
 
-from medseg_gui.core.words import plural
+from medseg_gui.core.config import choices_of
+from medseg_gui.core.words import format_duration, plural
 from medseg_gui.cli.common import fail
 
 
@@ -36,11 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--accumulate", type=int, dest="accumulate_grad_batches", metavar="N",
                    help="gradient accumulation steps")
     o.add_argument("--lr", type=float)
-    o.add_argument("--variant", choices=("b0", "b1", "b2", "b3", "b4", "b5"))
+    o.add_argument("--variant", choices=choices_of("training.variant"))
     o.add_argument("--pretrained", metavar="SOURCE", help="auto | hub | scratch | model folder | .safetensors")
     o.add_argument("--image-size", type=int)
-    o.add_argument("--precision", choices=("auto", "32", "16-mixed", "bf16-mixed"))
-    o.add_argument("--accelerator", choices=("auto", "gpu", "cpu"))
+    o.add_argument("--precision", choices=choices_of("training.precision"))
+    o.add_argument("--accelerator", choices=choices_of("training.accelerator"))
     o.add_argument("--devices", type=int, help="number of GPUs (or CPU processes); more than 1 runs DDP. A count "
                    "other than the GPUs named in training.gpus trains on the cards with the most free memory")
     o.add_argument("--gpus", metavar="LIST",
@@ -116,11 +117,14 @@ def demo_config() -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import logging
+
     from medseg_gui.core.config import ConfigError, validate
+    from medseg_gui.core.engine.quiet import lightning_logs_at
     from medseg_gui.core.engine.session import TrainingSession, process_rank
 
     events_out = _claim_stdout() if args.events_json else None
-    _quiet_lightning()
+    lightning_logs_at(logging.WARNING)  # Lightning's info banners would interleave with the progress bar
     try:
         config = build_config(args)
     except ConfigError as exc:
@@ -154,16 +158,6 @@ def run_train(args: argparse.Namespace) -> int:
     if isinstance(result, RunFinished):
         return 0
     return 2 if result.kind in RUN_FOLDER_KINDS else 1  # 2: the command asked for a folder it may not use
-
-
-def _quiet_lightning() -> None:
-    """Lightning's info banners (GPU available, tips) would interleave with the progress bar."""
-    import logging
-
-    import lightning.pytorch  # noqa: F401 — it sets its own level on import; override after
-
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _claim_stdout() -> TextIO:
@@ -240,7 +234,7 @@ class ProgressPrinter:
 
     def __call__(self, event: Any) -> None:
         from medseg_gui.core import events as ev
-        from medseg_gui.core.imaging.seg_metrics import HEADLINE_METRIC, HEADLINE_SHORT
+        from medseg_gui.core.headline import HEADLINE_METRIC, HEADLINE_SHORT
 
         self.live.apply(event)
 
@@ -274,7 +268,7 @@ class ProgressPrinter:
         filled = int(self.WIDTH * e.epoch_progress)
         bar = "#" * filled + "-" * (self.WIDTH - filled)
         text = (f"epoch {e.epoch}/{self.epochs} [{bar}] {e.epoch_progress * 100:3.0f}% step {e.step} "
-                f"loss {_f(e.loss)} {_f(e.images_per_s, '.1f')} img/s ETA {_eta(self.live.eta_s)}")
+                f"loss {_f(e.loss)} {_f(e.images_per_s, '.1f')} img/s ETA {format_duration(self.live.eta_s)}")
         if self.tty:
             self.stream.write("\r" + text.ljust(100))
             self.stream.flush()
@@ -293,11 +287,3 @@ class ProgressPrinter:
 
 def _f(value: float | None, fmt: str = ".4f") -> str:
     return "n/a" if value is None else format(value, fmt)
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"

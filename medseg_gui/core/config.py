@@ -27,12 +27,16 @@ ACCELERATORS = ("auto", "gpu", "cpu")
 PRETRAINED_CHOICES = ("auto", "hub", "scratch")  # or a filesystem path
 
 DEFAULT_CLASS_NAMES = ["background", "stomach", "small_bowel", "large_bowel"]
-DEFAULT_CLASS_COLORS = ["#000000", "#e6194b", "#3cb44b", "#4363d8"]
-EXTRA_COLORS = ["#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe", "#008080", "#e6beff"]
+# The class palette, background first: the default classes' colours, then distinct ones for more
+# classes. Here, in the base floor, because the config's defaults need it; the viewer and the overlays
+# take theirs from ``colours_for``.
+CLASS_PALETTE = ("#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
+                 "#bcf60c", "#fabebe", "#008080", "#e6beff")
+DEFAULT_CLASS_COLORS = list(CLASS_PALETTE[:len(DEFAULT_CLASS_NAMES)])
 
 
 def hub_id(variant: str) -> str:
-    """The brief's MODEL_NAME for a variant (ADE20k-finetuned weights on the HF Hub)."""
+    """The HF Hub model a variant starts from (ADE20k-finetuned weights, as the common tutorial uses)."""
     return f"nvidia/segformer-{variant}-finetuned-ade-512-512"
 
 
@@ -299,8 +303,7 @@ def _is_hex_colour(text: str) -> bool:
 
 def colours_for(num_classes: int) -> list[str]:
     """Default colours for a class count (cycles past the palette)."""
-    palette = DEFAULT_CLASS_COLORS + EXTRA_COLORS
-    return [palette[i % len(palette)] for i in range(num_classes)]
+    return [CLASS_PALETTE[i % len(CLASS_PALETTE)] for i in range(num_classes)]
 
 
 def set_num_classes(config: RunConfig, num_classes: int, names: list[str] | None = None) -> None:
@@ -370,6 +373,21 @@ def load_and_validate(path: str | Path) -> RunConfig:
 def field_specs(section: str) -> list[dataclasses.Field]:
     """The fields of one section, in display order, for generated forms."""
     return list(dataclasses.fields(SECTIONS[section]))
+
+
+def field_spec(dotted: str) -> dataclasses.Field:
+    """The field of 'section.name', so the command line reads a setting's choices, default and help
+    from the one place the form and the validator read them."""
+    section, _, name = dotted.partition(".")
+    return next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
+
+
+def choices_of(dotted: str) -> tuple[str, ...]:
+    """The valid values of a setting with a fixed list (e.g. 'training.precision')."""
+    choices = field_spec(dotted).metadata["choices"]
+    if not choices:
+        raise KeyError(f"{dotted} has no fixed list of values")
+    return choices
 
 
 def diff(a: RunConfig, b: RunConfig) -> dict[str, tuple[Any, Any]]:

@@ -63,7 +63,7 @@ class EpochMetrics(Event):
     step: int
     train_loss: float | None
     val_loss: float | None
-    val_f1: float | None  # the headline: mean Dice over the foreground classes (seg_metrics.HEADLINE_METRIC)
+    val_f1: float | None  # the headline: mean Dice over the foreground classes (core.headline.HEADLINE_METRIC)
     per_class_dice: list[float] = field(default_factory=list)
     per_class_iou: list[float] = field(default_factory=list)
     lr: float | None = None

@@ -9,21 +9,8 @@ wrong card (a run planned for an idle card trains on a busy one and runs out of 
 and its CUDA ordinal (``cuda:N`` in this process, None when CUDA cannot see it), and "GPU N" in the
 app always means the CUDA ordinal.
 
-The mapping follows CUDA's documented rules:
-
-* ``CUDA_DEVICE_ORDER=PCI_BUS_ID``: ordinals in PCI bus order (nvidia-smi's order).
-* ``FASTEST_FIRST`` (CUDA's default when unset): CUDA ranks cards by a heuristic it does not
-  publish. We rank by compute capability, then estimated throughput (CUDA cores x max SM clock),
-  ties in PCI bus order. For identical cards (the usual workstation or server) this is exactly
-  PCI order, as CUDA does; for mixed cards it is our best guess, so the training process checks it
-  against the UUIDs PyTorch reports for each ordinal and trusts PyTorch (``torch_uuids``).
-* ``CUDA_VISIBLE_DEVICES`` unset: every card. Set but empty: none. Otherwise a comma-separated list
-  of ordinals (in the order above), UUIDs (``GPU-...``, in full or any unique prefix) or MIG ids
-  (``MIG-...``); the listed cards become ordinals 0, 1, ... in the listed order. The first invalid
-  entry (an unknown or ambiguous one, a negative number; we treat a repeated card the same way) ends
-  the list, as in CUDA: ``0,2,-1,1`` shows cards 0 and 2 only.
-* A MIG entry maps to the card that holds the MIG instance (its memory figures are the whole card's;
-  the recommendation warns about that).
+How CUDA numbers the cards is read in ``core.hardware`` (``assign_cuda_indices``); this module
+names them and resolves the user's choice against that numbering.
 """
 
 from __future__ import annotations
@@ -31,13 +18,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pragma: no cover
-    from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot
+from medseg_gui.core import hardware
+from medseg_gui.core.hardware import VISIBLE_ENV, GpuInfo, HardwareSnapshot, match_uuid
 
-VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
-ORDER_ENV = "CUDA_DEVICE_ORDER"
 # Set by rank 0 of a multi-GPU run: the CUDA ordinals it resolved, so the processes Lightning starts
 # for the other ranks train on the same cards (their own NVML reading would see rank 0's memory).
 TRAIN_DEVICES_ENV = "MEDSEG_CUDA_DEVICES"
@@ -45,65 +29,6 @@ TRAIN_DEVICES_ENV = "MEDSEG_CUDA_DEVICES"
 
 class GpuSelectionError(ValueError):
     """A GPU named in training.gpus / --gpu / --gpus that CUDA cannot see; the message says which exist."""
-
-
-# ---- CUDA's numbering ----------------------------------------------------------------------------
-
-def cuda_order(gpus: Sequence["GpuInfo"], order: str | None = None) -> list["GpuInfo"]:
-    """All cards in the order CUDA enumerates them before ``CUDA_VISIBLE_DEVICES`` is applied."""
-    order = (order if order is not None else os.environ.get(ORDER_ENV, "")).strip().upper()
-    pci = sorted(gpus, key=lambda g: (g.pci_bus_id or "", g.index))
-    if order == "PCI_BUS_ID":
-        return pci
-
-    def speed(g: "GpuInfo") -> tuple:
-        cc = g.compute_capability or (0, 0)
-        throughput = (g.cuda_cores or 0) * (g.max_sm_clock_mhz or 0)
-        return (-cc[0], -cc[1], -throughput)
-
-    return sorted(pci, key=speed)  # stable: ties keep PCI order
-
-
-def _match_uuid(entry: str, gpus: Sequence["GpuInfo"]) -> "GpuInfo | None":
-    """The one card whose UUID (or one of its MIG instances' UUIDs) starts with ``entry``."""
-    key = entry.lower()
-    if key.startswith("mig-gpu-"):  # the old MIG form, MIG-GPU-<card uuid>/<gi>/<ci>: the card itself
-        key = key[len("mig-"):].split("/")[0]
-    hits = [g for g in gpus if any(i and i.lower().startswith(key) for i in [g.uuid or "", *g.mig_uuids])]
-    return hits[0] if len(hits) == 1 else None
-
-
-def visible_gpus(gpus: Sequence["GpuInfo"], visible: str | None = None, order: str | None = None,
-                 *, use_env: bool = True) -> list["GpuInfo"]:
-    """The cards CUDA sees, in ordinal order (``visible``: the CUDA_VISIBLE_DEVICES text; None = unset)."""
-    if visible is None and use_env:
-        visible = os.environ.get(VISIBLE_ENV)
-    ordered = cuda_order(gpus, order)
-    if visible is None:
-        return ordered
-    out: list[GpuInfo] = []
-    for raw in visible.split(","):
-        entry = raw.strip()
-        gpu = None
-        if entry.isdigit():
-            n = int(entry)
-            gpu = ordered[n] if n < len(ordered) else None
-        elif entry[:4].upper() in ("GPU-", "MIG-"):
-            gpu = _match_uuid(entry, ordered)
-        if gpu is None or any(g is gpu for g in out):
-            break  # CUDA stops at the first invalid entry
-        out.append(gpu)
-    return out
-
-
-def assign_cuda_indices(gpus: Sequence["GpuInfo"], visible: str | None = None, order: str | None = None,
-                        *, use_env: bool = True) -> None:
-    """Set each card's ``cuda_index`` (None for cards CUDA cannot see) from the environment or the args."""
-    seen = visible_gpus(gpus, visible, order, use_env=use_env)
-    for g in gpus:
-        g.cuda_index = None
-    for ordinal, g in enumerate(seen):
-        g.cuda_index = ordinal
 
 
 # ---- naming a card --------------------------------------------------------------------------------
@@ -170,7 +95,7 @@ def resolve_gpus(snapshot: "HardwareSnapshot", wanted: Sequence[str | int]) -> l
             if gpu is None:
                 raise GpuSelectionError(f"there is no GPU {entry}: {_available(snapshot)}")
         else:
-            gpu = _match_uuid(entry, snapshot.gpus) if entry else None
+            gpu = match_uuid(entry, snapshot.gpus) if entry else None
             if gpu is None:
                 raise GpuSelectionError(f"no GPU has the UUID {entry!r} (or it is ambiguous): {_available(snapshot)}")
             if gpu.cuda_index is None:
@@ -304,8 +229,18 @@ def plan_for_this_process(gpus: Sequence[str], devices: int) -> DevicePlan:
 
     For the processes that train (the session, the tools' trial runs); raises GpuSelectionError.
     """
-    from medseg_gui.core.hardware import probe
-
     external = any(key in os.environ for key in ("LOCAL_RANK", "SLURM_PROCID", "TORCHELASTIC_RUN_ID"))
-    return plan_training_devices(probe(), gpus, devices, torch_uuids(), os.environ.get(TRAIN_DEVICES_ENV),
+    return plan_training_devices(hardware.probe(), gpus, devices, torch_uuids(), os.environ.get(TRAIN_DEVICES_ENV),
                                  launched_externally=external)
+
+
+def select_gpu(snapshot: HardwareSnapshot, index: int | str | None = None) -> GpuInfo | None:
+    """The GPU asked for (CUDA ordinal or UUID), or the visible one with the most free memory.
+
+    None on a CPU-only machine or when CUDA_VISIBLE_DEVICES hides every card. A card that does not
+    exist raises ``GpuSelectionError`` (a ValueError) naming the cards that do.
+    """
+    if index is not None:
+        return choose_gpus(snapshot, [str(index)])[0]
+    chosen = choose_gpus(snapshot, (), 1)
+    return chosen[0] if chosen else None

@@ -5,6 +5,23 @@ cost ~0.5 GB of VRAM and seconds of start-up in the GUI process), sees memory us
 programs, and works when the installed torch is a CPU build. Every query is guarded: no driver, no
 GPU, MIG, or a query the card does not support gives ``None`` for that field ("n/a" on screen),
 never an exception.
+
+Each ``GpuInfo`` also gets the ordinal CUDA will give it (``assign_cuda_indices``), following CUDA's
+documented rules:
+
+* ``CUDA_DEVICE_ORDER=PCI_BUS_ID``: ordinals in PCI bus order (nvidia-smi's order).
+* ``FASTEST_FIRST`` (CUDA's default when unset): CUDA ranks cards by a heuristic it does not
+  publish. We rank by compute capability, then estimated throughput (CUDA cores x max SM clock),
+  ties in PCI bus order. For identical cards (the usual workstation or server) this is exactly
+  PCI order, as CUDA does; for mixed cards it is our best guess, so the training process checks it
+  against the UUIDs PyTorch reports for each ordinal and trusts PyTorch (``torch_uuids``).
+* ``CUDA_VISIBLE_DEVICES`` unset: every card. Set but empty: none. Otherwise a comma-separated list
+  of ordinals (in the order above), UUIDs (``GPU-...``, in full or any unique prefix) or MIG ids
+  (``MIG-...``); the listed cards become ordinals 0, 1, ... in the listed order. The first invalid
+  entry (an unknown or ambiguous one, a negative number; we treat a repeated card the same way) ends
+  the list, as in CUDA: ``0,2,-1,1`` shows cards 0 and 2 only.
+* A MIG entry maps to the card that holds the MIG instance (its memory figures are the whole card's;
+  the recommendation warns about that).
 """
 
 from __future__ import annotations
@@ -14,7 +31,7 @@ import os
 import platform
 import threading
 from dataclasses import dataclass, field
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -32,7 +49,7 @@ class GpuProcess:
 class GpuInfo:
     """One card. ``uuid`` is its identity; ``index`` is NVML's (nvidia-smi's) number; ``cuda_index`` is
     the ordinal CUDA gives it in this process (``cuda:N``, what training uses; None when
-    CUDA_VISIBLE_DEVICES hides it). See core/gpu_identity.py for how the two numberings relate."""
+    CUDA_VISIBLE_DEVICES hides it). ``assign_cuda_indices`` below sets it."""
     index: int
     name: str
     uuid: str | None = None
@@ -121,6 +138,69 @@ class HardwareSnapshot:
             gpu["compute_capability"] = f"{cc[0]}.{cc[1]}" if cc else None
         data["has_gpu"] = self.has_gpu
         return data
+
+
+VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
+ORDER_ENV = "CUDA_DEVICE_ORDER"
+
+
+# ---- CUDA's numbering ----------------------------------------------------------------------------
+
+def cuda_order(gpus: Sequence[GpuInfo], order: str | None = None) -> list[GpuInfo]:
+    """All cards in the order CUDA enumerates them before ``CUDA_VISIBLE_DEVICES`` is applied."""
+    order = (order if order is not None else os.environ.get(ORDER_ENV, "")).strip().upper()
+    pci = sorted(gpus, key=lambda g: (g.pci_bus_id or "", g.index))
+    if order == "PCI_BUS_ID":
+        return pci
+
+    def speed(g: GpuInfo) -> tuple:
+        cc = g.compute_capability or (0, 0)
+        throughput = (g.cuda_cores or 0) * (g.max_sm_clock_mhz or 0)
+        return (-cc[0], -cc[1], -throughput)
+
+    return sorted(pci, key=speed)  # stable: ties keep PCI order
+
+
+def match_uuid(entry: str, gpus: Sequence[GpuInfo]) -> GpuInfo | None:
+    """The one card whose UUID (or one of its MIG instances' UUIDs) starts with ``entry``."""
+    key = entry.lower()
+    if key.startswith("mig-gpu-"):  # the old MIG form, MIG-GPU-<card uuid>/<gi>/<ci>: the card itself
+        key = key[len("mig-"):].split("/")[0]
+    hits = [g for g in gpus if any(i and i.lower().startswith(key) for i in [g.uuid or "", *g.mig_uuids])]
+    return hits[0] if len(hits) == 1 else None
+
+
+def visible_gpus(gpus: Sequence[GpuInfo], visible: str | None = None, order: str | None = None,
+                 *, use_env: bool = True) -> list[GpuInfo]:
+    """The cards CUDA sees, in ordinal order (``visible``: the CUDA_VISIBLE_DEVICES text; None = unset)."""
+    if visible is None and use_env:
+        visible = os.environ.get(VISIBLE_ENV)
+    ordered = cuda_order(gpus, order)
+    if visible is None:
+        return ordered
+    out: list[GpuInfo] = []
+    for raw in visible.split(","):
+        entry = raw.strip()
+        gpu = None
+        if entry.isdigit():
+            n = int(entry)
+            gpu = ordered[n] if n < len(ordered) else None
+        elif entry[:4].upper() in ("GPU-", "MIG-"):
+            gpu = match_uuid(entry, ordered)
+        if gpu is None or any(g is gpu for g in out):
+            break  # CUDA stops at the first invalid entry
+        out.append(gpu)
+    return out
+
+
+def assign_cuda_indices(gpus: Sequence[GpuInfo], visible: str | None = None, order: str | None = None,
+                        *, use_env: bool = True) -> None:
+    """Set each card's ``cuda_index`` (None for cards CUDA cannot see) from the environment or the args."""
+    seen = visible_gpus(gpus, visible, order, use_env=use_env)
+    for g in gpus:
+        g.cuda_index = None
+    for ordinal, g in enumerate(seen):
+        g.cuda_index = ordinal
 
 
 def cpu_only_snapshot(reason: str | None = None) -> HardwareSnapshot:
@@ -248,8 +328,6 @@ def probe(nvml: ModuleType | None = None, with_processes: bool = False,
                 snap.gpus.append(gpu)
         if count and not snap.gpus:
             snap.nvml_error = "NVIDIA GPUs were found but none could be read"
-        from medseg_gui.core.gpu_identity import ORDER_ENV, VISIBLE_ENV, assign_cuda_indices
-
         if environ is None:
             environ = getattr(module, "process_environ", None)
         env = os.environ if environ is None else environ
@@ -356,20 +434,6 @@ def _process_name(pid: int) -> str:
         return psutil.Process(pid).name()
     except Exception:
         return f"pid {pid}"
-
-
-def select_gpu(snapshot: HardwareSnapshot, index: int | str | None = None) -> GpuInfo | None:
-    """The GPU asked for (CUDA ordinal or UUID), or the visible one with the most free memory.
-
-    None on a CPU-only machine or when CUDA_VISIBLE_DEVICES hides every card. A card that does not
-    exist raises ``GpuSelectionError`` (a ValueError) naming the cards that do.
-    """
-    from medseg_gui.core.gpu_identity import choose_gpus
-
-    if index is not None:
-        return choose_gpus(snapshot, [str(index)])[0]
-    chosen = choose_gpus(snapshot, (), 1)
-    return chosen[0] if chosen else None
 
 
 def free_for_plan_gb() -> float | None:

@@ -24,7 +24,8 @@ import numpy as np
 
 from medseg_gui.core.events import (Checkpointed, EpochMetrics, Event, LogMessage, OomRecovered, PhaseChanged,
                                     RunFailed, RunFinished, RunStarted, StepMetrics, VramSample, read_jsonl)
-from medseg_gui.core.imaging.seg_metrics import HEADLINE_METRIC
+from medseg_gui.core.headline import HEADLINE_METRIC
+from medseg_gui.core.runs import EVENTS_FILE
 from medseg_gui.core.words import plural
 
 
@@ -583,9 +584,9 @@ def replay_run(run_dir: str | Path, **kwargs: Any) -> LiveMetrics:
     A run that crashed leaves no terminal event: its status stays 'running' in the stream, which we
     report as 'incomplete' because nothing is running it any more.
     """
-    path = Path(run_dir) / "events.jsonl"
+    path = Path(run_dir) / EVENTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no events.jsonl, so there is nothing to plot (was this run "
+        raise FileNotFoundError(f"{run_dir}: no {EVENTS_FILE}, so there is nothing to plot (was this run "
                                 f"started by medseg?)")
     model = replay(read_jsonl(path), **kwargs)
     if model.run_dir is None:
@@ -593,15 +594,3 @@ def replay_run(run_dir: str | Path, **kwargs: Any) -> LiveMetrics:
     if model.status in ("running", "idle"):
         model.status = "incomplete"
     return model
-
-
-def format_duration(seconds: float | None) -> str:
-    """'1 h 02 min', '3 min 05 s', '12 s' or '—' (for the ETA label)."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "—"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60:02d} min"
-    if s >= 60:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s} s"

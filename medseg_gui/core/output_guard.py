@@ -25,6 +25,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from medseg_gui.core.run_lock import pid_alive, this_host
+
 
 class OutputRefused(ValueError):
     """A write that would replace or damage something we did not write; the message says what to do."""
@@ -224,8 +226,6 @@ def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
     host is taken over; one from another host is trusted (we cannot see its processes). Short-lived
     writers (an import) need no kernel lock: ``core.run_lock`` is the one for long training runs.
     """
-    from medseg_gui.core.run_lock import pid_alive, this_host
-
     lock_path = Path(lock_path)
     host = this_host()
     for _attempt in range(2):

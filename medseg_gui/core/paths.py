@@ -1,6 +1,9 @@
-"""Where the app keeps its own files (demo dataset, compile cache, fit-probe cache, settings).
+"""Where the app keeps its own files (demo dataset, compile cache, fit-probe cache, settings, runs).
 
-Overridable with ``MEDSEG_HOME`` so tests and CI never touch the user's home.
+The folder is the platform's per-user data folder as ``platformdirs`` names it: ``~/.local/share/medseg-gui``
+(or ``$XDG_DATA_HOME/medseg-gui``) on Linux, ``~/Library/Application Support/medseg-gui`` on macOS,
+``%LOCALAPPDATA%\\medseg-gui`` on Windows — the places earlier versions used, so existing runs and settings
+are found. ``MEDSEG_HOME`` overrides it, so tests and CI never touch the user's home.
 """
 
 from __future__ import annotations
@@ -9,19 +12,40 @@ import os
 import sys
 from pathlib import Path
 
+import platformdirs
+
+APP_NAME = "medseg-gui"
+
 
 def app_home() -> Path:
     env = os.environ.get("MEDSEG_HOME")
-    if env:
-        base = Path(env)
-    elif sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "medseg-gui"
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support" / "medseg-gui"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "medseg-gui"
+    base = Path(env) if env else choose_home(platform_home(), earlier_home())
     base.mkdir(parents=True, exist_ok=True)
     return base
+
+
+def platform_home() -> Path:
+    """The per-user data folder of this platform (not roaming on Windows: runs and caches are large)."""
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False, roaming=False))
+
+
+def earlier_home() -> Path | None:
+    """Where versions before platformdirs put the folder, where that can differ from ``platform_home``:
+    on macOS they ignored ``$XDG_DATA_HOME`` (platformdirs honours it), on Windows they read
+    ``%LOCALAPPDATA%`` rather than asking the system. None on Linux, where the two rules agree."""
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP_NAME
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / APP_NAME
+    return None
+
+
+def choose_home(current: Path, earlier: Path | None) -> Path:
+    """``current``, unless only the ``earlier`` folder exists: then that one, so a user's runs and settings
+    are never left behind by a change of rule."""
+    if earlier is not None and earlier != current and earlier.is_dir() and not current.exists():
+        return earlier
+    return current
 
 
 def cache_dir(name: str) -> Path:

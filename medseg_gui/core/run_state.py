@@ -9,7 +9,7 @@ say exactly that.
 
 from __future__ import annotations
 
-from medseg_gui.core.imaging.seg_metrics import HEADLINE_SHORT
+from medseg_gui.core.headline import HEADLINE_SHORT
 from medseg_gui.core.words import plural  # the one plural helper, re-exported for this module's users
 
 

@@ -1,6 +1,6 @@
 """Run folders: layout, checkpoints, metrics.csv, environment.json, listing and re-opening runs.
 
-Layout (DESIGN.md): ``<output>/<YYYYmmdd-HHMMSS>_<variant>_<name>/`` with ``config.toml``,
+Layout: ``<output>/<YYYYmmdd-HHMMSS>_<variant>_<name>/`` with ``config.toml``,
 ``events.jsonl``, ``metrics.csv``, ``environment.json``, ``checkpoints/{best,last}.ckpt``, ``bundle/``, and
 ``run.lock`` while a training writes it (core/run_lock.py). A new run never reuses a folder that holds
 anything (``new_run_dir_problem``); only a resume continues one.
@@ -35,7 +35,10 @@ EVENTS_FILE = "events.jsonl"
 METRICS_FILE = "metrics.csv"
 ENV_FILE = "environment.json"
 CHECKPOINT_DIR = "checkpoints"
+BEST_CHECKPOINT = "best.ckpt"  # the best validation score so far: what the bundle is made from
+LAST_CHECKPOINT = "last.ckpt"  # the end of the last finished epoch: what a resume continues
 BUNDLE_DIR = "bundle"
+BUNDLE_META_FILE = "medseg.json"  # a bundle's description (core.engine.bundle writes it): its sign
 
 
 class CheckpointError(ValueError):
@@ -257,7 +260,8 @@ def _plain(text: str) -> str:
 
 
 def checkpoint_paths(run_dir: Path) -> tuple[Path, Path]:
-    return run_dir / CHECKPOINT_DIR / "best.ckpt", run_dir / CHECKPOINT_DIR / "last.ckpt"
+    """(best, last) checkpoint of a run folder."""
+    return run_dir / CHECKPOINT_DIR / BEST_CHECKPOINT, run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
 
 
 def checkpoint_score(path: Path) -> tuple[int, float | None]:
@@ -363,7 +367,7 @@ def _summarise(run_dir: Path) -> RunSummary:
     return RunSummary(run_dir=run_dir, name=run_dir.name, variant=config.training.variant,
                       dataset=config.dataset.path, created=(run_dir / CONFIG_FILE).stat().st_mtime,
                       status=status, best_f1=best, epochs_done=epochs,
-                      has_bundle=(run_dir / BUNDLE_DIR / "medseg.json").is_file(), steps_done=steps,
+                      has_bundle=(run_dir / BUNDLE_DIR / BUNDLE_META_FILE).is_file(), steps_done=steps,
                       last_epoch=last_epoch, can_resume=checkpoint_paths(run_dir)[1].is_file(),
                       trainer=holder.describe() if holder is not None else "")
 

@@ -439,7 +439,7 @@ class ConfigEditor(QWidget):
         outer.addWidget(scroll, 1)
 
         self.load_button.clicked.connect(self._load_clicked)
-        self.save_button.clicked.connect(self._save_clicked)
+        self.save_button.clicked.connect(self.save_dialog)
         self.reset_button.clicked.connect(self.state.use_recommendation)
         state.config_changed.connect(self.show_config)
         state.recommendation_changed.connect(lambda _r: self._refresh_marks())
@@ -672,7 +672,8 @@ class ConfigEditor(QWidget):
         if path:
             self.load_toml(path)
 
-    def _save_clicked(self) -> None:
+    def save_dialog(self) -> None:
+        """Ask where to save the configuration (a TOML file), then save it there."""
         path, _ = QFileDialog.getSaveFileName(self, "Save configuration", str(Path.home() / "config.toml"),
                                               "TOML files (*.toml)")
         if path:

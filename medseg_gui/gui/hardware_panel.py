@@ -583,6 +583,7 @@ class HardwarePanel(QWidget):
         right_box.setContentsMargins(0, 0, 4, 0)
         self.recommendation = RecommendationCard(state)
         right_box.addWidget(self.recommendation)
+        self._right_box = right_box
         right_box.addStretch(1)
         right.setWidget(right_holder)
         right.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -595,6 +596,10 @@ class HardwarePanel(QWidget):
         state.recommendation_changed.connect(lambda _r: self._show_used())
         if state.snapshot is not None:
             self.show_snapshot(state.snapshot)
+
+    def add_below_recommendation(self, widget: QWidget) -> None:
+        """Put a card (the speed card) under the recommendation it belongs to."""
+        self._right_box.insertWidget(self._right_box.indexOf(self.recommendation) + 1, widget)
 
     def show_snapshot(self, snapshot: HardwareSnapshot) -> None:
         self.waiting.hide()

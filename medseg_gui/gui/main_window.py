@@ -1,8 +1,9 @@
 """The main window: a sidebar of pages, menus, shortcuts, status bar and remembered geometry.
 
-Pages are registered with ``add_page`` and swapped with ``replace_page``, so the Training and Viewer
-tabs plug in without editing this file's internals; until they do, their places hold placeholders
-that say plainly that the feature is not available yet.
+The window builds every page and the pieces that join them (the speed card under the
+recommendation, the checklist before Start, the run's status-bar item, the close guard, the wizard's
+menu entry) itself, in ``__init__``: nothing attaches to it from outside, so this file says what the
+window holds.
 """
 
 from __future__ import annotations
@@ -11,30 +12,30 @@ import platform
 import sys
 from collections.abc import Callable
 
-from PySide6.QtCore import QSettings, QSize, Qt, QTimer, QUrl, __version__ as pyside_version, qVersion
+from PySide6.QtCore import QSize, Qt, QTimer, QUrl, __version__ as pyside_version, qVersion
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+from PySide6.QtWidgets import (QApplication, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget)
 
 from medseg_gui import __version__
 from medseg_gui.core.hardware import HardwareSnapshot
 from medseg_gui.core.last_config import load_last, save_last
-from medseg_gui.core.paths import absolute_output_dir, app_home, docs_location
+from medseg_gui.core.paths import absolute_output_dir, docs_location
 from medseg_gui.gui import style
 from medseg_gui.gui.config_editor import ConfigEditor
 from medseg_gui.gui.hardware_panel import HardwarePanel
 from medseg_gui.gui.resources import app_icon, icon
 from medseg_gui.gui.screen_fit import fit_to_screen
+from medseg_gui.gui.settings import settings
 from medseg_gui.gui.state import AppState
-from medseg_gui.gui.workers import PollerThread, ProbeFn
+from medseg_gui.gui.tools import PreflightChecklist, SpeedCard, ToolsPage, install_start_gate
+from medseg_gui.gui.training import CloseGuard, TrainingTab, run_status_item
+from medseg_gui.gui.viewer import ViewerWidget
+from medseg_gui.gui.wizard import open_wizard
+from medseg_gui.gui.workers import ProbeFn, Task, cancel_all, hardware_poller
 
 HEAVY_MODULES = ("torch", "lightning", "transformers", "albumentations")
 DEFAULT_SIZE = QSize(1360, 860)  # shrunk to the screen's available area (a 1366 x 768 laptop, say)
-
-
-def settings() -> QSettings:
-    """An INI file in the app's home, so MEDSEG_HOME isolates tests and portable installs."""
-    return QSettings(str(app_home() / "settings.ini"), QSettings.Format.IniFormat)
 
 
 def library_versions() -> dict[str, str]:
@@ -62,26 +63,6 @@ def about_text() -> str:
             f"learn, and view their masks.</p><table>{rows}</table>")
 
 
-class PlaceholderPage(QWidget):
-    """Stands in for a page another part of the app provides; says so instead of pretending."""
-
-    def __init__(self, title: str, text: str, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName("page")
-        self.is_placeholder = True
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(24, 20, 24, 16)
-        heading = QLabel(title)
-        heading.setProperty("role", "pageTitle")
-        heading.setFont(style.scaled_font(self.font(), 1.6, bold=True))
-        layout.addWidget(heading)
-        self.message = QLabel(text)
-        self.message.setProperty("role", "muted")
-        self.message.setWordWrap(True)
-        layout.addWidget(self.message)
-        layout.addStretch(1)
-
-
 class MainWindow(QMainWindow):
     PAGE_SHORTCUTS = 9
 
@@ -92,7 +73,7 @@ class MainWindow(QMainWindow):
         self._persist = persist
         self._pages: dict[str, int] = {}
         self._page_actions: list[QAction] = []
-        self.run_opener: Callable[[str], None] | None = None  # set by the Training tab
+        self.wizard = None  # the wizard this window opened (open_wizard)
         self.setWindowTitle("medseg-gui")
         self.setWindowIcon(app_icon())
         self.restored_message = ""
@@ -113,30 +94,33 @@ class MainWindow(QMainWindow):
 
         self.hardware_panel = HardwarePanel(self.state)
         self.config_editor = ConfigEditor(self.state)
-        self.add_page("Hardware", self.hardware_panel, icon("page_hardware"))
-        self.add_page("Configuration", self.config_editor, icon("page_config"))
-        self.add_page("Training", PlaceholderPage(
-            "Training", "The Training tab is not yet available in this build. Use the Configuration page "
-            "to prepare a run, and run it from a terminal with the medseg train command."),
-            icon("page_training"))
-        self.add_page("Viewer", PlaceholderPage(
-            "Viewer", "The mask viewer is not yet available in this build."), icon("page_viewer"))
-        from medseg_gui.gui.training import install_training_tab  # replaces the Training placeholder
-
-        self.training_tab = install_training_tab(self)
-        from medseg_gui.gui.viewer import ViewerWidget  # replaces the Viewer placeholder
-
+        self.training_tab = TrainingTab(self.state)
         self.viewer = ViewerWidget()
-        self.replace_page("Viewer", self.viewer)
-        from medseg_gui.gui.tools import install_tools  # Tools page, speed card, checklist before Start
-
-        install_tools(self)
+        self.tools_page = ToolsPage(self.state)
+        for name, page, icon_name in (("Hardware", self.hardware_panel, "page_hardware"),
+                                      ("Configuration", self.config_editor, "page_config"),
+                                      ("Training", self.training_tab, "page_training"),
+                                      ("Viewer", self.viewer, "page_viewer"),
+                                      ("Tools", self.tools_page, None)):
+            self.add_page(name, page, icon(icon_name) if icon_name else None)
         self.sidebar.setCurrentRow(0)
+        self.speed_card = SpeedCard(self.state)  # the measured speed beside the recommendation it checks
+        self.hardware_panel.add_below_recommendation(self.speed_card)
+        checklist = PreflightChecklist(self.state, title="Before you start", collapsible=True)
+        self.training_tab.add_preflight(checklist)
+        install_start_gate(self.training_tab, checklist)
+        for listener in (self.tools_page.set_training, self.speed_card.set_enabled_for_training):
+            self.training_tab.training_changed.connect(listener)  # trial runs would compete with the run
+        self.training_tab.open_in_viewer.connect(self.open_in_viewer)
+        self.training_close_guard = CloseGuard(self.training_tab, self)
+        self.installEventFilter(self.training_close_guard)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(lambda: cancel_all(10_000))  # never leave a task's thread running at exit
 
         self._menus()
-        from medseg_gui.gui.wizard import install_wizard  # File → New training wizard… (Ctrl+N)
-
-        install_wizard(self)
+        self.run_status_item = run_status_item(self.training_tab, lambda: self.show_page("Training"))
+        self.statusBar().addPermanentWidget(self.run_status_item)  # leftmost of the status bar's items
         self._status_bar()
         self.state.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.state.snapshot_changed.connect(self._show_hardware_status)
@@ -160,11 +144,10 @@ class MainWindow(QMainWindow):
         if persist:
             self.state.config_changed.connect(lambda _c: self._save_timer.start())
 
-        self.poller: PollerThread | None = None
+        self.poller: Task | None = None
         if poll_hardware:
-            self.poller = PollerThread(probe_fn, poll_interval_ms, parent=self)
-            self.poller.snapshot_ready.connect(self.state.set_snapshot)
-            self.poller.errored.connect(lambda text: self.statusBar().showMessage(text, 6000))
+            self.poller = hardware_poller(probe_fn, poll_interval_ms, parent=self)
+            self.poller.reported.connect(self._hardware_reported)
         self.resize(DEFAULT_SIZE)
         if persist:
             self._restore_settings()
@@ -222,16 +205,6 @@ class MainWindow(QMainWindow):
                 self.view_menu.addAction(action)
         return index
 
-    def replace_page(self, name: str, widget: QWidget) -> None:
-        """Put the real page where a placeholder (or an older page) stood, keeping its place and shortcut."""
-        index = self._pages[name]
-        old = self.stack.widget(index)
-        current = self.stack.currentIndex()
-        self.stack.insertWidget(index, widget)
-        self.stack.removeWidget(old)
-        old.deleteLater()
-        self.stack.setCurrentIndex(current)
-
     def page(self, name: str) -> QWidget:
         return self.stack.widget(self._pages[name])
 
@@ -249,6 +222,11 @@ class MainWindow(QMainWindow):
     def _menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
+        self.wizard_action = self._action(file_menu, "New training &wizard…", self.open_wizard,
+                                          QKeySequence.StandardKey.New)
+        self.wizard_action.setStatusTip("Choose a dataset, get a configuration that fits this machine, train, "
+                                        "view the masks")
+        file_menu.addSeparator()
         self.open_dataset_action = self._action(file_menu, "Open &dataset…", self.open_dataset_dialog,
                                                 QKeySequence.StandardKey.Open)
         self._action(file_menu, "Use the &demo dataset", lambda: self.state.set_dataset("demo"))
@@ -324,13 +302,24 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Dataset: {path}", 5000)
 
     def open_run_dialog(self) -> None:
-        if self.run_opener is None:
-            self.statusBar().showMessage("Opening past runs needs the Training tab, which is not yet "
-                                         "available in this build.", 8000)
-            return
         path = QFileDialog.getExistingDirectory(self, "Open run folder")
         if path:
-            self.run_opener(path)
+            self.open_run(path)
+
+    def open_run(self, run_dir: str) -> None:
+        """Re-plot a past run on the Training page."""
+        self.show_page("Training")
+        self.training_tab.open_run(run_dir)
+
+    def open_in_viewer(self, bundle: str) -> None:
+        """"Open best model in viewer": load the model and run it on the open image."""
+        self.show_page("Viewer")
+        self.viewer.load_model_and_run(bundle)
+
+    def open_wizard(self, **kwargs):
+        """File → New training wizard… (not modal; an open one is raised instead of a second one)."""
+        self.wizard = open_wizard(self, self.wizard, **kwargs)
+        return self.wizard
 
     def open_config_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open configuration", "", "TOML files (*.toml)")
@@ -340,7 +329,7 @@ class MainWindow(QMainWindow):
             self.show_page("Configuration")  # the banner there explains what is wrong with the file
 
     def save_config_dialog(self) -> None:
-        self.config_editor._save_clicked()
+        self.config_editor.save_dialog()
 
     def shortcuts(self) -> list[tuple[str, str]]:
         """(keys, what they do) for every action with a shortcut, menus and pages alike."""
@@ -385,8 +374,15 @@ class MainWindow(QMainWindow):
     # ----- lifecycle -----------------------------------------------------------------------------
     def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         super().showEvent(event)
-        if self.poller is not None and not self.poller.is_running():
+        if self.poller is not None and not self.poller.is_running() and not self.poller.cancel_requested:
             self.poller.start()
+
+    def _hardware_reported(self, value: object) -> None:
+        """The poller's snapshot, or the message of a failed poll (the next poll tries again)."""
+        if isinstance(value, str):
+            self.statusBar().showMessage(value, 6000)
+        else:
+            self.state.set_snapshot(value)
 
     def unsaved_file_edits(self) -> str | None:
         """The TOML file whose contents the form's configuration has moved away from, if any."""
@@ -428,9 +424,9 @@ class MainWindow(QMainWindow):
 
     def stop_workers(self) -> None:
         if self.poller is not None:
-            self.poller.stop()
-        if getattr(self, "viewer", None) is not None:
-            self.viewer.shutdown()
+            self.poller.cancel()
+            self.poller.wait(5000)
+        self.viewer.shutdown()
 
     def save_session_config(self) -> None:
         """Keep the configuration for the next start (the form's edits never vanish on quit)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from medseg_gui.core.engine.model import PRETRAINED_LICENCE, local_weights_problem, offline_by_environment
+from medseg_gui.core.planning.weights import PRETRAINED_LICENCE, local_weights_problem, offline_by_environment
 from medseg_gui.gui.state import AppState
 
 
@@ -74,7 +74,7 @@ class PretrainedChooser(QWidget):
 
     def download(self) -> None:
         """Fetch the variant's hub weights in the background, then check again (never when offline)."""
-        from medseg_gui.gui.tools.job import ToolJob
+        from medseg_gui.gui.workers import Task
 
         if offline_by_environment():
             return
@@ -87,9 +87,9 @@ class PretrainedChooser(QWidget):
 
         self.download_button.setEnabled(False)
         self.note.setText(f"Downloading SegFormer-{variant} weights… {PRETRAINED_LICENCE}")
-        job = ToolJob(fetch, self)
+        job = Task(fetch, "weights-download", self)
         job.succeeded.connect(lambda folder: self._downloaded(str(folder)))
-        job.errored.connect(lambda message, _detail: self._failed(message))
+        job.failed.connect(lambda message, _detail: self._failed(message))
         self.job = job
         job.start()
 

@@ -1,4 +1,14 @@
-"""Icons and other files shipped in ``medseg_gui/resources`` (found beside the package, also when frozen)."""
+"""Icons the window shows, found wherever the app runs from.
+
+The icons live in the repository's top-level ``resources/icons`` (beside ``medseg_gui/``, with the
+desktop entry), so they are kept in one place however the app is installed. Where they are at run time:
+
+* a wheel (``pip install .``) and the frozen bundle ship them inside the package as
+  ``medseg_gui/_resources`` (``setup.py`` maps the folder there; the PyInstaller spec copies it there);
+* a source checkout or an editable install (``pip install -e .``) reads the repository's folder itself.
+
+The first of these that holds the app icon wins; a missing icon gives an empty ``QIcon``, never an error.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +16,22 @@ from pathlib import Path
 
 from PySide6.QtGui import QIcon
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+PACKAGE = Path(__file__).resolve().parent.parent
+#: Where to look, in order: inside the installed package or bundle, then the repository.
+CANDIDATES = (PACKAGE / "_resources", PACKAGE.parent / "resources" / "icons")
+APP_ICON = "medseg.svg"
 
 
-def resource_path(name: str) -> Path:
-    return RESOURCES / name
+def find_icons(candidates: tuple[Path, ...] = CANDIDATES) -> Path:
+    """The first candidate folder that holds the app icon (the first candidate when none does, so a
+    missing icon shows up as an empty icon, not a crash)."""
+    for folder in candidates:
+        if (folder / APP_ICON).is_file():
+            return folder
+    return candidates[0]
+
+
+RESOURCES = find_icons()
 
 
 def icon(name: str) -> QIcon:
@@ -24,7 +45,7 @@ def icon(name: str) -> QIcon:
 
 def app_icon() -> QIcon:
     """The app icon with a PNG fallback for platforms whose icon engines lack SVG."""
-    result = QIcon(str(RESOURCES / "medseg.svg"))
+    result = QIcon(str(RESOURCES / APP_ICON))
     png = RESOURCES / "medseg.png"
     if png.exists():
         result.addFile(str(png))

@@ -16,7 +16,8 @@ from PySide6.QtCore import QObject, Signal
 from medseg_gui.core import config as cfg
 from medseg_gui.core.config import ConfigProblem, RunConfig
 from medseg_gui.core.hardware import HardwareSnapshot
-from medseg_gui.core.planning.recommend import DatasetSummary, Recommendation
+from medseg_gui.core.data.summary import DatasetSummary
+from medseg_gui.core.planning.recommend import Recommendation
 
 # Fields of the user's config that the recommendation keeps (what the data decides, not the GPU).
 _BASE_FIELDS = ("dataset.path", "dataset.num_classes", "dataset.class_names", "dataset.class_colors",

@@ -6,10 +6,10 @@ Colours are named here once; widgets refer to them through object names and dyna
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
+
+from medseg_gui.gui.resources import RESOURCES
 
 ACCENT = "#2f6fdf"
 ACCENT_DARK = "#2458b8"
@@ -38,7 +38,7 @@ UTIL = ACCENT
 VRAM = "#8a4fd1"
 TEMP = "#e0662f"
 
-_RES = (Path(__file__).resolve().parent.parent / "resources").as_posix()
+_RES = RESOURCES.as_posix()
 
 STYLE_SHEET = f"""
 QMainWindow, QWidget#page {{ background: {WINDOW}; }}

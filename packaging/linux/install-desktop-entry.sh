@@ -29,12 +29,12 @@ else
 fi
 
 mkdir -p "$apps" "$icons/256x256/apps" "$icons/scalable/apps"
-cp "$root/medseg_gui/resources/medseg.png" "$icons/256x256/apps/medseg-gui.png"
-cp "$root/medseg_gui/resources/medseg.svg" "$icons/scalable/apps/medseg-gui.svg"
+cp "$root/resources/icons/medseg.png" "$icons/256x256/apps/medseg-gui.png"
+cp "$root/resources/icons/medseg.svg" "$icons/scalable/apps/medseg-gui.svg"
 # Quote the path per the Desktop Entry spec (spaces are allowed inside double quotes).
 quoted="\"${exec_path//\"/\\\"}\""
 sed -e "s|^Exec=.*|Exec=$quoted %f|" -e "s|^TryExec=.*|TryExec=$exec_path|" \
-  "$here/medseg-gui.desktop" >"$apps/medseg-gui.desktop.tmp"
+  "$root/resources/medseg-gui.desktop" >"$apps/medseg-gui.desktop.tmp"
 mv "$apps/medseg-gui.desktop.tmp" "$apps/medseg-gui.desktop"
 chmod 644 "$apps/medseg-gui.desktop"
 command -v update-desktop-database >/dev/null && update-desktop-database -q "$apps" || true

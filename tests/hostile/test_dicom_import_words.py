@@ -13,7 +13,7 @@ from medseg_gui.cli import main
 from medseg_gui.core.data.import_output import DatasetImportError
 from medseg_gui.core.data.volume_import import import_volumes
 
-from imageio_fixtures import make_ct_series, make_seg
+from dicom_fixtures import make_ct_series, make_seg
 
 UID = "1.2.826.0.1.3680043.9.7777.424242"
 RAW_UID = re.compile(r"\d+(\.\d+){4,}")  # a dotted DICOM UID

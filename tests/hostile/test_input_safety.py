@@ -21,7 +21,9 @@ import pytest
 
 from medseg_gui.cli import main
 from medseg_gui.core.data.decode import DecodeError
-from medseg_gui.core.imaging.imageio import ImageReadError, read_image, read_volume
+from medseg_gui.core.imaging.images import read_image
+from medseg_gui.core.imaging.read import read_volume
+from medseg_gui.core.imaging.volume import ImageReadError
 
 from data_helpers import make_pair, write_png
 from test_data_import import make_kaggle
@@ -243,7 +245,7 @@ def _dicom_claiming(path: Path, rows: int, cols: int, frames: int = 1) -> Path:
 ])
 def test_dicom_claiming_gigantic_pixel_data_is_refused_in_one_line(tmp_path, bundle, capsys, rows, cols, frames,
                                                                    words):
-    from medseg_gui.core.imaging.imageio import too_many_dicom_pixels
+    from medseg_gui.core.imaging.dicom import too_many_dicom_pixels
 
     bomb = _dicom_claiming(tmp_path / "bomb.dcm", rows, cols, frames)
     with pytest.raises(ImageReadError, match="decompression bomb") as err:
@@ -264,11 +266,11 @@ def test_dicom_claiming_gigantic_pixel_data_is_refused_in_one_line(tmp_path, bun
 
 
 def test_a_dicom_series_claiming_too_many_pixels_together_is_refused(tmp_path, monkeypatch):
-    import medseg_gui.core.imaging.imageio as imageio
-    from imageio_fixtures import make_ct_series
+    import medseg_gui.core.imaging.dicom as dicom
+    from dicom_fixtures import make_ct_series
 
     make_ct_series(tmp_path / "ct", [np.zeros((8, 8), np.int16)] * 30, [2.0 * i for i in range(30)], "1.2.3.4")
     assert read_volume(tmp_path / "ct").data.shape == (30, 8, 8)
-    monkeypatch.setattr(imageio, "MAX_VOLUME_VOXELS", 30 * 64 - 1)
+    monkeypatch.setattr(dicom, "MAX_VOLUME_VOXELS", 30 * 64 - 1)
     with pytest.raises(ImageReadError, match=r"claims .* pixels in 30 files, over the safety limit"):
         read_volume(tmp_path / "ct")

@@ -131,7 +131,7 @@ def test_predict_gives_colliding_inputs_distinct_outputs_and_says_so(tmp_path, b
 
 
 def read_shape(path: Path) -> tuple[int, int]:
-    from medseg_gui.core.imaging.imageio import read_image
+    from medseg_gui.core.imaging.images import read_image
 
     return read_image(path).shape[:2]
 
@@ -279,7 +279,7 @@ def test_read_only_or_full_destination_is_one_line_not_a_traceback(tmp_path, bun
                                                                    code, words):
     import tempfile
 
-    import medseg_gui.core.imaging.imageio as imageio
+    import medseg_gui.core.imaging.write as imaging_write
 
     src = tmp_path / "flat"
     for i in range(3):
@@ -305,7 +305,7 @@ def test_read_only_or_full_destination_is_one_line_not_a_traceback(tmp_path, bun
         assert words in err and str(tmp_path / "imp") in err and ".tmp" not in err
     second = write_png(tmp_path / "y.png", ramp_image())
     with monkeypatch.context() as m:  # predict: the failing output is named once, the rest not attempted
-        m.setattr(imageio, "atomic_write", _raise(code))
+        m.setattr(imaging_write, "atomic_write", _raise(code))
         assert main(["predict", str(bundle), str(image), str(second), "--out", str(tmp_path / "pred")]) == 1
         err = capsys.readouterr().err
         assert "Traceback" not in err and words in err and "x_mask.png" in err

@@ -23,7 +23,7 @@ def _run(folder: Path, config: cfg.RunConfig) -> Path:
     """A run folder as a stopped run leaves it (made by hand: no training needed)."""
     (folder / runs.CHECKPOINT_DIR).mkdir(parents=True)
     cfg.save(config, folder / runs.CONFIG_FILE)
-    (folder / runs.CHECKPOINT_DIR / "last.ckpt").write_bytes(b"the user's last state")
+    runs.checkpoint_paths(folder)[1].write_bytes(b"the user's last state")
     return folder
 
 

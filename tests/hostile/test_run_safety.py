@@ -52,8 +52,8 @@ def _fake_run(folder: Path, config: cfg.RunConfig) -> Path:
     """A run folder as a finished run leaves it (made by hand: refusals must not need a training)."""
     (folder / runs.CHECKPOINT_DIR).mkdir(parents=True)
     cfg.save(config, folder / runs.CONFIG_FILE)
-    (folder / runs.CHECKPOINT_DIR / "best.ckpt").write_bytes(b"the user's best model")
-    (folder / runs.CHECKPOINT_DIR / "last.ckpt").write_bytes(b"the user's last state")
+    runs.checkpoint_paths(folder)[0].write_bytes(b"the user's best model")
+    runs.checkpoint_paths(folder)[1].write_bytes(b"the user's last state")
     (folder / runs.METRICS_FILE).write_text("epoch,step\n1,4\n")
     (folder / runs.EVENTS_FILE).write_text('{"type":"LogMessage","level":"info","message":"x","time":1}\n')
     return folder
@@ -88,15 +88,15 @@ def test_a_new_run_in_a_folder_holding_other_things_is_refused(tmp_path, content
     target = tmp_path / "notes"
     if content == "folder":
         target.mkdir()
-        (target / "config.toml").write_text("mine")  # would be replaced by the run's config
+        (target / runs.CONFIG_FILE).write_text("mine")  # would be replaced by the run's config
     else:
         target.write_text("a file, not a folder")
     session, _ = _session(config, run_dir=target)
     result = session.run()
     assert isinstance(result, RunFailed) and result.kind == "run_dir"
     if content == "folder":
-        assert (target / "config.toml").read_text() == "mine"
-        assert sorted(p.name for p in target.iterdir()) == ["config.toml"]
+        assert (target / runs.CONFIG_FILE).read_text() == "mine"
+        assert sorted(p.name for p in target.iterdir()) == [runs.CONFIG_FILE]
     else:
         assert target.read_text() == "a file, not a folder"
 
@@ -434,7 +434,7 @@ def test_disk_full_while_saving_a_checkpoint_is_one_line_and_keeps_earlier_check
     assert result.reason.startswith("disk full while writing ") and "\n" not in result.reason
     assert str(run / runs.CHECKPOINT_DIR) in result.reason and result.reason.endswith(".ckpt")
     assert "resume" in result.hint
-    assert runs.load_checkpoint(run / runs.CHECKPOINT_DIR / "last.ckpt")["epochs_completed"] == 1
+    assert runs.load_checkpoint(runs.checkpoint_paths(run)[1])["epochs_completed"] == 1
     assert runs.checkpoint_paths(run)[0].is_file()
     assert not _temps(run) and events[-1] is result
     assert runs.list_runs(tmp_path / "runs")[0].status == "failed"
@@ -626,7 +626,7 @@ def test_kill_minus_9_mid_training_then_resume_is_consistent(tmp_path, capsys):
             proc.kill()
             proc.wait(60)
     assert json.loads((run / LOCK_FILE).read_text())["pid"] == proc.pid  # kill -9 leaves the lock
-    done = runs.load_checkpoint(run / "checkpoints" / "last.ckpt")["epochs_completed"]
+    done = runs.load_checkpoint(runs.checkpoint_paths(run)[1])["epochs_completed"]
     assert done >= 1
 
     rc = main(["train", "--resume", str(run), "--epochs", str(done + 1)])

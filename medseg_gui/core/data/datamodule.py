@@ -31,6 +31,7 @@ from medseg_gui.core.config import RunConfig
 from medseg_gui.core.data.augment import apply, build_train_transform, build_val_transform
 from medseg_gui.core.data.decode import read_image, read_mask
 from medseg_gui.core.data.formats import Pair, resolve_dataset_path
+from medseg_gui.core.data.validate import validate_dataset
 
 if TYPE_CHECKING:
     from medseg_gui.core.data.validate import ValidationReport
@@ -168,8 +169,6 @@ def _build_class() -> type:
         def prepare(self) -> None:
             if self.train_dataset is not None:
                 return
-            from medseg_gui.core.data.validate import validate_dataset
-
             ds, tr = self.config.dataset, self.config.training
             if self.report is None:
                 root = resolve_dataset_path(ds.path, ds.image_size)

@@ -1,9 +1,9 @@
 """Fast decoding of dataset files for training and validation (images to uint8, masks to class ids).
 
-Why a separate module from ``core/imaging/imageio.py``: this is the hot path of the training loader (one call
+Why a separate module from ``core/imaging/``: this is the hot path of the training loader (one call
 per sample per epoch), so it uses OpenCV's PNG decoder on raw bytes (``np.fromfile`` + ``imdecode``
 also copes with non-ASCII Windows paths) and does only what a 2D training sample needs. The viewer and
-the importers use ``core/imaging/imageio.py`` for the wider set of formats (DICOM, NIfTI, multi-page TIFF).
+the importers use ``core/imaging/`` for the wider set of formats (DICOM, NIfTI, multi-page TIFF).
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from medseg_gui.core.imaging.images import too_many_pixels
+from medseg_gui.core.imaging.window import to_uint8
+from medseg_gui.core.output_guard import not_a_regular_file
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
@@ -45,12 +49,10 @@ def window_to_uint8(array: np.ndarray, percentiles: tuple[float, float] = WINDOW
 
     MRI intensities have no absolute scale, so a fixed divisor (e.g. /65535) would leave most slices
     nearly black; a robust per-image window keeps contrast without letting one hot pixel dominate.
-    Delegates to ``core.imageio.to_uint8`` so imported and directly read slices get the same window.
+    Delegates to ``core.imaging.window.to_uint8`` so imported and directly read slices get the same window.
     """
     if array.dtype == np.uint8:
         return array
-    from medseg_gui.core.imaging.imageio import to_uint8
-
     return to_uint8(array, percentiles=percentiles)
 
 
@@ -59,8 +61,6 @@ def _imdecode(path: Path, flags: int) -> np.ndarray | None:
     import cv2
 
     _quiet_opencv()
-
-    from medseg_gui.core.output_guard import not_a_regular_file
 
     problem = not_a_regular_file(path)  # before opening: reading a FIFO would block the loader
     if problem:
@@ -78,8 +78,6 @@ def _imdecode(path: Path, flags: int) -> np.ndarray | None:
 def _refuse_bomb(path: Path, raw: np.ndarray) -> None:
     """Refuse a file whose header claims a gigantic image before OpenCV allocates it (a PNG's size is
     in its first 24 bytes; other formats ask PIL, which reads only the header)."""
-    from medseg_gui.core.imaging.imageio import too_many_pixels
-
     head = raw[:24].tobytes()
     if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 24:
         width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")

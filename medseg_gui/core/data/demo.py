@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg_gui.core.atomic import umask_mode
+from medseg_gui.core.paths import cache_dir
 
 DEFAULT_SIZE = 256
 DEFAULT_N = 240
@@ -273,8 +274,6 @@ def demo_dataset(size: int = DEFAULT_SIZE, n: int = DEFAULT_N, seed: int = 0) ->
     :func:`generate_demo` stages and renames, so a crash never leaves a half-written entry; when two
     processes race, the loser's rename fails and it uses the winner's copy.
     """
-    from medseg_gui.core.paths import cache_dir
-
     final = cache_dir("demo") / f"v{GENERATOR_VERSION}_s{size}_n{n}_seed{seed}"
     if (final / DEMO_INFO).exists():
         return final

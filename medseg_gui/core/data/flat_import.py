@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg_gui.core.data.formats import DatasetLayoutError, index_dataset
 from medseg_gui.core.data.import_output import (
     DatasetImportError,
     ImportSummary,
@@ -22,13 +23,14 @@ from medseg_gui.core.data.import_output import (
     check_destination,
     safe_name,
 )
+from medseg_gui.core.imaging.images import read_image
+from medseg_gui.core.imaging.volume import ImageReadError
+from medseg_gui.core.imaging.window import to_uint8
 
 
 def import_flat(source: str | Path, destination: str | Path, *, val_fraction: float = 0.2, seed: int = 42,
                 num_classes: int | None = None, progress: Progress | None = None) -> ImportSummary:
     """Write ``source``'s pairs into ``destination/{train,valid}/{images,masks}``."""
-    from medseg_gui.core.data.formats import DatasetLayoutError, index_dataset
-    from medseg_gui.core.imaging.imageio import ImageReadError, read_image, to_uint8
 
     source, destination = Path(source).expanduser(), Path(destination).expanduser()
     check_destination(source, destination)

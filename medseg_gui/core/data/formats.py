@@ -1,6 +1,6 @@
 """Dataset layouts on disk: find the image/mask pairs of a folder and split them into train/valid.
 
-Two layouts are read directly (DESIGN.md "Data formats users bring"; Kaggle/DICOM/NIfTI are imported
+Two layouts are read directly (the ones users bring most; Kaggle/DICOM/NIfTI are imported
 into the first one by ``core/data/kaggle.py`` and ``core/data/volume_import.py``):
 
 * **split** — the tutorial's ``ROOT/{train,valid}/{images,masks}/NAME.ext`` (``val``/``validation``
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medseg_gui.core.data.decode import IMAGE_EXTENSIONS, MASK_EXTENSIONS
+from medseg_gui.core.data.demo import DEFAULT_SIZE, demo_dataset
 
 TRAIN_DIRS = ("train", "training")
 VALID_DIRS = ("valid", "val", "validation")
@@ -274,16 +275,12 @@ def index_dataset(root: str | Path, val_fraction: float = 0.2, seed: int = 42) -
 def resolve_dataset_path(path: str, image_size: int | None = None) -> Path:
     """A dataset folder from ``DatasetConfig.path``; ``"demo"`` means the cached built-in dataset."""
     if path.strip().lower() == "demo":
-        from medseg_gui.core.data.demo import demo_dataset
-
         return demo_dataset(size=demo_size_for(image_size))
     return Path(path).expanduser()
 
 
 def demo_size_for(image_size: int | None) -> int:
     """Generate the demo at the training size (no resize in the loader), within sane bounds."""
-    from medseg_gui.core.data.demo import DEFAULT_SIZE
-
     if not image_size:
         return DEFAULT_SIZE
     return int(min(max(image_size, 64), 512))

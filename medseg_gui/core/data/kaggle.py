@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg_gui.core.data.formats import Pair, split_pairs
 from medseg_gui.core.data.import_output import (
     DatasetImportError,
     ImportSummary,
@@ -33,6 +34,9 @@ from medseg_gui.core.data.import_output import (
     StagedDataset,
     check_destination,
 )
+from medseg_gui.core.imaging.images import read_image
+from medseg_gui.core.imaging.volume import ImageReadError
+from medseg_gui.core.imaging.window import to_uint8
 from medseg_gui.core.output_guard import os_error_line
 
 CLASSES = ("stomach", "small_bowel", "large_bowel")
@@ -164,8 +168,6 @@ def import_kaggle(source: str | Path, destination: str | Path, *, val_fraction: 
     listed in the summary; a malformed RLE stops the import with an error naming the id, since it
     means the csv is not the competition's.
     """
-    from medseg_gui.core.data.formats import Pair, split_pairs
-    from medseg_gui.core.imaging.imageio import ImageReadError, read_image, to_uint8
 
     source, destination = Path(source).expanduser(), Path(destination).expanduser()
     if not source.is_dir():

@@ -25,8 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from medseg_gui.core.config import DEFAULT_CLASS_NAMES
 from medseg_gui.core.data.decode import DecodeError, read_image, read_mask
-from medseg_gui.core.data.formats import DatasetIndex, Pair, index_dataset
+from medseg_gui.core.data.demo import CLASS_NAMES, DEFAULT_N
+from medseg_gui.core.data.formats import (DatasetIndex, DatasetLayoutError, Pair, index_dataset,
+                                          resolve_dataset_path)
+from medseg_gui.core.data.summary import DatasetSummary
+from medseg_gui.core.imaging.images import too_many_pixels
+from medseg_gui.core.output_guard import not_a_regular_file
 
 GREY_MODES = {"L", "I;16", "I;16B", "I;16L", "I;16N", "I", "1", "F", "LA"}
 COLOUR_MODES = {"RGB", "RGBA", "P", "CMYK", "YCbCr", "PA", "RGBX", "LAB", "HSV"}
@@ -148,8 +154,6 @@ def _header(path: Path) -> tuple[tuple[int, int] | None, str, str]:
 
     from PIL import Image, UnidentifiedImageError
 
-    from medseg_gui.core.imaging.imageio import too_many_pixels
-    from medseg_gui.core.output_guard import not_a_regular_file
 
     problem = not_a_regular_file(path)  # before opening: a FIFO would block the check
     if problem:
@@ -443,16 +447,13 @@ def validate_dataset(source: str | Path | DatasetIndex, num_classes: int = 4, *,
         bad_keys=bad_keys, index=index)
 
 
-def summary_for_recommendation(path: str, mask_sample: int = 200) -> tuple[Any, str | None]:
+def summary_for_recommendation(path: str, mask_sample: int = 200) -> tuple[DatasetSummary | None, str | None]:
     """``(DatasetSummary, None)`` for the recommender, or ``(None, problem)``.
 
     The class count is read from the data: the largest mask value in a sample of masks, plus one
     (checked against 256 classes, so nothing is rejected for being "out of range" here). The image
     size is the median longer side.
     """
-    from medseg_gui.core.data.demo import CLASS_NAMES, DEFAULT_N
-    from medseg_gui.core.data.formats import DatasetLayoutError, resolve_dataset_path
-    from medseg_gui.core.planning.recommend import DatasetSummary
 
     if path.strip().lower() == "demo":  # generated at the training size: any size fits
         return DatasetSummary(num_classes=len(CLASS_NAMES), image_size=None,
@@ -467,8 +468,6 @@ def summary_for_recommendation(path: str, mask_sample: int = 200) -> tuple[Any, 
     sides = sorted(max(int(v) for v in k.split("x")) for k, n in report.image_sizes.items() for _ in range(n))
     num_classes = max(2, present[-1] + 1)
     names = None
-    from medseg_gui.core.config import DEFAULT_CLASS_NAMES
-
     if num_classes == len(DEFAULT_CLASS_NAMES):
         names = list(DEFAULT_CLASS_NAMES)
     return DatasetSummary(num_classes=num_classes, image_size=sides[len(sides) // 2] if sides else None,

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg_gui.core.data.formats import Pair, split_pairs
 from medseg_gui.core.data.import_output import (
     DatasetImportError,
     ImportSummary,
@@ -36,6 +37,11 @@ from medseg_gui.core.data.import_output import (
     check_destination,
     safe_name,
 )
+from medseg_gui.core.imaging.dicom import (SEG_SOP_CLASS_UID, is_dicom_file, is_dicom_seg, read_dicom_header,
+                                           read_dicom_seg_full, read_dicom_series)
+from medseg_gui.core.imaging.read import read_volume
+from medseg_gui.core.imaging.volume import ImageReadError
+from medseg_gui.core.imaging.window import default_window, to_uint8
 from medseg_gui.core.output_guard import unique_name
 
 NNUNET_CHANNEL_RE = re.compile(r"_(\d{4})$")
@@ -87,8 +93,6 @@ def _check_same_grid(image_shape: tuple[int, ...], label_shape: tuple[int, ...],
 
 
 def _image_u8(volume) -> np.ndarray:
-    from medseg_gui.core.imaging.imageio import default_window, to_uint8
-
     if volume.data.dtype == np.uint8:
         return volume.data
     return to_uint8(volume.data, default_window(volume))
@@ -148,8 +152,6 @@ def find_nifti_pairs(source: Path) -> tuple[list[tuple[str, Path, Path]], list[s
 
 def _nifti_case(name: str, image: Path, label: Path, num_classes: int | None, warnings: list[str]) -> VolumeCase:
     def load() -> tuple[np.ndarray, np.ndarray, list[str]]:
-        from medseg_gui.core.imaging.imageio import read_volume
-
         img = read_volume(image)
         lab = read_volume(label)
         _check_same_grid(img.data.shape, lab.data.shape, str(image), str(label))
@@ -183,8 +185,6 @@ def _folder_words(folder: Path, source: Path) -> str:
 
 def _seg_on_image_grid(seg_path: Path, volume, num_classes: int | None) -> tuple[np.ndarray, list[str]]:
     """Place a SEG's slices on the matching slices of its image series (by SOP UID, else position)."""
-    from medseg_gui.core.imaging.imageio import read_dicom_seg_full
-
     seg = read_dicom_seg_full(seg_path)
     z_n, h, w = volume.data.shape[:3]
     image_series = series_name(volume.meta.get("series_description"), volume.meta.get("series_number"),
@@ -221,7 +221,6 @@ def _seg_on_image_grid(seg_path: Path, volume, num_classes: int | None) -> tuple
 def _dicom_label_case(name: str, group: str, image_files: list[Path], image_desc: str, label: Path,
                       num_classes: int | None) -> VolumeCase:
     def load() -> tuple[np.ndarray, np.ndarray, list[str]]:
-        from medseg_gui.core.imaging.imageio import is_dicom_seg, read_dicom_series, read_volume
 
         vol = read_dicom_series(image_files, source=Path(image_desc))
         if label.is_file() and is_dicom_seg(label):
@@ -237,7 +236,6 @@ def _dicom_label_case(name: str, group: str, image_files: list[Path], image_desc
 def find_dicom_cases(source: Path, num_classes: int | None, warnings: list[str]
                      ) -> tuple[list[VolumeCase], list[str]]:
     """Scan a folder tree for image series and the SEG objects that reference them."""
-    from medseg_gui.core.imaging.imageio import SEG_SOP_CLASS_UID, ImageReadError, is_dicom_file, read_dicom_header
 
     series: dict[str, list[Path]] = {}
     info: dict[str, tuple[str, str, str]] = {}  # uid -> (patient, series number, series description)
@@ -309,8 +307,6 @@ def import_volumes(source: str | Path, destination: str | Path, *, kind: str, la
     a folder. Raises :class:`DatasetImportError` for anything that would produce wrong masks (size
     mismatch, non-integer labels, labels beyond ``num_classes``), naming the files involved.
     """
-    from medseg_gui.core.data.formats import Pair, split_pairs
-
     if kind not in ("dicom", "nifti"):
         raise ValueError(f"kind must be 'dicom' or 'nifti', got {kind!r}")
     if not 0.0 <= keep_empty <= 1.0:
@@ -328,8 +324,6 @@ def import_volumes(source: str | Path, destination: str | Path, *, kind: str, la
         if kind == "nifti":
             cases = [_nifti_case(_nifti_stem(source), source, label, num_classes, summary.warnings)]
         else:
-            from medseg_gui.core.imaging.imageio import is_dicom_file
-
             files = [source] if source.is_file() else sorted(
                 p for p in source.iterdir() if p.is_file() and is_dicom_file(p))
             name = safe_name(source.name if source.is_dir() else source.stem)

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medseg_gui.core import runs
+from medseg_gui.core.atomic import temp_dir_beside, umask_mode
 from medseg_gui.core.config import RunConfig
+from medseg_gui.core.engine.model import ModelSourceError, load_with_config, mismatch_text
+from medseg_gui.core.output_guard import OutputRefused, check_folder_target, is_empty_folder, is_our_output
+from medseg_gui.core.runs import BUNDLE_META_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import SegformerForSemanticSegmentation
@@ -24,11 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover
 BUNDLE_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
 HF_CONFIG_FILE = "config.json"
-META_FILE = "medseg.json"
 # A side a model can be fed at (px): 4x the largest training size. Beyond it one slice alone would
 # need tens of GB; a larger value in medseg.json is damage, not a choice.
 MAX_IMAGE_SIZE = 8192
-BUNDLE_FILES = (WEIGHTS_FILE, HF_CONFIG_FILE, META_FILE)  # all a bundle holds
+BUNDLE_FILES = (WEIGHTS_FILE, HF_CONFIG_FILE, BUNDLE_META_FILE)  # all a bundle holds
 
 
 class BundleError(ValueError):
@@ -71,14 +75,12 @@ def save_bundle(model: Any, config: RunConfig, dst: str | Path, *, source_run: s
         "source_run": str(source_run) if source_run is not None else None,
     }
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    from medseg_gui.core.atomic import temp_dir_beside, umask_mode
-
     tmp = temp_dir_beside(dst)  # follows the umask: the bundle is shared with colleagues
     try:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         os.chmod(tmp / WEIGHTS_FILE, umask_mode())  # safetensors writes 0600; colleagues must read it
         model.config.to_json_file(str(tmp / HF_CONFIG_FILE))
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (tmp / BUNDLE_META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         _replace_dir(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -90,9 +92,7 @@ def is_bundle_export(folder: str | Path) -> bool:
     """An earlier bundle of ours (``--force`` may replace it): a ``medseg.json`` that reads back as our
     metadata, and nothing but the bundle files beside it — a run, a dataset or a folder holding
     anything else is never taken for one."""
-    from medseg_gui.core.output_guard import is_our_output
-
-    return is_our_output(Path(folder), META_FILE, BUNDLE_FILES,
+    return is_our_output(Path(folder), BUNDLE_META_FILE, BUNDLE_FILES,
                          lambda meta: "format" in meta and "variant" in meta and "num_classes" in meta)
 
 
@@ -100,8 +100,6 @@ def check_bundle_destination(dst: str | Path, *, force: bool, sources: tuple[Pat
     """Refuse (``OutputRefused``) a bundle destination that exists (without ``force``), is not an earlier
     export (even with ``force``), is a training run's own bundle, or overlaps ``sources`` (the run or
     bundle being exported)."""
-    from medseg_gui.core import runs
-    from medseg_gui.core.output_guard import OutputRefused, check_folder_target
 
     dst = Path(dst).expanduser()
     parent = dst.resolve().parent
@@ -114,8 +112,6 @@ def check_bundle_destination(dst: str | Path, *, force: bool, sources: tuple[Pat
 
 def copy_bundle(bundle: str | Path, dst: str | Path) -> Path:
     """Copy the bundle files of ``bundle`` to the folder ``dst`` (staged beside it, renamed into place)."""
-    from medseg_gui.core.atomic import temp_dir_beside
-
     bundle, dst = Path(bundle), Path(dst)
     tmp = temp_dir_beside(dst)  # follows the umask: colleagues can read the export
     try:
@@ -132,8 +128,6 @@ def copy_bundle(bundle: str | Path, dst: str | Path) -> Path:
 def _replace_dir(new: Path, dst: Path) -> None:
     """Move ``new`` to ``dst``; an existing ``dst`` is moved aside first and removed after — only when it
     is an earlier bundle of ours: anything else there is refused, never deleted."""
-    from medseg_gui.core.output_guard import OutputRefused, is_empty_folder
-
     old = None
     if dst.exists() or dst.is_symlink():
         if not (is_bundle_export(dst) or is_empty_folder(dst)):
@@ -154,11 +148,11 @@ def _replace_dir(new: Path, dst: Path) -> None:
 def read_bundle_info(path: str | Path) -> BundleInfo:
     """Only ``medseg.json`` (cheap: no torch), for listing bundles in the GUI."""
     folder = _bundle_folder(path)
-    meta_path = folder / META_FILE
+    meta_path = folder / BUNDLE_META_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BundleError(f"{folder} is not a model bundle: {META_FILE} is missing") from None
+        raise BundleError(f"{folder} is not a model bundle: {BUNDLE_META_FILE} is missing") from None
     except (OSError, ValueError) as exc:
         raise BundleError(f"{meta_path} cannot be read: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
@@ -186,7 +180,7 @@ def read_bundle_info(path: str | Path) -> BundleInfo:
 
 def _bundle_folder(path: str | Path) -> Path:
     path = Path(path).expanduser()
-    if path.is_file() and path.name in (WEIGHTS_FILE, META_FILE, HF_CONFIG_FILE):
+    if path.is_file() and path.name in (WEIGHTS_FILE, BUNDLE_META_FILE, HF_CONFIG_FILE):
         return path.parent
     if not path.exists():
         raise BundleError(f"model bundle {path} does not exist")
@@ -200,8 +194,6 @@ def load_bundle(path: str | Path, device: str = "cpu") -> tuple["SegformerForSem
     bundles written by other transformers versions readable.
     """
     from transformers import SegformerConfig
-
-    from medseg_gui.core.engine.model import ModelSourceError, load_with_config, mismatch_text
 
     info = read_bundle_info(path)
     folder = info.path
@@ -228,7 +220,7 @@ def load_bundle(path: str | Path, device: str = "cpu") -> tuple["SegformerForSem
         raise BundleError(f"{weights} does not match {HF_CONFIG_FILE}: {len(missing)} tensor(s) missing "
                           f"(first: {', '.join(missing[:3])})")
     if hf_config.num_labels != info.num_classes:
-        raise BundleError(f"{folder}: {META_FILE} says {info.num_classes} classes but the model has "
+        raise BundleError(f"{folder}: {BUNDLE_META_FILE} says {info.num_classes} classes but the model has "
                           f"{hf_config.num_labels}")
     info.warnings.extend(loading.get("notes", ()))
     return model.to(device).eval(), info

@@ -17,8 +17,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from medseg_gui.core import hardware
 from medseg_gui.core.events import (Checkpointed, EpochMetrics, PhaseChanged, RunStarted, StepMetrics,
                                     VramSample)
+from medseg_gui.core.planning.speed import GRAPH_WARMUP_STEPS
 
 
 class StopRequested(Exception):
@@ -98,8 +100,6 @@ class EventCallback(L.Callback):
                                     "configuration takes 1-3 minutes; later runs load it from the cache)"))
         elif getattr(pl_module, "cuda_graphs", False):
             self._compiling_since = time.monotonic()
-            from medseg_gui.core.planning.speed import GRAPH_WARMUP_STEPS
-
             self._emit(PhaseChanged(phase="compiling", message="capturing the training step as a CUDA graph "
                                     f"after {GRAPH_WARMUP_STEPS} warm-up steps"))
         else:
@@ -110,8 +110,6 @@ class EventCallback(L.Callback):
         """Calls until the fast step runs: inductor's CUDA graphs record on the 3rd; ours capture
         after the warm-up steps (core/engine/step_graph.py)."""
         if getattr(pl_module, "cuda_graphs", False):
-            from medseg_gui.core.planning.speed import GRAPH_WARMUP_STEPS
-
             return GRAPH_WARMUP_STEPS + 1
         return 3
 
@@ -238,7 +236,6 @@ def cuda_vram_probe(device_index: int) -> Callable[[], VramSample | None]:
         reserved = torch.cuda.memory_reserved(device_index) / gib
         used = total = None
         try:
-            from medseg_gui.core import hardware
             gpus = hardware.probe().gpus
             match = [g for g in gpus if g.uuid and uuid and g.uuid.endswith(uuid)] or (gpus if len(gpus) == 1 else [])
             if match:

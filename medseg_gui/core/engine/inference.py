@@ -15,18 +15,25 @@ start-up, and the window must paint before the heavy libraries load.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medseg_gui.core.engine.bundle import (HF_CONFIG_FILE, META_FILE, WEIGHTS_FILE, BundleError, BundleInfo,
-                                    read_bundle_info)
+from medseg_gui.core import config as cfg
+from medseg_gui.core import runs
+from medseg_gui.core.data.normalize import to_model_input
+from medseg_gui.core.engine.bundle import (BundleError, BundleInfo, HF_CONFIG_FILE, WEIGHTS_FILE, load_bundle,
+                                           read_bundle_info)
+from medseg_gui.core.engine.model import (label_maps, mismatch_text, scratch_config, state_mismatches,
+                                          weight_notes)
+from medseg_gui.core.runs import BUNDLE_META_FILE
+from medseg_gui.core.imaging.model_input import slice_to_uint8, volume_to_uint8
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medseg_gui.core.imaging.imageio import Volume
+    from medseg_gui.core.imaging.volume import Volume
 
 Progress = Callable[[int, int], None]   # (slices done, slices total)
 ShouldStop = Callable[[], bool]
@@ -34,10 +41,6 @@ ShouldStop = Callable[[], bool]
 
 class ModelLoadError(ValueError):
     """No usable model at a path; the message names the file, the problem and what to choose instead."""
-
-
-class ClassCountError(ValueError):
-    """A ground truth (or its legend) does not fit the model's classes; the message names both."""
 
 
 @dataclass
@@ -63,54 +66,6 @@ class VolumePrediction:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-# ------------------------------------------------------------------------------- input preparation
-
-def slice_to_uint8(image: np.ndarray) -> np.ndarray:
-    """A 2D grey/RGB slice of any dtype → uint8, as the training loader decodes a 2D file
-    (uint8 unchanged, anything else a per-image percentile window)."""
-    from medseg_gui.core.imaging.imageio import to_uint8
-
-    arr = np.asarray(image)
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
-        raise ValueError(f"expected a 2D grey [H, W] or RGB [H, W, 3] image, got shape {arr.shape}")
-    return arr if arr.dtype == np.uint8 else to_uint8(arr)
-
-
-def volume_to_uint8(volume: "Volume") -> np.ndarray:
-    """A whole volume → uint8 with one window for all slices, as the volume importer does."""
-    from medseg_gui.core.imaging.imageio import default_window, to_uint8
-
-    if volume.data.dtype == np.uint8:
-        return volume.data
-    if volume.kind in ("image", "folder"):  # 2D files: each slice windowed on its own, like the loader
-        return np.stack([slice_to_uint8(s) for s in volume.data])
-    return to_uint8(volume.data, default_window(volume))
-
-
-def check_truth_classes(truth: np.ndarray, num_classes: int, *, truth_source: str | Path,
-                        model_source: str | Path, class_names: Sequence[str] = (),
-                        truth_names: Sequence[str] | None = None) -> None:
-    """Refuse a ground truth whose class ids (or legend) cannot belong to a model of ``num_classes``.
-
-    A truth may lack some classes (an empty slice has only background), so only ids beyond the model's
-    range, or a legend (e.g. DICOM SEG segment list) with a different count, are errors.
-    """
-    arr = np.asarray(truth)
-    top = int(arr.max()) if arr.size else 0
-    names = ", ".join(class_names) if class_names else ""
-    model_desc = f"the model {model_source} predicts {num_classes} classes" + (f" ({names})" if names else "")
-    if arr.size and int(arr.min()) < 0:
-        raise ClassCountError(f"{truth_source}: ground truth holds negative values; expected class ids 0..{num_classes - 1}")
-    if top >= num_classes:
-        raise ClassCountError(
-            f"{truth_source}: ground truth has class ids up to {top} ({top + 1} classes) but {model_desc} — "
-            "load a ground truth made for these classes, or a model trained on them")
-    if truth_names is not None and len(truth_names) != num_classes:
-        raise ClassCountError(
-            f"{truth_source}: ground truth defines {len(truth_names)} classes ({', '.join(truth_names)}) but "
-            f"{model_desc} — load a ground truth made for these classes, or a model trained on them")
-
-
 # ------------------------------------------------------------------------------------- loading
 
 def default_device() -> str:
@@ -121,25 +76,24 @@ def default_device() -> str:
 
 def describe_model_path(path: str | Path) -> str:
     """'bundle' | 'run' | 'safetensors' for a loadable path; raises ModelLoadError otherwise (cheap: no torch)."""
-    from medseg_gui.core import runs
     path = Path(path).expanduser()
     if not path.exists():
-        raise ModelLoadError(f"model {path} does not exist — choose a model bundle folder (with {META_FILE}), "
+        raise ModelLoadError(f"model {path} does not exist — choose a model bundle folder (with {BUNDLE_META_FILE}), "
                              "a training run folder, or a .safetensors file next to its medseg.json")
     if path.is_dir():
-        if (path / META_FILE).is_file():
+        if (path / BUNDLE_META_FILE).is_file():
             return "bundle"
         if runs.is_run_dir(path):
             return "run"
-        raise ModelLoadError(f"{path} is neither a model bundle (no {META_FILE}) nor a training run folder "
+        raise ModelLoadError(f"{path} is neither a model bundle (no {BUNDLE_META_FILE}) nor a training run folder "
                              f"(no {runs.CONFIG_FILE} and {runs.CHECKPOINT_DIR}/) — choose the bundle/ folder "
                              "of a finished run, or the run folder itself")
     if path.suffix == ".safetensors":
-        if not (path.parent / META_FILE).is_file():
-            raise ModelLoadError(f"{path}: no {META_FILE} beside it, so its classes and input size are unknown — "
-                                 "load the bundle folder written by training or by medseg export")
+        if not (path.parent / BUNDLE_META_FILE).is_file():
+            raise ModelLoadError(f"{path}: no {BUNDLE_META_FILE} beside it, so its classes and input size are "
+                                 "unknown — load the bundle folder written by training or by medseg export")
         return "safetensors"
-    if path.name in (META_FILE, HF_CONFIG_FILE):
+    if path.name in (BUNDLE_META_FILE, HF_CONFIG_FILE):
         return "bundle"
     raise ModelLoadError(f"{path} is not a model: choose a bundle folder, a run folder or a .safetensors file")
 
@@ -147,21 +101,16 @@ def describe_model_path(path: str | Path) -> str:
 def load_model(path: str | Path, device: str | None = None) -> tuple[Any, BundleInfo]:
     """The SegFormer (eval mode, on ``device``) and its metadata from a bundle, a run folder or a
     ``.safetensors`` next to ``medseg.json``. Errors are :class:`ModelLoadError` naming the file."""
-    from medseg_gui.core import runs
     path = Path(path).expanduser()
     kind = describe_model_path(path)
     device = device or default_device()
     try:
         if kind == "bundle":
-            from medseg_gui.core.engine.bundle import load_bundle
-
             return load_bundle(path, device=device)
         if kind == "safetensors":
             return _load_named_safetensors(path, device)
         bundle_dir = path / runs.BUNDLE_DIR
-        if (bundle_dir / META_FILE).is_file():
-            from medseg_gui.core.engine.bundle import load_bundle
-
+        if (bundle_dir / BUNDLE_META_FILE).is_file():
             return load_bundle(bundle_dir, device=device)
         return load_run_checkpoint(path, device)
     except (BundleError, runs.CheckpointError) as exc:
@@ -171,8 +120,6 @@ def load_model(path: str | Path, device: str | None = None) -> tuple[Any, Bundle
 def _load_named_safetensors(weights: Path, device: str) -> tuple[Any, BundleInfo]:
     """A weights file of another name (e.g. ``best.safetensors``) that shares a bundle's metadata."""
     if weights.name == WEIGHTS_FILE:
-        from medseg_gui.core.engine.bundle import load_bundle
-
         return load_bundle(weights.parent, device=device)
     from transformers import SegformerConfig
 
@@ -200,8 +147,6 @@ def _model_from_state(hf_config: Any, state: dict[str, Any], source: Path, info:
     if hf_config.num_labels != info.num_classes:
         raise ModelLoadError(f"{source}: the model has {hf_config.num_labels} classes but its metadata says "
                              f"{info.num_classes}")
-    from medseg_gui.core.engine.model import mismatch_text, state_mismatches, weight_notes
-
     model = SegformerForSemanticSegmentation(hf_config)
     mismatched = state_mismatches(model, state)
     if mismatched:
@@ -222,9 +167,6 @@ def load_run_checkpoint(run_dir: Path, device: str = "cpu", checkpoint: Path | N
 
     Used for runs without a bundle (crashed or still training) and by ``medseg export --from-checkpoint``.
     """
-    from medseg_gui.core import config as cfg
-    from medseg_gui.core import runs
-    from medseg_gui.core.engine.model import label_maps, scratch_config
 
     best, last = runs.checkpoint_paths(run_dir)
     ckpt = Path(checkpoint) if checkpoint is not None else (best if best.is_file() else last)
@@ -308,8 +250,6 @@ class Predictor:
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, float]]:
         import torch
         import torch.nn.functional as F
-
-        from medseg_gui.core.data.normalize import to_model_input
 
         t0 = time.perf_counter()
         with torch.inference_mode():

@@ -21,8 +21,11 @@ from typing import Any
 import lightning as L
 import torch
 
+from medseg_gui.core.data.normalize import input_constants, to_model_input
+from medseg_gui.core.engine import grad_sync, step_graph
 from medseg_gui.core.engine.losses import dice_ce_loss, upsample_logits
 from medseg_gui.core.engine.metrics import SegScores, confusion_matrix, scores_from_confusion
+from medseg_gui.core.planning import speed
 
 
 @dataclass
@@ -67,7 +70,7 @@ class SegModule(L.LightningModule):
         self.compile_mode = compile_mode
         self.cuda_graphs = cuda_graphs
         self.automatic_optimization = not cuda_graphs  # the graph runs backward and step itself
-        self._step_graph: Any = None  # core.step_graph.WholeStepGraph, built at the first step
+        self._step_graph: Any = None  # core.engine.step_graph.WholeStepGraph, built at the first step
         self.graph_log: Callable[[str, str], None] | None = None  # (level, message), set by the session
         self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
         self.static_batch = static_batch  # validation batches are padded to it (no recompiles)
@@ -97,8 +100,6 @@ class SegModule(L.LightningModule):
 
     def _model_input(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 batch → normalised float input, inside the (compiled, graphed) step."""
-        from medseg_gui.core.data.normalize import to_model_input
-
         return to_model_input(images, channels_last=self._cuda_channels_last(), constants=self._norm)
 
     def _cuda_channels_last(self) -> bool:
@@ -106,18 +107,14 @@ class SegModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         """After Lightning moved the model to its device (``setup`` still runs on the CPU copy)."""
-        from medseg_gui.core.data.normalize import input_constants
-
         self._norm = input_constants(self.device)  # before any compile traces the step
         if self._cuda_channels_last():
             self.model.to(memory_format=torch.channels_last)
         if self.compile_mode:
-            from medseg_gui.core.planning.speed import compile_fn, configure_compile_cache, prepare_compiler
-
-            configure_compile_cache()
-            prepare_compiler()
-            self._train_fn = compile_fn(self._train_loss, self.compile_mode)
-            self._eval_fn = compile_fn(self._eval_logits, self.compile_mode)
+            speed.configure_compile_cache()
+            speed.prepare_compiler()
+            self._train_fn = speed.compile_fn(self._train_loss, self.compile_mode)
+            self._eval_fn = speed.compile_fn(self._eval_logits, self.compile_mode)
 
     def _train_loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         logits = upsample_logits(self.forward_fn(self._model_input(images)), tuple(masks.shape[-2:]))
@@ -144,9 +141,7 @@ class SegModule(L.LightningModule):
             loss = self._graph_step().step(images, masks)
         else:
             if self.compile_mode == "reduce-overhead":
-                from medseg_gui.core.planning.speed import mark_step
-
-                mark_step()
+                speed.mark_step()
             loss = self._train_fn(images, masks)
         # A CUDA-graph output is overwritten by the next replay: keep a copy, not the buffer.
         detached = loss.detach().clone() if (self.compile_mode or self.cuda_graphs) else loss.detach()
@@ -158,16 +153,14 @@ class SegModule(L.LightningModule):
 
     def _graph_step(self) -> Any:
         if self._step_graph is None:
-            from medseg_gui.core.engine.step_graph import WholeStepGraph
-
             def fell_back(reason: str) -> None:
                 if self.graph_log is not None:
                     self.graph_log("warning", f"CUDA graph off for the rest of this run: {reason}. Training "
                                               "continues without it (slower); set training.cuda_graphs = "
                                               "'off' to skip the attempt.")
 
-            self._step_graph = WholeStepGraph(self._train_fn, self.trainer.optimizers[0], on_fallback=fell_back,
-                                              grad_sync=self._grad_sync())
+            self._step_graph = step_graph.WholeStepGraph(self._train_fn, self.trainer.optimizers[0],
+                                                         on_fallback=fell_back, grad_sync=self._grad_sync())
         return self._step_graph
 
     def _grad_sync(self) -> Any:
@@ -175,12 +168,10 @@ class SegModule(L.LightningModule):
         graph (core/engine/grad_sync.py); the strategy must then be the one that does not wrap in DDP."""
         if self.trainer.world_size < 2:
             return None
-        from medseg_gui.core.engine.grad_sync import FlatGradBucket, owns_gradient_sync
-
-        if not owns_gradient_sync(self.trainer.strategy):
+        if not grad_sync.owns_gradient_sync(self.trainer.strategy):
             raise RuntimeError("the graphed training step on several processes needs "
                                "core.grad_sync.graph_ddp_strategy() (DDP's own hooks would average twice)")
-        return FlatGradBucket(self.parameters())
+        return grad_sync.FlatGradBucket(self.parameters())
 
     def on_train_end(self) -> None:
         self.release_step_graph()
@@ -216,9 +207,7 @@ class SegModule(L.LightningModule):
     # ---- validation ----------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         if self._step_graph is not None and self._step_graph.grad_sync is not None:
-            from medseg_gui.core.engine.grad_sync import broadcast_module_states
-
-            broadcast_module_states(self.model, buffers_only=True)  # rank 0's BatchNorm statistics, as DDP
+            grad_sync.broadcast_module_states(self.model, buffers_only=True)  # rank 0's BatchNorm statistics, as DDP
         self._val_loss_sum = None
         self._val_batches = 0
         self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long, device=self.device)
@@ -237,14 +226,12 @@ class SegModule(L.LightningModule):
         """Logits at image size; a short last batch is padded to the static batch when compiled."""
         if not self.compile_mode:
             return self._eval_fn(images)
-        from medseg_gui.core.planning.speed import mark_step
-
         n = images.shape[0]
         full = self.static_batch or n
         if n < full:
             images = torch.cat([images, images.new_zeros((full - n, *images.shape[1:]))])
         if self.compile_mode == "reduce-overhead":
-            mark_step()
+            speed.mark_step()
         return self._eval_fn(images)[:n].clone()
 
     def on_validation_epoch_end(self) -> None:
@@ -259,10 +246,9 @@ class SegModule(L.LightningModule):
 
     # ---- optimiser -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        from medseg_gui.core.engine.step_graph import graph_optimizer, set_lr
-
         if self.cuda_graphs:
-            optimizer = graph_optimizer(self.parameters(), self.optim.lr, self.optim.weight_decay, self.device)
+            optimizer = step_graph.graph_optimizer(self.parameters(), self.optim.lr, self.optim.weight_decay,
+                                                   self.device)
         else:
             fused = self.device.type == "cuda"
             optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr,
@@ -272,7 +258,7 @@ class SegModule(L.LightningModule):
             optimizer.load_state_dict(self.position.optimizer_state)
             for group, holder in zip(optimizer.param_groups, lr_holders):
                 group["lr"] = holder  # keep the device tensor a graph reads (load replaced it)
-            set_lr(optimizer, self.optim.lr)  # the config's lr wins over the saved one
+            step_graph.set_lr(optimizer, self.optim.lr)  # the config's lr wins over the saved one
             self.position.optimizer_state = None
         if not self.optim.use_scheduler:
             return optimizer

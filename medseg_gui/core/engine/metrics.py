@@ -2,7 +2,7 @@
 
 Definitions (pixel level, summed over the whole validation set, not averaged per image):
   Dice_c = F1_c = 2·TP_c / (2·TP_c + FP_c + FN_c),   IoU_c = TP_c / (TP_c + FP_c + FN_c)
-  headline = mean of Dice_c over the foreground classes (``seg_metrics.HEADLINE_METRIC``, the one
+  headline = mean of Dice_c over the foreground classes (``core.headline.HEADLINE_METRIC``, the one
   score the Training page, the runs list, the Viewer and the CLI show; background included only when
   asked, as torchmetrics' MulticlassF1Score(average="macro") would).
 A class that appears neither in the masks nor in the predictions (denominator 0) has no defined

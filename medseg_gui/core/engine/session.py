@@ -23,22 +23,35 @@ import math
 import os
 import threading
 import time
-import traceback
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medseg_gui.core import atomic
 from medseg_gui.core import config as cfg
+from medseg_gui.core import gpu_identity as gi
+from medseg_gui.core import hardware
 from medseg_gui.core import runs
-from medseg_gui.core.atomic import disk_error_path, is_disk_full, remove_stale_temps
-from medseg_gui.core.run_lock import LOCK_FILE, RunLock, RunLocked
-from medseg_gui.core.imaging.seg_metrics import HEADLINE_SHORT
-from medseg_gui.core.words import plural
-from medseg_gui.core.tools.trial_run import free_cuda
+from medseg_gui.core.atomic import is_disk_full, remove_stale_temps
+from medseg_gui.core.cpu_threads import configure_cpu_training
+from medseg_gui.core.data.datamodule import build_datamodule
+from medseg_gui.core.engine.bundle import save_bundle
+from medseg_gui.core.engine.diagnosis import diagnosis_callback
+from medseg_gui.core.engine.failures import classify_failure, is_oom
+from medseg_gui.core.engine.model import ModelSourceError, build_model
+from medseg_gui.core.engine.parts import build_module, free_cuda, trainer_settings
+from medseg_gui.core.engine.quiet import quiet_lightning
 from medseg_gui.core.events import (Checkpointed, Event, JsonlWriter, LogMessage, OomRecovered, PhaseChanged,
                                     RunFailed, RunFinished, RunStarted, Sink, open_jsonl_append)
+from medseg_gui.core.gpu_identity import TRAIN_DEVICES_ENV
+from medseg_gui.core.headline import HEADLINE_SHORT
+from medseg_gui.core.planning import precision as precision_rules
+from medseg_gui.core.planning import speed
+from medseg_gui.core.planning.memory import default_memory_model, safety_margin
+from medseg_gui.core.planning.recommend import predicted_peak
+from medseg_gui.core.run_lock import LOCK_FILE, RunLock, RunLocked
+from medseg_gui.core.words import plural
 
 RUN_DIR_ENV = "MEDSEG_RUN_DIR"  # passes rank 0's run folder to the DDP processes Lightning starts
 
@@ -71,14 +84,6 @@ def process_rank(num_nodes: int = 1, devices: int = 1) -> int:
     return node * devices + local
 
 
-def is_oom(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
 class _DefaultDataModules:
     """The data layer's DataModule; the dataset's validation report is reused when the OOM recovery
     rebuilds it with a smaller batch (checking a dataset can take seconds)."""
@@ -87,8 +92,6 @@ class _DefaultDataModules:
         self.report = None
 
     def __call__(self, config: cfg.RunConfig) -> Any:
-        from medseg_gui.core.data.datamodule import build_datamodule
-
         dm = build_datamodule(config, self.report)
         dm.prepare()
         self.report = dm.report
@@ -158,14 +161,13 @@ class TrainingSession:
         discard = False
         try:
             try:
-                with warnings.catch_warnings():
-                    _quiet_known_warnings()
+                with quiet_lightning():
                     result: RunFinished | RunFailed = self._run(start)
             except _Failure as failure:
                 result = RunFailed(run_dir=str(self.run_dir or ""), reason=failure.reason, hint=failure.hint,
                                    kind=failure.kind, detail=failure.detail)
             except Exception as exc:  # noqa: BLE001 — the contract: a terminal event, never a raise
-                result = _classify_failure(exc, str(self.run_dir or ""))
+                result = classify_failure(exc, str(self.run_dir or ""))
             discard = self._is_failed_start(result)
             if discard:
                 if isinstance(result, RunFinished):  # a Stop before the first step
@@ -184,11 +186,9 @@ class TrainingSession:
         if problems:
             raise _Failure("the configuration has problems: " + "; ".join(str(p) for p in problems),
                            hint="fix the listed settings and start again", kind="config")
-        from medseg_gui.core.planning.precision import DeviceError, resolve_accelerator
-
         try:  # before any folder is made: a GPU request on a machine without one fails here
-            resolve_accelerator(self.config.training.accelerator)
-        except DeviceError as exc:
+            precision_rules.resolve_accelerator(self.config.training.accelerator)
+        except precision_rules.DeviceError as exc:
             raise _Failure(str(exc), hint="set training.accelerator to cpu or auto", kind="config") from None
         checkpoint = self._resume_checkpoint()
         self._claim_run_dir(checkpoint)
@@ -224,7 +224,7 @@ class TrainingSession:
         if self.resume_from is None:
             return None
         path = self.resume_from
-        ckpt = path / runs.CHECKPOINT_DIR / "last.ckpt" if path.is_dir() else path
+        ckpt = runs.checkpoint_paths(path)[1] if path.is_dir() else path
         if path.is_dir() and not runs.is_run_dir(path):
             raise _Failure(f"cannot resume: {path} is not a run folder (no {runs.CONFIG_FILE} and checkpoints/)",
                            hint="choose a folder created by a previous run", kind="config")
@@ -350,8 +350,6 @@ class TrainingSession:
             raise _write_failure(exc, self.run_dir) from None
 
     def _initial_model(self, resume: dict[str, Any] | None) -> tuple[Any, _State]:
-        from medseg_gui.core.engine.model import ModelSourceError, build_model
-
         build_config = self.config
         if resume is not None and self.config.training.pretrained in ("auto", "hub"):
             build_config = self.config.copy()  # the checkpoint has the weights: no download
@@ -383,8 +381,7 @@ class TrainingSession:
         import lightning as L
 
         from medseg_gui.core.engine.callbacks import CallbackHooks, EventCallback, cuda_vram_probe
-        from medseg_gui.core.engine.lit_module import OptimSettings, RunPosition, SegModule
-        from medseg_gui.core.planning.precision import resolve_accelerator, resolve_precision
+        from medseg_gui.core.engine.lit_module import RunPosition
 
         tr = self.config.training
         if state.model is not None:
@@ -397,23 +394,18 @@ class TrainingSession:
             return
         data_config = self.config.copy()
         data_config.training.batch_size = self.batch_size
-        accelerator = resolve_accelerator(tr.accelerator)
+        accelerator = precision_rules.resolve_accelerator(tr.accelerator)
         if accelerator == "cpu":  # threads and loader workers that do not collapse on a busy machine
-            from medseg_gui.core.cpu_threads import configure_cpu_training
-
             cpu = configure_cpu_training(tr.num_workers, processes=tr.devices * self.num_nodes, log=self._log)
             data_config.training.num_workers = cpu.loader_workers
         datamodule = self.datamodule_factory(data_config)
         devices = self._training_devices(accelerator)  # CUDA ordinals: exactly the configured/chosen GPUs
-        precision = resolve_precision(tr.precision, accelerator)
+        precision = precision_rules.resolve_precision(tr.precision, accelerator)
         graphs = self._graph_plan(accelerator, precision)
         plan = self._compile_plan(accelerator, datamodule, remaining, graphs.enabled)
-        module = SegModule(model, self.config.dataset.num_classes,
-                           OptimSettings(lr=tr.lr, weight_decay=tr.weight_decay, use_scheduler=tr.use_scheduler,
-                                         total_epochs=tr.epochs),
-                           dice_include_background=tr.dice_include_background, channels_last=tr.channels_last,
-                           position=RunPosition(self.epochs_completed, self.step, state.optimizer),
-                           compile_mode=plan.mode, static_batch=self.batch_size, cuda_graphs=graphs.enabled)
+        module = build_module(model, self.config,
+                              position=RunPosition(self.epochs_completed, self.step, state.optimizer),
+                              compile_mode=plan.mode, static_batch=self.batch_size, cuda_graphs=graphs.enabled)
         module.fault_hook = self.fault_hook
         module.graph_log = self._log
         self._module = module
@@ -427,8 +419,7 @@ class TrainingSession:
                               run_started=self._run_started, is_rank_zero=self.rank == 0,
                               step_interval_s=self.step_event_interval_s, vram_probe=vram)
         callback = EventCallback(hooks, total_epochs=tr.epochs)
-        # -- slowdown diagnosis (core/tools/diagnosis.py, tools issue 11): last, so other callbacks count as compute
-        from medseg_gui.core.tools.diagnosis import diagnosis_callback
+        # -- slowdown diagnosis (core/engine/diagnosis.py): last, so other callbacks count as compute
         tool_callbacks = [diagnosis_callback(self._emit, accelerator, self.config)] if self.rank == 0 else []
         strategy = self.strategy
         if strategy == "auto" and tr.devices * self.num_nodes > 1:
@@ -437,14 +428,12 @@ class TrainingSession:
             from medseg_gui.core.engine.grad_sync import graph_ddp_strategy
 
             strategy = graph_ddp_strategy()  # DDP's processes; the graphed step averages the gradients
-        trainer = L.Trainer(
-            accelerator=accelerator, devices=devices, num_nodes=self.num_nodes, strategy=strategy,
-            precision=precision, max_epochs=remaining, accumulate_grad_batches=self.accumulate,
-            limit_train_batches=tr.max_steps_per_epoch or 1.0, num_sanity_val_steps=0, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[callback, *tool_callbacks, *self.extra_callbacks], default_root_dir=str(self.run_dir),
-            benchmark=accelerator == "gpu",
-            inference_mode=not plan.enabled)  # compiled graphs are traced under no_grad, not inference mode
+        trainer = L.Trainer(**trainer_settings(
+            accelerator=accelerator, devices=devices, precision=precision, accumulate=self.accumulate,
+            root=str(self.run_dir), num_nodes=self.num_nodes, strategy=strategy, max_epochs=remaining,
+            limit_train_batches=tr.max_steps_per_epoch or 1.0,
+            callbacks=[callback, *tool_callbacks, *self.extra_callbacks],
+            inference_mode=not plan.enabled))  # compiled graphs are traced under no_grad, not inference mode
         self._trainer = trainer
         self._in_channels = int(getattr(datamodule, "in_channels", 3) or 3)
         from medseg_gui.core.engine.callbacks import StopRequested
@@ -471,7 +460,6 @@ class TrainingSession:
         tr = self.config.training
         if accelerator != "gpu":
             return tr.devices
-        from medseg_gui.core import gpu_identity as gi
         if self._device_plan is None:
             try:
                 plan = gi.plan_for_this_process(tr.gpus, tr.devices)
@@ -498,13 +486,11 @@ class TrainingSession:
 
     def _graph_plan(self, accelerator: str, precision: str) -> Any:
         """Whether this fit replays its step as a CUDA graph (core/planning/speed.py), logged with its reason."""
-        from medseg_gui.core.planning.speed import check_graph_memory, plan_cuda_graphs
-
         tr = self.config.training
-        plan = plan_cuda_graphs(tr.cuda_graphs, on_cuda=accelerator == "gpu", devices=tr.devices * self.num_nodes,
+        plan = speed.plan_cuda_graphs(tr.cuda_graphs, on_cuda=accelerator == "gpu", devices=tr.devices * self.num_nodes,
                                 precision=precision, accumulate=self.accumulate, strategy=self.strategy)
         if plan.enabled:
-            plan = check_graph_memory(plan, **self._graph_memory(precision))
+            plan = speed.check_graph_memory(plan, **self._graph_memory(precision))
         if plan.enabled or tr.cuda_graphs == "on" or "not used" in plan.reason:
             self._log("info" if plan.enabled else "warning", plan.reason)
         return plan
@@ -514,13 +500,10 @@ class TrainingSession:
 
         Same peak function and same free-memory basis as ``recommend`` (core/planning/recommend.py): a plan
         sized there keeps its graph here."""
-        from medseg_gui.core.hardware import free_for_plan_gb
-        from medseg_gui.core.planning.memory import default_memory_model
-        from medseg_gui.core.planning.recommend import predicted_peak, safety_margin
 
         none: dict[str, float | None] = {"graph_gb": None, "eager_gb": None, "budget_gb": None}
         model = default_memory_model()
-        free = free_for_plan_gb() if model is not None else None
+        free = hardware.free_for_plan_gb() if model is not None else None
         if model is None or free is None:
             return none
         try:
@@ -533,13 +516,11 @@ class TrainingSession:
     def _compile_plan(self, accelerator: str, datamodule: Any, remaining_epochs: int,
                       whole_step_graph: bool = False) -> Any:
         """Whether this fit compiles (core/planning/speed.py), logged with its reason."""
-        from medseg_gui.core.planning.speed import plan_compile
-
         tr = self.config.training
         steps = _dataset_len(datamodule, "train") // max(1, self.batch_size)
         if tr.max_steps_per_epoch:
             steps = min(steps, tr.max_steps_per_epoch)
-        plan = plan_compile(tr.compile, on_cuda=accelerator == "gpu", devices=tr.devices * self.num_nodes,
+        plan = speed.plan_compile(tr.compile, on_cuda=accelerator == "gpu", devices=tr.devices * self.num_nodes,
                             total_steps=steps * remaining_epochs // max(1, self.accumulate) * self.accumulate,
                             whole_step_graph=whole_step_graph)
         if tr.compile != "off" or plan.enabled:
@@ -562,8 +543,6 @@ class TrainingSession:
         graphed or not), from the same function ``recommend`` sizes plans with, so the two agree."""
         if _vram_total(trainer) is None:
             return None
-        from medseg_gui.core.planning.memory import default_memory_model
-        from medseg_gui.core.planning.recommend import predicted_peak
 
         model = default_memory_model()
         if model is None:
@@ -675,8 +654,6 @@ class TrainingSession:
 
     def _export_bundle(self, checkpoint: Path) -> Path:
         """The best weights into ``run_dir/bundle`` (the training model object is reused: the run is over)."""
-        from medseg_gui.core.engine.bundle import save_bundle
-
         assert self.run_dir is not None and self._model is not None
         data = runs.load_checkpoint(checkpoint)
         self._model.load_state_dict(data["model"])
@@ -722,8 +699,6 @@ class TrainingSession:
 
     def _close(self, discard: bool = False) -> None:
         if self._set_devices_env:
-            from medseg_gui.core.gpu_identity import TRAIN_DEVICES_ENV
-
             os.environ.pop(TRAIN_DEVICES_ENV, None)
             self._set_devices_env = False
         if self.rank == 0 and self.run_dir is not None and os.environ.get(RUN_DIR_ENV) == str(self.run_dir):
@@ -748,37 +723,6 @@ class TrainingSession:
                     folder.rmdir()  # only when empty: anything someone else put there stays
                 except OSError:
                     pass
-
-
-def _quiet_known_warnings() -> None:
-    """Lightning's advice that does not apply here (we choose workers and logging on purpose)."""
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*LightningModule.log.*")
-    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
-    warnings.filterwarnings("ignore", message=r"Grad strides do not match bucket view strides.*")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
-
-
-def _classify_failure(exc: BaseException, run_dir: str) -> RunFailed:
-    """Unexpected exceptions → RunFailed with a one-line reason, a hint and the traceback."""
-    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    name = type(exc).__name__
-    module = type(exc).__module__ or ""
-    if is_disk_full(exc):
-        where = disk_error_path(exc) or run_dir or "the run folder"
-        return RunFailed(run_dir=run_dir, reason=f"disk full while writing {where}", kind="disk", detail=detail,
-                         hint="free some disk space, then resume the run: the checkpoints saved before are kept")
-    if is_oom(exc):
-        return RunFailed(run_dir=run_dir, reason="out of memory", kind="oom", detail=detail,
-                         hint="lower training.batch_size, the image size or the model variant")
-    if ".data" in module or "Dataset" in name or "Data" in name:
-        return RunFailed(run_dir=run_dir, reason=f"dataset problem: {exc}", kind="data", detail=detail,
-                         hint="run 'medseg data check' on the dataset folder")
-    if isinstance(exc, cfg.ConfigError):
-        return RunFailed(run_dir=run_dir, reason=str(exc), kind="config", detail=detail)
-    return RunFailed(run_dir=run_dir, reason=f"{name}: {exc}", kind="error", detail=detail,
-                     hint="see the details; the run folder keeps the last good checkpoint")
 
 
 def _finite_int(value: float) -> int:
@@ -853,8 +797,6 @@ def _remove_our_files(run_dir: Path) -> None:
 def _copy_atomic(src: Path, dst: Path) -> None:
     import shutil
 
-    from medseg_gui.core.atomic import atomic_write
-
-    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))  # streamed: a checkpoint can be gigabytes
+    atomic.atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))  # streamed: a checkpoint can be gigabytes
 
 

@@ -1,6 +1,6 @@
 """One training step (forward, loss, backward, optimiser step) captured as a single CUDA graph.
 
-Why: at the brief's batch sizes (2-16 images) SegFormer's step is a few thousand small kernels and
+Why: at the tiers' batch sizes (2-16 images) SegFormer's step is a few thousand small kernels and
 the GPU waits on Python launching them. ``torch.compile(mode="reduce-overhead")`` graphs the forward
 and backward separately, but the optimiser step, the normalisation and Lightning's plumbing around
 them still launch one by one. Capturing the whole step and replaying it costs one launch per step,

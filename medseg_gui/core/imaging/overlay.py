@@ -17,7 +17,7 @@ CONTOUR = "contour"
 MODES = (FILLED, CONTOUR)
 
 # Error-map colours (RGB): correct foreground, false positive, false negative, wrong foreground class.
-# Deliberately outside the class palette (config.DEFAULT_CLASS_COLORS is black/red/green/blue): an error
+# Deliberately outside the class palette (config.CLASS_PALETTE starts black/red/green/blue): an error
 # map drawn in class colours reads as a prediction. Yellow / magenta / cyan / white stay apart from each
 # other and from the default classes, and show on grey scans.
 ERROR_COLORS = {

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medseg_gui.core.atomic import atomic_write
+from medseg_gui.core.imaging.dicom_seg import dicom_seg_problem, read_source_datasets, write_dicom_seg
+from medseg_gui.core.imaging.write import write_mask_png, write_nifti_like
 from medseg_gui.core.output_guard import check_file_target
 from medseg_gui.core.imaging.overlay import FILLED, blend, label_overlay
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medseg_gui.core.imaging.imageio import Volume
+    from medseg_gui.core.imaging.volume import Volume
 
 
 @dataclass
@@ -35,6 +37,12 @@ class ExportResult:
     masks: list[Path] = field(default_factory=list)
     nifti: Path | None = None
     overlays: list[Path] = field(default_factory=list)
+    dicom_seg: Path | None = None
+
+
+#: Mask formats: ``auto`` = NIfTI where the source has geometry, PNG otherwise; ``dicom-seg`` = one DICOM
+#: SEG object referring to the source series (DICOM inputs only).
+MASK_FORMATS = ("auto", "dicom-seg")
 
 
 def safe_stem(path: str | os.PathLike) -> str:
@@ -49,8 +57,6 @@ def safe_stem(path: str | os.PathLike) -> str:
 
 def export_mask_png(path: str | os.PathLike, labels2d: np.ndarray, *, overwrite: bool = False) -> Path:
     """A 2D mask as a single-channel PNG of class ids."""
-    from medseg_gui.core.imaging.imageio import write_mask_png
-
     check_file_target(Path(path), replace=overwrite, flag="--overwrite")
     return write_mask_png(path, labels2d)
 
@@ -58,10 +64,18 @@ def export_mask_png(path: str | os.PathLike, labels2d: np.ndarray, *, overwrite:
 def export_mask_nifti(path: str | os.PathLike, labels_zyx: np.ndarray, reference: "Volume", *,
                       overwrite: bool = False) -> Path:
     """A label volume as NIfTI in the source volume's space (same grid and affine)."""
-    from medseg_gui.core.imaging.imageio import write_nifti_like
-
     check_file_target(Path(path), replace=overwrite, flag="--overwrite")
     return write_nifti_like(path, labels_zyx, reference)
+
+
+def export_mask_dicom_seg(path: str | os.PathLike, labels_zyx: np.ndarray, reference: "Volume",
+                          class_names: Sequence[str], *, overwrite: bool = False) -> Path:
+    """A label volume as a DICOM SEG referring to the DICOM series ``reference`` was read from."""
+    problem = dicom_seg_problem(reference)
+    if problem:
+        raise ValueError(problem)
+    return write_dicom_seg(read_source_datasets(reference.meta["files"]), labels_zyx, class_names, path,
+                           overwrite=overwrite)
 
 
 def write_rgb_png(path: str | os.PathLike, rgb: np.ndarray, *, overwrite: bool = False) -> Path:
@@ -93,13 +107,19 @@ def nifti_possible(volume: "Volume") -> bool:
     return volume.affine is not None or (volume.kind == "nifti" and "source_affine" in volume.meta)
 
 
-def planned_outputs(out_dir: str | os.PathLike, stem: str, volume: "Volume", *, overlay: bool = False
-                    ) -> list[Path]:
+def planned_outputs(out_dir: str | os.PathLike, stem: str, volume: "Volume", *, overlay: bool = False,
+                    fmt: str = "auto") -> list[Path]:
     """Every file :func:`export_volume` would write for ``volume`` under ``stem`` — so a caller can check
-    them all (existing files, names another input already took) before anything is written."""
+    them all (existing files, names another input already took) before anything is written.
+    ``fmt='dicom-seg'`` on a volume that cannot carry one raises ValueError saying why."""
     out = Path(out_dir)
     z = volume.n_slices
-    if nifti_possible(volume):
+    if fmt == "dicom-seg":
+        problem = dicom_seg_problem(volume)
+        if problem:
+            raise ValueError(problem)
+        paths = [out / f"{stem}_seg.dcm"]
+    elif nifti_possible(volume):
         paths = [out / f"{stem}_mask.nii.gz"]
     else:
         paths = [out / (f"{stem}_mask.png" if z == 1 else f"{stem}_{i + 1:04d}_mask.png") for i in range(z)]
@@ -112,9 +132,10 @@ def planned_outputs(out_dir: str | os.PathLike, stem: str, volume: "Volume", *, 
 def export_volume(out_dir: str | os.PathLike, stem: str, volume: "Volume", labels_zyx: np.ndarray,
                   display_u8: np.ndarray | None = None, colours: Sequence[str] = (), *,
                   overlay: bool = False, opacity: float = 0.5, mode: str = FILLED,
-                  overwrite: bool = False) -> ExportResult:
+                  overwrite: bool = False, fmt: str = "auto", class_names: Sequence[str] = ()) -> ExportResult:
     """Masks of a whole input: NIfTI when the source has geometry, PNG per slice otherwise (and for
-    single 2D images), plus one overlay PNG per slice when ``overlay``.
+    single 2D images), or one DICOM SEG with ``fmt='dicom-seg'`` (segments named by ``class_names``),
+    plus one overlay PNG per slice when ``overlay``.
 
     ``display_u8`` is the uint8 picture the overlays are drawn on (``[Z, H, W(, 3)]``). Every output is
     checked before the first is written, so a refused input leaves no partial set behind.
@@ -125,9 +146,12 @@ def export_volume(out_dir: str | os.PathLike, stem: str, volume: "Volume", label
     z = labels.shape[0]
     if overlay and display_u8 is None:
         raise ValueError("overlay export needs the display image (display_u8)")
-    for path in planned_outputs(out, stem, volume, overlay=overlay):
+    for path in planned_outputs(out, stem, volume, overlay=overlay, fmt=fmt):
         check_file_target(path, replace=overwrite, flag="--overwrite")
-    if nifti_possible(volume):
+    if fmt == "dicom-seg":
+        result.dicom_seg = export_mask_dicom_seg(out / f"{stem}_seg.dcm", labels, volume, class_names,
+                                                 overwrite=overwrite)
+    elif nifti_possible(volume):
         result.nifti = export_mask_nifti(out / f"{stem}_mask.nii.gz", labels, volume, overwrite=overwrite)
     else:
         for i in range(z):

@@ -15,13 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: The one headline score of a segmentation, named the same in the Training page, the runs list, the
-#: Viewer and the CLI. Why foreground only: background fills most pixels, so its Dice is near 1 for
-#: any model and lifts a mean that includes it; a clinician judges the organs. The engine's per-epoch
-#: score (``core.metrics``, the events' ``val_f1``/``best_f1`` fields) is this same number.
-HEADLINE_METRIC = "mean Dice (foreground classes)"
-HEADLINE_SHORT = "mean Dice"  # where space is short (status lines); the tooltip/legend says the rest
-
 
 def headline_score(per_class_dice: Sequence[float]) -> float:
     """The headline from per-class Dice (index 0 = background): mean over the defined foreground
@@ -44,7 +37,7 @@ class ClassScores:
         return int(self.dice.shape[0])
 
     def mean_dice(self, include_background: bool = False) -> float:
-        """The headline (``HEADLINE_METRIC``) by default: foreground classes only."""
+        """The headline (``core.headline.HEADLINE_METRIC``) by default: foreground classes only."""
         return _nanmean(self.dice) if include_background else headline_score(self.dice)
 
     def mean_iou(self, include_background: bool = False) -> float:

@@ -15,10 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from medseg_gui.core.imaging.imageio import Volume, default_window, percentile_window, read_volume, to_uint8
-from medseg_gui.core.engine.inference import ClassCountError, check_truth_classes, volume_to_uint8
+from medseg_gui.core.config import CLASS_PALETTE, colours_for
+from medseg_gui.core.imaging.dicom import is_dicom_file, is_dicom_seg, read_dicom_seg
+from medseg_gui.core.imaging.images import read_image
+from medseg_gui.core.runs import BUNDLE_DIR
+from medseg_gui.core.imaging.read import read_volume
+from medseg_gui.core.imaging.volume import IMAGE_SUFFIXES, ImageReadError, Volume, natural_key
+from medseg_gui.core.imaging.window import default_window, percentile_window, to_uint8
+from medseg_gui.core.imaging.model_input import volume_to_uint8
 from medseg_gui.core.imaging.overlay import FILLED, MODES, error_overlay, label_overlay
 from medseg_gui.core.imaging.seg_metrics import ClassScores, class_scores, confusion_matrix, scores_from_confusion
+from medseg_gui.core.imaging.truth import ClassCountError, check_truth_classes
 
 #: Radiology window presets (centre, width) in HU.
 CT_PRESETS: dict[str, tuple[float, float]] = {
@@ -38,10 +45,6 @@ COMPARE_MODES = (SHOW_PREDICTION, SHOW_TRUTH, SHOW_ERRORS, SIDE_BY_SIDE)
 #: The modes that draw the ground truth: offered only while one is loaded for the open image (a mode
 #: carried over from the last image would draw nothing on the next one).
 TRUTH_MODES = (SHOW_TRUTH, SHOW_ERRORS, SIDE_BY_SIDE)
-
-FALLBACK_COLOURS = ["#000000", "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-                    "#bcf60c", "#fabebe", "#008080", "#e6beff"]
-
 
 class TruthError(ValueError):
     """A ground truth that does not fit the open image; the message names the file and the mismatch."""
@@ -291,7 +294,6 @@ class ViewerDocument:
     def load_truth(self, path: str | os.PathLike) -> np.ndarray:
         """A mask PNG (for the current slice of a volume, or a 2D image), a NIfTI/slice folder of the
         same grid, or a DICOM SEG with as many slices as the image. Checked against the model's classes."""
-        from medseg_gui.core.imaging.imageio import ImageReadError, is_dicom_seg, read_dicom_seg, read_image
 
         if self.volume is None:
             raise TruthError("open an image before loading its ground truth")
@@ -335,7 +337,7 @@ class ViewerDocument:
             n = max(int(self.truth.max()) + 1, len(names or []), 2)
             self.class_names = list(names) if names and len(names) == n else (
                 ["background"] + [f"class {k}" for k in range(1, n)])
-            self.class_colors = [FALLBACK_COLOURS[k % len(FALLBACK_COLOURS)] for k in range(n)]
+            self.class_colors = colours_for(n)
             self.visible = [True] * n
         return self.truth
 
@@ -371,7 +373,7 @@ class ViewerDocument:
         self.compare = compare
 
     def _colours(self) -> list[str]:
-        return self.class_colors or FALLBACK_COLOURS
+        return self.class_colors or list(CLASS_PALETTE)
 
     def prediction_overlay(self, z: int | None = None) -> np.ndarray | None:
         z = self.slice_index if z is None else z
@@ -468,7 +470,6 @@ def folder_layout(folder: str | os.PathLike) -> tuple[str, list[Path]]:
     different stems (``case01_3.png``, ``case02_1.png``) or sizes make a list. A folder holding DICOM
     (or no 2D image) returns ``("other", [])``: ``read_volume`` handles it.
     """
-    from medseg_gui.core.imaging.imageio import IMAGE_SUFFIXES, is_dicom_file, natural_key
 
     root = Path(folder)
     files = sorted((p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")),
@@ -510,7 +511,7 @@ def model_display_name(path: str | os.PathLike) -> str:
     p = Path(path)
     if p.suffix in (".safetensors", ".json") or p.is_file():
         p = p.parent
-    if p.name == "bundle" and p.parent.name:
+    if p.name == BUNDLE_DIR and p.parent.name:
         return p.parent.name
     return p.name
 

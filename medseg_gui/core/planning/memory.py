@@ -1,7 +1,7 @@
 """Predicted peak VRAM of a training run, as nvidia-smi would show it, from measured calibration data.
 
-Why a model and not the brief's table: the brief's figures are wrong at both ends (its 16 GB tier
-needs ~17 GB; its 4-8 GB tiers leave most of the card idle), and a recommendation must hold for any
+Why a model and not a fixed table of card sizes: the commonly quoted table is wrong at both ends (its
+16 GB tier needs ~17 GB; its 4-8 GB tiers leave most of the card idle), and a recommendation must hold for any
 card size, image size and batch. The shape of the model follows where the memory goes:
 
     peak = context + fixed(variant) + batch x (a(variant) s^2 + b(variant) s^4) + classes term
@@ -42,12 +42,35 @@ then check the fit with ``benchmarks/bench_fit.py`` (simulated cards, real Train
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from medseg_gui.core.planning.recommend import MemoryModel, MemoryQuery
+SAFETY_MARGIN_GB = 0.75  # fragmentation, cuDNN workspaces, a browser tab opening mid-run
+SAFETY_MARGIN_SHARE = 0.08  # the memory model's worst measured error (this module's fit) on big budgets
+
+
+def safety_margin(free_gb: float) -> float:
+    """The free memory a plan leaves unused: the larger of a fixed floor and a share of the card, because
+    the model's error grows with the budget."""
+    return max(SAFETY_MARGIN_GB, SAFETY_MARGIN_SHARE * free_gb)
+
+
+@dataclass(frozen=True)
+class MemoryQuery:
+    variant: str
+    batch_size: int
+    image_size: int
+    num_classes: int
+    precision: str  # resolved: "32", "16-mixed", "bf16-mixed"
+    compiled: bool = False
+    graphs: bool = False  # whole-step CUDA graph (core/engine/step_graph.py): its pool stays reserved
+    ddp: bool = False  # one of several GPUs under DDP: gradient buckets and NCCL buffers (``ddp_extra_gb``)
+
+
+MemoryModel = Callable[[MemoryQuery], float]  # -> predicted peak GB as nvidia-smi shows it
 
 CALIBRATION_FILE = Path(__file__).parent / "calibration" / "memory.json"
 CALIBRATED_CLASSES = 4
@@ -63,7 +86,7 @@ CLASS_BYTES_PER_PIXEL = 6 * 4
 #   b5 . 16 . 256 bf16: 9.908 -> 10.141 GiB (+0.232) benchmarks/results/bench_multi_gpu.json
 #   b2 . 32 . 256 bf16: 13.689 -> 13.779 GiB (+0.090) benchmarks/results/bench_multi_gpu.json
 # The constant is the largest of these, rounded up. It is the allocator's view: allocations NCCL makes
-# outside PyTorch's allocator are not in it (they fall within the safety margin, core/planning/recommend.py).
+# outside PyTorch's allocator are not in it (they fall within the safety margin, ``safety_margin`` above).
 DDP_GRAPHED_EXTRA_GB = 0.25
 # Ungraphed step (Lightning's DDP wrapper, 25 MB buckets): an ESTIMATE, not measured here:
 # * gradient buckets: DDP all-reduces gradients through flat buckets that, by default

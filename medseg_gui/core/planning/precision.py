@@ -16,19 +16,29 @@ class DeviceError(ValueError):
     """The requested device does not exist on this machine; the message says what to do instead."""
 
 
+def precision_for(requested: str, *, on_gpu: bool, bf16: bool) -> str:
+    """The one rule for 'auto', from facts the caller already has (torch, a hardware snapshot, or
+    pre-flight facts), so the recommender, pre-flight and training can never disagree: 'bf16-mixed'
+    on a CUDA GPU that supports bf16 (Ampere and newer), '16-mixed' on older CUDA GPUs (loss scaling
+    keeps fp16 gradients from underflowing), '32' on the CPU, where mixed precision is slower than
+    fp32 for SegFormer. Explicit values pass through unchanged."""
+    if requested != "auto":
+        return requested
+    if not on_gpu:
+        return "32"
+    return "bf16-mixed" if bf16 else "16-mixed"
+
+
 def resolve_precision(requested: str, accelerator: str = "auto") -> str:
-    """'auto' → 'bf16-mixed' on a CUDA GPU that supports bf16 (Ampere and newer), '16-mixed' on
-    older CUDA GPUs (loss scaling keeps fp16 gradients from underflowing), '32' on the CPU, where
-    mixed precision is slower than fp32 for SegFormer. Explicit values pass through unchanged."""
+    """``precision_for`` asking torch where the run trains and whether its GPU runs bf16."""
     if requested != "auto":
         return requested
     if accelerator == "cpu":
         return "32"
     import torch
 
-    if not torch.cuda.is_available():
-        return "32"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    on_gpu = torch.cuda.is_available()
+    return precision_for(requested, on_gpu=on_gpu, bf16=on_gpu and torch.cuda.is_bf16_supported())
 
 
 def resolve_accelerator(requested: str) -> str:

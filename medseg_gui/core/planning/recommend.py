@@ -9,50 +9,25 @@ the user sees why, and anything surprising as a warning.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from medseg_gui.core.config import RunConfig, hub_id, set_num_classes
+from medseg_gui.core.config import VARIANTS, RunConfig, hub_id, set_num_classes
+from medseg_gui.core.data.summary import DatasetSummary
 from medseg_gui.core.gpu_identity import choose_gpus, device_count, gpu_label
 from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot
+from medseg_gui.core.planning.memory import MemoryModel, MemoryQuery, default_memory_model, safety_margin
+from medseg_gui.core.planning.precision import precision_for
+from medseg_gui.core.planning.throughput import calibration
+from medseg_gui.core.planning import speed
 from medseg_gui.core.planning.tiers import TIERS, Tier, tier_for_vram
+from medseg_gui.core.planning.weights import pretrained_availability
 from medseg_gui.core.words import plural
 
-SAFETY_MARGIN_GB = 0.75  # fragmentation, cuDNN workspaces, a browser tab opening mid-run
-SAFETY_MARGIN_SHARE = 0.08  # the memory model's worst measured error (core/planning/memory.py) on big budgets
 MAX_BATCH = 256
-
-
-def safety_margin(free_gb: float) -> float:
-    return max(SAFETY_MARGIN_GB, SAFETY_MARGIN_SHARE * free_gb)
 OTHERS_WARN_GB = 0.5
 # The warning's first sentence; the Hardware page shows it alone because its CPU card already says why.
 NO_GPU_WARNING = "No GPU: training on the CPU will be very slow (hours per epoch on real data)."
-
-
-@dataclass(frozen=True)
-class MemoryQuery:
-    variant: str
-    batch_size: int
-    image_size: int
-    num_classes: int
-    precision: str  # resolved: "32", "16-mixed", "bf16-mixed"
-    compiled: bool = False
-    graphs: bool = False  # whole-step CUDA graph (core/engine/step_graph.py): its pool stays reserved
-    ddp: bool = False  # one of several GPUs under DDP: gradient buckets and NCCL buffers (core/planning/memory.py)
-
-
-MemoryModel = Callable[[MemoryQuery], float]  # -> predicted peak GB as nvidia-smi shows it
-
-
-@dataclass
-class DatasetSummary:
-    """What the recommendation needs to know about the user's data (from the validation report)."""
-    num_classes: int
-    image_size: int | None = None  # typical (median) longer side in pixels
-    train_images: int | None = None
-    class_names: list[str] | None = None
 
 
 @dataclass
@@ -117,14 +92,8 @@ def _gpu_dict(gpu: GpuInfo) -> dict[str, Any]:
             "total_gb": gpu.total_gb, "free_gb": gpu.free_gb}
 
 
-def resolve_precision(gpu: GpuInfo | None) -> str:
-    if gpu is None:
-        return "32"
-    return "bf16-mixed" if gpu.supports_bf16 else "16-mixed"
-
-
 def default_workers(snapshot: HardwareSnapshot) -> int:
-    """The brief's tip: 0 on Windows (spawned workers re-import everything), else up to 4 cores."""
+    """0 on Windows (spawned workers re-import everything), else up to 4 cores (one left for training)."""
     if snapshot.os_name == "Windows":
         return 0
     return max(0, min(4, snapshot.cpu_count - 1))
@@ -138,15 +107,13 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | str | None = None, vr
 
     ``base`` carries the user's dataset path, class names and output folder, which are kept.
     ``memory_model``: "default" (the packaged calibration, core/planning/memory.py), a callable, or None to
-    keep the brief's tier batch as it is.
+    keep the tier's batch as it is.
     The cards planned for: ``gpus`` (CUDA indices or UUIDs), else ``gpu_index``, else the base
     config's ``training.gpus``, else the visible card with the most free memory; a named card that
     CUDA cannot see raises ``GpuSelectionError`` (a ValueError). Several cards are planned from the
     smallest free memory among them; the chosen cards go into ``training.gpus``.
     """
     if memory_model == "default":
-        from medseg_gui.core.planning.memory import default_memory_model
-
         memory_model = default_memory_model()
     config = base.copy() if base is not None else RunConfig()
     reasons: list[str] = []
@@ -202,12 +169,9 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | str | None = None, vr
     on_gpu = tier.name != "cpu" and bool(chosen)
     config.training.gpus = (wanted or [g.uuid or str(g.cuda_index) for g in chosen]) if on_gpu else []
     config.training.devices = len(chosen) if on_gpu else 1
-    if tier.name == "cpu":
-        config.training.precision = "32"
-    else:
-        bf16_everywhere = gpu is not None and all(g.supports_bf16 for g in chosen)
-        config.training.precision = ("bf16-mixed" if bf16_everywhere else "16-mixed") if gpu is not None \
-            else "16-mixed"
+    bf16_everywhere = gpu is not None and all(g.supports_bf16 for g in chosen)
+    config.training.precision = precision_for("auto", on_gpu=tier.name != "cpu", bf16=bf16_everywhere)
+    if tier.name != "cpu":
         if gpu is None:
             reasons.append(f"Precision {config.training.precision} (no card to ask; fp16 works on every "
                            "CUDA GPU).")
@@ -235,8 +199,6 @@ def recommend(snapshot: HardwareSnapshot, gpu_index: int | str | None = None, vr
 
 def _warn_if_no_pretrained_weights(rec: Recommendation) -> None:
     """Offline without cached weights, 'auto' starts from random weights: say it where the plan is read."""
-    from medseg_gui.core.engine.model import pretrained_availability
-
     weights = pretrained_availability(rec.config)
     if weights.state == "offline":
         rec.warnings.append(f"Pretrained weights not available offline ({weights.repo}): training would start "
@@ -293,10 +255,8 @@ def graphs_possible(config: RunConfig) -> bool:
     The graph's pool stays reserved while validation allocates beside it, so a graphed run needs
     more memory at the same batch: the fit plans for it wherever the graph will run.
     """
-    from medseg_gui.core.planning.speed import plan_cuda_graphs
-
     tr = config.training
-    return plan_cuda_graphs(tr.cuda_graphs, on_cuda=tr.accelerator != "cpu", devices=device_count(tr.gpus, tr.devices),
+    return speed.plan_cuda_graphs(tr.cuda_graphs, on_cuda=tr.accelerator != "cpu", devices=device_count(tr.gpus, tr.devices),
                             precision=tr.precision).enabled
 
 
@@ -402,9 +362,6 @@ def _settle_graph(rec: Recommendation, graphed: int, ungraphed: int, effective: 
                         f"{graphed}, accumulation 1 and cuda_graphs 'auto' (an effective batch of {graphed}).")
 
 
-VARIANTS = ("b0", "b1", "b2", "b3", "b4", "b5")
-
-
 def alternatives(rec: Recommendation, memory_model: MemoryModel) -> list[Alternative]:
     """Bigger settings that would also fit, offered with their cost instead of switched to silently.
 
@@ -437,8 +394,6 @@ def _relative_cost(variant: str, size: int, batch: int, alt_variant: str, alt_si
     Uses each model's best measured images/s (large batches: the memory-bound regime a fitted batch is
     in) scaled by image area; b1/b3, when not measured, take the geometric mean of their neighbours.
     """
-    from medseg_gui.core.tools.benchmark import calibration
-
     for ref in calibration().get("references", []):
         best: dict[str, float] = {}
         for m in ref.get("measurements", []):

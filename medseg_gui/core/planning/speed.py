@@ -1,6 +1,6 @@
 """The fast path's decisions: CUDA graphs, whether to compile, and where the compile cache lives.
 
-Why: at the brief's small batches (2-16 images) SegFormer's eager step is bound by the CPU launching
+Why: at the tiers' small batches (2-16 images) SegFormer's eager step is bound by the CPU launching
 thousands of small kernels, not by the GPU. Two remedies, decided separately:
 
 * **CUDA graphs** (``cuda_graphs``): the whole step (forward, loss, backward, optimiser) is captured
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from medseg_gui.core.paths import cache_dir
 
 # A run shorter than this many optimiser steps does not pay back the warm-up (60-150 s measured)
-# even at a 7x speed-up over ~5 eager steps/s at the brief's batch sizes.
+# even at a 7x speed-up over ~5 eager steps/s at the tiers' batch sizes.
 AUTO_COMPILE_MIN_STEPS = 1500
 # Inside our CUDA graph, compiling adds only 1.2-1.4x (H200: b0/2/224 449 -> 629 img/s, b4/8/288
 # 241 -> 304) for a 60-175 s first warm-up: break-even is ~24,000 steps at b4 and ~48,000 at b0 on a
-# cold cache, ~4,000 on a warm one. Long runs (the brief's 100 epochs of thousands of steps) pass.
+# cold cache, ~4,000 on a warm one. Long runs (the tiers' 100 epochs of thousands of steps) pass.
 AUTO_COMPILE_MIN_STEPS_GRAPHED = 20_000
 
 # Ordinary steps before a CUDA graph capture (PyTorch's whole-network recipe uses 3 on one GPU).

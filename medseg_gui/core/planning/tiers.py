@@ -1,12 +1,13 @@
-"""The brief's GPU tiers as data: the starting presets the recommendation adjusts.
+"""The GPU tiers as data: the starting presets the recommendation adjusts.
 
-The brief names 4 GB, 6-8 GB, 10-12 GB and 16 GB+ cards and leaves gaps (what is a 5, 9 or 14 GB
-card?). Here the tiers cover every amount of *free* VRAM with half-open ranges whose lower edges sit
-a little under the nominal card sizes, because a "10 GB" card shows ~9.7 GiB free on an idle desktop.
+The common SegFormer training guides name 4 GB, 6-8 GB, 10-12 GB and 16 GB+ cards and leave gaps
+(what is a 5, 9 or 14 GB card?). Here the tiers cover every amount of *free* VRAM with half-open
+ranges whose lower edges sit a little under the nominal card sizes, because a "10 GB" card shows
+~9.7 GiB free on an idle desktop.
 
 This module is the one source of every tier's name and range as the user reads them: the badge, the
 recommendation's reasons, the Hardware page's table and the CLI all print ``Tier.label`` /
-``Tier.range_text`` (the nominal card sizes the brief speaks of are in ``example_gpus``), so they
+``Tier.range_text`` (the nominal card sizes those guides speak of are in ``example_gpus``), so they
 cannot disagree.
 """
 
@@ -33,8 +34,8 @@ class Tier:
     use_scheduler: bool
     accumulate_grad_batches: int = 1
     precision: str = "auto"
-    brief_epoch_minutes: str = ""  # the brief's claim, shown for comparison only
-    brief_f1: str = ""
+    quoted_epoch_minutes: str = ""  # what those guides quote for such a card: for comparison only, not measured
+    quoted_f1: str = ""
 
     @property
     def range_text(self) -> str:
@@ -60,15 +61,15 @@ class Tier:
 
 TIERS: tuple[Tier, ...] = (
     Tier("cpu", "CPU", 0.0, 1.5, "none, or under 1.5 GB free", "b0", 1, 224, 5, 3e-4,
-         False, precision="32", brief_epoch_minutes="30-40", brief_f1="0.85-0.88"),
+         False, precision="32", quoted_epoch_minutes="30-40", quoted_f1="0.85-0.88"),
     Tier("low", "Low VRAM", 1.5, 5.0, "GTX 1650, RTX 3050 4GB, MX450", "b0", 2, 224, 50, 2e-4,
-         False, accumulate_grad_batches=4, brief_epoch_minutes="7-10", brief_f1="0.88-0.91"),
+         False, accumulate_grad_batches=4, quoted_epoch_minutes="7-10", quoted_f1="0.88-0.91"),
     Tier("entry", "Entry", 5.0, 9.0, "RTX 3050 8GB, RTX 2060, GTX 1660 Ti", "b2", 4, 256, 100,
-         3e-4, True, brief_epoch_minutes="5-7", brief_f1="0.91-0.93"),
+         3e-4, True, quoted_epoch_minutes="5-7", quoted_f1="0.91-0.93"),
     Tier("mainstream", "Mainstream", 9.0, 15.0, "RTX 3060 12GB, RTX 3080 10GB, RTX 4070", "b4",
-         8, 288, 100, 3e-4, True, brief_epoch_minutes="3-4", brief_f1="0.93-0.95"),
+         8, 288, 100, 3e-4, True, quoted_epoch_minutes="3-4", quoted_f1="0.93-0.95"),
     Tier("high", "High", 15.0, math.inf, "RTX 4090, A100, RTX 3090, V100", "b5", 32, 288,
-         100, 3e-4, True, brief_epoch_minutes="1-2", brief_f1="0.94-0.96"),
+         100, 3e-4, True, quoted_epoch_minutes="1-2", quoted_f1="0.94-0.96"),
 )
 
 TIERS_BY_NAME = {t.name: t for t in TIERS}

@@ -1,6 +1,6 @@
-"""GPU benchmark (the brief's 性能基准测试) and the time a run will take on this dataset.
+"""GPU benchmark and the time a run will take on this dataset.
 
-The brief's snippet times raw forward/backward on its own; here we time the *real* training steps
+A common benchmark snippet times raw forward/backward on its own; here we time the *real* training steps
 of the configuration the user is about to start (same LightningModule, loader, precision, through
 Lightning), on the user's own data and card, after a few warm-up steps (cuDNN autotuning, worker
 start-up, allocator growth). The figures — images/s, ms per step, peak VRAM — become an estimated
@@ -8,7 +8,7 @@ time per epoch and for the whole run for this dataset, which is what a user actu
 
 Before anything has been measured on this card, ``estimate_from_bandwidth`` scales reference
 figures measured on another GPU (``calibration/throughput.json``) by the ratio of memory bandwidths
-(SegFormer training is memory-bound, DESIGN.md) and labels the result an *estimate*.
+(SegFormer training at large batches is memory-bound) and labels the result an *estimate*.
 
 Measured results are cached per device + configuration as JSON under ``paths.cache_dir("benchmark")``
 so the GUI can show the last measurement beside the recommendation without re-running it.
@@ -23,19 +23,23 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from medseg_gui.core import config as cfg
+from medseg_gui.core import hardware
 from medseg_gui.core.atomic import atomic_write_text
+from medseg_gui.core.engine.diagnosis import DiagContext, DiagSample, StepTimer, diagnose
 from medseg_gui.core.hardware import GpuInfo
+from medseg_gui.core.paths import cache_dir
+from medseg_gui.core.planning.precision import resolve_accelerator, resolve_precision
+from medseg_gui.core.planning.throughput import calibration
+from medseg_gui.core.engine.parts import free_cuda
+from medseg_gui.core.engine.quiet import quiet_lightning
 from medseg_gui.core.tools.trial_run import (DatamoduleFactory, Progress, ToolCancelled, ToolError, build_parts,
-                                       dataset_sizes, free_cuda, quiet_lightning, scratch_dir, trainer_kwargs)
-from medseg_gui.core.words import plural
+                                             dataset_sizes, scratch_dir, trainer_kwargs)
+from medseg_gui.core.words import format_duration, plural
 
-VARIANT_ORDER = ("b0", "b1", "b2", "b3", "b4", "b5")
 VAL_SPEEDUP_GUESS = 3.0  # forward only vs forward+backward+update, when validation was not measured
 CACHE_FORMAT = 1
 
@@ -120,19 +124,6 @@ class BenchmarkResult:
         return "\n".join(lines)
 
 
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "n/a"
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
 def steps_per_epoch(train_images: int, batch_size: int, max_steps_per_epoch: int = 0) -> int:
     """Training batches per epoch as the loader makes them (drop_last once the set holds a full batch)."""
     if train_images <= 0:
@@ -159,30 +150,20 @@ def estimate_time(result: BenchmarkResult, config: cfg.RunConfig, train_images: 
 
 # ---- the estimate before any measurement ---------------------------------------------------------
 
-@lru_cache(maxsize=1)
-def _calibration_text() -> str:
-    return resources.files("medseg_gui.core.planning").joinpath("calibration/throughput.json").read_text(encoding="utf-8")
-
-
-def calibration() -> dict[str, Any]:
-    """The reference measurements (a JSON data file shipped in the package)."""
-    return json.loads(_calibration_text())
-
-
 def _nearest_variant(measurements: list[dict[str, Any]], variant: str) -> str | None:
     """The variant itself if measured, else the nearest one (ties: the larger, slower model — cautious)."""
-    measured = {m["variant"] for m in measurements if m.get("variant") in VARIANT_ORDER}
+    measured = {m["variant"] for m in measurements if m.get("variant") in cfg.VARIANTS}
     if not measured:
         return None
-    want = VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else 0
-    return min(measured, key=lambda v: (abs(VARIANT_ORDER.index(v) - want), -VARIANT_ORDER.index(v)))
+    want = cfg.VARIANTS.index(variant) if variant in cfg.VARIANTS else 0
+    return min(measured, key=lambda v: (abs(cfg.VARIANTS.index(v) - want), -cfg.VARIANTS.index(v)))
 
 
 def reference_speed(reference: dict[str, Any], variant: str, batch: int, size: int, compiled: bool,
                     bandwidth_gbs: float) -> tuple[float, str] | None:
     """Images/s expected on a card of ``bandwidth_gbs`` and how it was derived, from one reference card.
 
-    Two limits, the lower wins (DESIGN.md: small eager batches are launch-bound, large ones memory-bound):
+    Two limits, the lower wins (small eager batches are launch-bound, large ones memory-bound):
     * launch-bound: the reference's time per step at the nearest measured batch, which depends on the
       host and the number of kernels, not on the card or the image size → images/s grows with batch;
     * memory-bound: the reference's best images/s for the model, × bandwidth ratio × image-area ratio.
@@ -264,8 +245,6 @@ def _dataset_id(path: str) -> str:
 
 
 def _cache_file(config: cfg.RunConfig, device: str) -> Path:
-    from medseg_gui.core.paths import cache_dir
-
     return cache_dir("benchmark") / f"{cache_key(config, device)}.json"
 
 
@@ -312,7 +291,6 @@ def _card_used_gb() -> float | None:
     try:
         import torch
 
-        from medseg_gui.core import hardware
         uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
         gpus = hardware.probe().gpus
         match = [g for g in gpus if g.uuid and g.uuid.endswith(uuid)] or (gpus if len(gpus) == 1 else [])
@@ -324,8 +302,6 @@ def _card_used_gb() -> float | None:
 def _timing_callbacks(warmup: int, steps: int, cuda: bool, progress: Progress | None,
                       stop_event: threading.Event | None) -> tuple[Any, Any]:
     import lightning as L
-
-    from medseg_gui.core.tools.diagnosis import StepTimer
 
     def sync() -> None:
         if cuda:
@@ -418,7 +394,7 @@ def run_benchmark(config: cfg.RunConfig, *, steps: int = 20, warmup: int = 5, va
 
             torch.cuda.reset_peak_memory_stats()
         train_timer, val_timer = _timing_callbacks(warmup, steps, cuda, progress, stop_event)
-        with scratch_dir("benchmark") as root, quiet_lightning():
+        with scratch_dir("benchmark") as root, quiet_lightning(trial=True):
             trainer = L.Trainer(**trainer_kwargs(parts, root, max_epochs=-1, max_steps=warmup + steps,
                                                  limit_val_batches=0, callbacks=[train_timer]))
             trainer.fit(parts.module, datamodule=parts.datamodule)
@@ -442,8 +418,6 @@ def run_benchmark(config: cfg.RunConfig, *, steps: int = 20, warmup: int = 5, va
         tr_cfg = parts.config
         del parts
         free_cuda()
-    from medseg_gui.core.tools.diagnosis import DiagContext, DiagSample, diagnose
-
     elapsed = train_timer.t1 - train_timer.t0
     batch = tr_cfg.training.batch_size
     n_steps, wait, compute = train_timer.split
@@ -466,6 +440,4 @@ def run_benchmark(config: cfg.RunConfig, *, steps: int = 20, warmup: int = 5, va
 
 
 def _resolved_precision(config: cfg.RunConfig) -> str:
-    from medseg_gui.core.planning.precision import resolve_accelerator, resolve_precision
-
     return resolve_precision(config.training.precision, resolve_accelerator(config.training.accelerator))

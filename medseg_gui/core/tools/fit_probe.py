@@ -24,9 +24,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from medseg_gui.core.atomic import atomic_write_text
 from medseg_gui.core.config import RunConfig
+from medseg_gui.core.data.normalize import to_model_input
+from medseg_gui.core.engine.model import build_model
 from medseg_gui.core.hardware import GpuInfo
 from medseg_gui.core.paths import cache_dir
+from medseg_gui.core.planning.memory import default_memory_model
 
 GIB = 2**30
 
@@ -55,9 +59,7 @@ def probe_step(variant: str, batch: int, size: int, precision: str, classes: int
     """Run ``steps`` training steps and one validation step; report peaks or an OOM. In-process."""
     import torch
 
-    from medseg_gui.core.data.normalize import to_model_input
     from medseg_gui.core.engine.losses import dice_ce_loss, upsample_logits
-    from medseg_gui.core.engine.model import build_model
 
     cuda = device.startswith("cuda")
     if cuda and budget_gb is not None:  # simulate a smaller card (the context is counted separately)
@@ -232,8 +234,6 @@ def apply_probe(rec: Any, result: FitProbeResult) -> None:
 
 
 def _context_gb(config: RunConfig) -> float:
-    from medseg_gui.core.planning.memory import default_memory_model
-
     model = default_memory_model()
     extra = 0.0
     if model is not None and config.training.compile != "off":
@@ -242,14 +242,14 @@ def _context_gb(config: RunConfig) -> float:
 
 
 def _write_cache(path, result: FitProbeResult) -> None:
-    from medseg_gui.core.atomic import atomic_write_text
-
     atomic_write_text(path, json.dumps(result.to_dict()))
 
 
 def main(argv: list[str] | None = None) -> None:
+    from medseg_gui.core.config import choices_of
+
     p = argparse.ArgumentParser(description="one fit-probe child (internal)")
-    p.add_argument("--variant", required=True)
+    p.add_argument("--variant", required=True, choices=choices_of("training.variant"))
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--size", type=int, required=True)
     p.add_argument("--precision", default="bf16-mixed")

@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medseg_gui.core import config as cfg
-from medseg_gui.core.tools.trial_run import (DatamoduleFactory, Progress, ToolCancelled, build_parts, free_cuda,
-                                       quiet_lightning, scratch_dir, trainer_kwargs)
+from medseg_gui.core.engine.parts import free_cuda
+from medseg_gui.core.engine.quiet import quiet_lightning
+from medseg_gui.core.tools.trial_run import (DatamoduleFactory, Progress, ToolCancelled, build_parts, scratch_dir,
+                                             trainer_kwargs)
 
 SKIP_BEGIN = 10  # Lightning's defaults for the suggestion: the first points are noise,
 SKIP_END = 1  # the last one is usually the divergence
@@ -92,7 +94,7 @@ def find_lr(config: cfg.RunConfig, *, num_training: int = 100, min_lr: float = 1
     parts = build_parts(config, datamodule_factory, module_class=module_class)
     L.seed_everything(parts.config.training.seed, verbose=False)
     try:
-        with scratch_dir("lr-find") as root, quiet_lightning():
+        with scratch_dir("lr-find") as root, quiet_lightning(trial=True):
             trainer = L.Trainer(**trainer_kwargs(parts, root, max_epochs=max_epochs if max_epochs else -1,
                                                  max_steps=num_training, limit_val_batches=0))
             finder = Tuner(trainer).lr_find(parts.module, datamodule=parts.datamodule, min_lr=min_lr,

@@ -1,4 +1,4 @@
-"""The pre-flight checklist (the brief's 配置检查清单), checked before Start, in the wizard and by
+"""The pre-flight checklist, checked before Start, in the wizard and by
 ``medseg preflight``.
 
 Each item is a pure function of a ``PreflightFacts`` record, so every verdict — and the fix it
@@ -17,10 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from medseg_gui.core import config as cfg
+from medseg_gui.core.config_checks import field_label
+from medseg_gui.core.data.validate import validate_dataset
+from medseg_gui.core.gpu_identity import GpuSelectionError, choose_gpus, device_count, short_uuid
+from medseg_gui.core import hardware
 from medseg_gui.core.hardware import GpuInfo, GpuProcess, HardwareSnapshot
+from medseg_gui.core.planning.memory import default_memory_model
+from medseg_gui.core.planning.precision import precision_for
+from medseg_gui.core.planning.recommend import largest_batch, predicted_peak
+from medseg_gui.core.planning.weights import hub_reachable, offline_by_environment, pretrained_availability
 from medseg_gui.core.words import plural
 
-HEADROOM_GB = 1.0  # the brief: at least 1 GB more VRAM than the configuration needs
+HEADROOM_GB = 1.0  # at least 1 GB more VRAM than the configuration needs (other programs, fragmentation)
 OTHERS_NOTABLE_GB = 0.25
 DESKTOP_PROCESSES = {"xorg", "xwayland", "gnome-shell", "kwin_x11", "kwin_wayland", "dwm.exe", "explorer.exe",
                      "windowserver", "plasmashell"}
@@ -81,7 +89,7 @@ class PreflightFacts:
     dataset_problems: int = 0
     dataset_warnings: list[str] = field(default_factory=list)
     pin_memory: bool | None = None  # what the loader will use
-    pretrained: Any = None  # model.PretrainedAvailability: where the initial weights would come from
+    pretrained: Any = None  # weights.PretrainedAvailability: where the initial weights would come from
 
 
 @dataclass
@@ -123,13 +131,9 @@ def runs_on_gpu(f: PreflightFacts) -> bool:
 
 
 def resolved_precision(f: PreflightFacts) -> str:
-    """``precision.resolve_precision`` from the facts (the card's compute capability instead of torch)."""
-    requested = f.config.training.precision
-    if requested != "auto":
-        return requested
-    if not runs_on_gpu(f):
-        return "32"
-    return "bf16-mixed" if f.gpu is not None and f.gpu.supports_bf16 else "16-mixed"
+    """``precision.precision_for`` from the facts (the card's compute capability instead of torch)."""
+    return precision_for(f.config.training.precision, on_gpu=runs_on_gpu(f),
+                         bf16=f.gpu is not None and f.gpu.supports_bf16)
 
 
 def cuda_wheel_tag(driver_cuda: str | None) -> str | None:
@@ -173,8 +177,6 @@ def _run_text(f: PreflightFacts) -> str:
 def check_config(f: PreflightFacts) -> CheckItem:
     problems = cfg.validate(f.config)
     if problems:
-        from medseg_gui.core.config_checks import field_label
-
         named = "; ".join(f"{field_label(p.field)} ({p.field}): {p.reason}" if p.field else p.reason
                           for p in problems)  # the form's label for people, the key for config files
         return CheckItem("config", "Settings are valid", "fail", named,
@@ -398,8 +400,6 @@ def check_pretrained(f: PreflightFacts) -> CheckItem:
 
 def check_gpu_choice(f: PreflightFacts) -> CheckItem:
     """The cards in training.gpus exist and CUDA sees them (their free memory: ``check_vram_headroom``)."""
-    from medseg_gui.core.gpu_identity import short_uuid
-
     title = "The chosen GPUs are there"
     tr = f.config.training
     fix_choice = ("pick the GPUs on the Hardware page, or set training.gpus to GPUs that the Hardware page "
@@ -435,20 +435,16 @@ def run_checks(facts: PreflightFacts) -> PreflightReport:
 # ---- gathering the facts (touches torch, NVML, the dataset) ----------------------------------------
 
 def _default_memory_model() -> tuple[Any, str]:
-    """The lead's memory model if it is there; otherwise no prediction, said plainly."""
+    """The packaged memory model; without one (or when it fails to load) no prediction, said plainly."""
     try:
-        from medseg_gui.core.planning.memory import default_memory_model  # type: ignore[import-not-found]
-
         model = default_memory_model()
         return model, "" if model is not None else "no memory model available (not calibrated yet)"
-    except Exception as exc:  # noqa: BLE001 — ImportError now; any failure must not block the checklist
+    except Exception as exc:  # noqa: BLE001 — a broken calibration file must not block the checklist
         return None, f"no memory model available ({type(exc).__name__})"
 
 
 def _training_gpus(snapshot: HardwareSnapshot, config: cfg.RunConfig) -> tuple[list[GpuInfo], str | None]:
     """The cards the run will train on, as the session resolves them (core/gpu_identity.py), or why not."""
-    from medseg_gui.core.gpu_identity import GpuSelectionError, choose_gpus, device_count
-
     tr = config.training
     try:
         return choose_gpus(snapshot, tr.gpus, device_count(tr.gpus, tr.devices)), None
@@ -460,12 +456,10 @@ def gather_facts(config: cfg.RunConfig, *, memory_model: Any = "default", snapsh
                  report: Any = None, check_dataset_files: bool = True, mask_sample: int | None = 200) -> PreflightFacts:
     """Read torch's build, NVML (with other processes), the memory model's prediction and the dataset.
 
-    ``memory_model``: a ``recommend.MemoryModel``, None for "unknown", or "default" for the lead's model
+    ``memory_model``: a ``memory.MemoryModel``, None for "unknown", or "default" for the packaged model
     (``core.memory.default_memory_model``) when it exists. ``report``: a validation report already made.
     Seconds at most (the dataset check decodes ``mask_sample`` masks); run it off the GUI thread.
     """
-    from medseg_gui.core.hardware import probe
-
     f = PreflightFacts(config=config.copy())
     torch_mod = None
     try:
@@ -476,7 +470,7 @@ def gather_facts(config: cfg.RunConfig, *, memory_model: Any = "default", snapsh
         f.torch_cuda_available = bool(torch_mod.cuda.is_available())
     except Exception as exc:  # noqa: BLE001 — a broken install is exactly what this check reports
         f.torch_error = f"{type(exc).__name__}: {exc}"
-    snap = snapshot if snapshot is not None else probe(with_processes=True)
+    snap = snapshot if snapshot is not None else hardware.probe(with_processes=True)
     f.os_name, f.cpu_count = snap.os_name, snap.cpu_count
     f.gpus, f.nvml_error, f.cuda_driver_version = list(snap.gpus), snap.nvml_error, snap.cuda_driver_version
     f.train_gpus, f.gpu_error = _training_gpus(snap, f.config)
@@ -485,8 +479,6 @@ def gather_facts(config: cfg.RunConfig, *, memory_model: Any = "default", snapsh
     f.pin_memory = tr.accelerator != "cpu" and f.torch_cuda_available  # the DataModule's rule
     _predict(f, memory_model)
     _dataset_facts(f, report, check_dataset_files, mask_sample)
-    from medseg_gui.core.engine.model import hub_reachable, offline_by_environment, pretrained_availability
-
     f.pretrained = pretrained_availability(f.config, online=None if offline_by_environment() else hub_reachable())
     return f
 
@@ -499,8 +491,6 @@ def _predict(f: PreflightFacts, memory_model: Any) -> None:
     if memory_model is None or not runs_on_gpu(f):
         f.peak_note = note
         return
-    from medseg_gui.core.planning.recommend import largest_batch, predicted_peak
-
     query_config = f.config.copy()
     query_config.training.precision = resolved_precision(f)
     tr, ds = query_config.training, query_config.dataset
@@ -529,8 +519,6 @@ def _dataset_facts(f: PreflightFacts, report: Any, check_files: bool, mask_sampl
         return
     try:
         if report is None:
-            from medseg_gui.core.data.validate import validate_dataset
-
             report = validate_dataset(root, ds.num_classes, class_names=ds.class_names,
                                       val_fraction=ds.val_fraction, seed=tr.seed, mask_sample=mask_sample)
     except Exception as exc:  # noqa: BLE001 — DatasetLayoutError and unreadable folders, said in words

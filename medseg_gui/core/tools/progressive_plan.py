@@ -1,6 +1,6 @@
-"""The progressive plan (the brief's 技巧3 "渐进式调整"): a quick check with a small model first, then the run.
+"""The progressive plan: a quick check with a small model first, then the run.
 
-The brief's first round, "b0 + small images (224) → verify the environment", catches what would
+A first round of "b0 + small images (224) → verify the environment" catches what would
 otherwise fail an hour into a large run — a broken dataset, a driver problem, a loss that turns NaN —
 in a minute. So the plan is two runs of the ordinary training session: a short check at SegFormer-b0,
 224 px, a few dozen steps of one epoch, then the user's full configuration, which starts only if
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medseg_gui.core import config as cfg
+from medseg_gui.core.engine.session import TrainingSession
 from medseg_gui.core.events import EpochMetrics, Event, LogMessage, RunFinished, Sink, StepMetrics
 from medseg_gui.core.words import plural
 
@@ -102,9 +103,7 @@ class PlanRunner:
                 self._session.stop()
 
     def run(self) -> list[StageResult]:
-        factory = self.session_factory
-        if factory is None:
-            from medseg_gui.core.engine.session import TrainingSession as factory  # noqa: N813
+        factory = self.session_factory or TrainingSession
         lines = describe(self.plan)
         for i, stage in enumerate(self.plan):
             if self._stop.is_set():

@@ -1,10 +1,11 @@
 """Throwaway trainers for the tools (LR finder, benchmark): the real run's parts, none of its side effects.
 
 Why a separate module: the tools must measure *the run the user is about to start* — same model
-source, same LightningModule, same data pipeline, same precision — so they build those parts the way
-``core.session`` does. But they must leave nothing behind: no checkpoints or events in a run folder,
-no change to the user's config. So the trainer lives in a temporary folder that is deleted after,
-with checkpointing and logging off, on a private copy of the config.
+source, same LightningModule, same data pipeline, same precision — so they build those parts as the
+training session does, through ``core.engine.parts``. But they must leave nothing behind: no
+checkpoints or events in a run folder, no change to the user's config. So the trainer lives in a
+temporary folder that is deleted after, with checkpointing and logging off, on a private copy of the
+config.
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ import contextlib
 import shutil
 import tempfile
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medseg_gui.core import config as cfg
+from medseg_gui.core.cpu_threads import configure_cpu_training
+from medseg_gui.core.data.datamodule import build_datamodule
+from medseg_gui.core.engine.model import ModelSourceError, build_model
+from medseg_gui.core.engine.parts import build_module, trainer_settings
+from medseg_gui.core.gpu_identity import GpuSelectionError, plan_for_this_process
+from medseg_gui.core.planning.precision import DeviceError, resolve_accelerator, resolve_precision
+
 DatamoduleFactory = Callable[[cfg.RunConfig], Any]
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -44,8 +51,6 @@ class EngineParts:
 
 
 def default_datamodule(config: cfg.RunConfig) -> Any:
-    from medseg_gui.core.data.datamodule import build_datamodule
-
     return build_datamodule(config)
 
 
@@ -56,9 +61,6 @@ def build_parts(config: cfg.RunConfig, datamodule_factory: DatamoduleFactory | N
     ``module_class``: a SegModule subclass (the LR finder adds per-batch hooks that Lightning's tuner
     would not call on callbacks). Raises ToolError for configuration problems a user can fix.
     """
-    from medseg_gui.core.engine.lit_module import OptimSettings, SegModule
-    from medseg_gui.core.engine.model import ModelSourceError, build_model
-    from medseg_gui.core.planning.precision import DeviceError, resolve_accelerator, resolve_precision
 
     config = config.copy()
     problems = cfg.validate(config)
@@ -71,18 +73,12 @@ def build_parts(config: cfg.RunConfig, datamodule_factory: DatamoduleFactory | N
         raise ToolError(str(exc)) from None
     precision = resolve_precision(tr.precision, accelerator)
     if accelerator == "cpu":  # the same threads and loader workers as a CPU training run
-        from medseg_gui.core.cpu_threads import configure_cpu_training
-
         tr.num_workers = configure_cpu_training(tr.num_workers, processes=tr.devices, log=log).loader_workers
     try:
         model = build_model(config, log=log)
     except ModelSourceError as exc:
         raise ToolError(str(exc)) from None
-    cls = module_class or SegModule
-    module = cls(model, config.dataset.num_classes,
-                 OptimSettings(lr=tr.lr, weight_decay=tr.weight_decay, use_scheduler=tr.use_scheduler,
-                               total_epochs=tr.epochs),
-                 dice_include_background=tr.dice_include_background, channels_last=tr.channels_last)
+    module = build_module(model, config, module_class)
     datamodule = (datamodule_factory or default_datamodule)(config)
     return EngineParts(config, module, datamodule, accelerator, precision)
 
@@ -122,8 +118,6 @@ def trial_device(config: cfg.RunConfig, accelerator: str) -> int | list[int]:
     tools measure the card the run will use rather than CUDA's device 0."""
     if accelerator != "gpu":
         return 1
-    from medseg_gui.core.gpu_identity import GpuSelectionError, plan_for_this_process
-
     tr = config.training
     try:
         ordinals = plan_for_this_process(tr.gpus[:1], 1).ordinals
@@ -141,55 +135,10 @@ def trainer_kwargs(parts: EngineParts, root: Path, **overrides: Any) -> dict[str
     tr = parts.config.training
     if parts.device is None:  # once: a second trainer must not pick another card by free memory
         parts.device = trial_device(parts.config, parts.accelerator)
-    kwargs: dict[str, Any] = dict(
-        accelerator=parts.accelerator, devices=parts.device, precision=parts.precision,
-        accumulate_grad_batches=tr.accumulate_grad_batches, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=str(root), benchmark=parts.accelerator == "gpu")
-    kwargs.update(overrides)
-    return kwargs
-
-
-@contextlib.contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's advice that does not apply to a short trial (workers, logging, lr_find chatter)."""
-    import logging
-
-    names = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.tuner.lr_finder",
-             "lightning.pytorch.utilities.rank_zero")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
-        for pattern in (r".*does not have many workers.*", r".*LightningModule.log.*",
-                        r".*smaller than the logging interval.*", r".*validation_step.*val_dataloader.*",
-                        r".*max_epochs.*not set.*", r".*GPU available but not used.*",
-                        r".*Checkpoint directory.*", r".*exists and is not empty.*",
-                        r".*module\(s\) in eval mode.*", r".*LeafSpec.*is deprecated.*",
-                        r".*overridden `on_after_batch_transfer`.*"):
-            warnings.filterwarnings("ignore", message=pattern)
-        for lg in loggers:
-            lg.setLevel(logging.ERROR + 10)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
+    return trainer_settings(accelerator=parts.accelerator, devices=parts.device, precision=parts.precision,
+                            accumulate=tr.accumulate_grad_batches, root=str(root), **overrides)
 
 
 def check_cancel(stop_event: threading.Event | None) -> None:
     if stop_event is not None and stop_event.is_set():
         raise ToolCancelled("cancelled")
-
-
-def free_cuda() -> None:
-    """Give the trial's memory back before the real run or the next trial."""
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001
-        pass

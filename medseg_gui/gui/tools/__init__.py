@@ -1,8 +1,7 @@
 """The tools in the GUI: LR finder dialog, speed card (benchmark), pre-flight checklist, plan.
 
-``install_tools(window)`` adds a "Tools" page, puts a speed card under the recommendation on the
-Hardware page and the pre-flight checklist on the Training tab (checked before Start), without
-editing those pages: it only inserts widgets into their layouts and sets the tab's ``start_gate``.
+The main window builds the "Tools" page, a speed card under the recommendation on the Hardware
+page and the pre-flight checklist on the Training tab (checked before Start, ``install_start_gate``).
 Diagnosis lines need no GUI code: they arrive as LogMessage events in the Training tab's log.
 """
 
@@ -19,7 +18,7 @@ from medseg_gui.gui.tools.checklist import PreflightChecklist, install_start_gat
 from medseg_gui.gui.tools.lr_dialog import LrFinderDialog
 from medseg_gui.gui.tools.speed_card import SpeedCard
 
-__all__ = ["ToolsPage", "PreflightChecklist", "LrFinderDialog", "SpeedCard", "install_tools"]
+__all__ = ["ToolsPage", "PreflightChecklist", "LrFinderDialog", "SpeedCard", "install_start_gate"]
 
 
 class ToolsPage(QWidget):
@@ -115,36 +114,3 @@ class ToolsPage(QWidget):
                                   "the GPU and measure neither" if training else
                                   "Train a few dozen batches with a growing learning rate and suggest one")
         self.speed.set_enabled_for_training(training)
-
-
-def install_tools(window: Any, **page_kwargs: Any) -> ToolsPage:
-    """Add the Tools page, the speed card beside the recommendation and the checklist before Start."""
-    page = ToolsPage(window.state, **page_kwargs)
-    window.add_page("Tools", page)
-    hardware = getattr(window, "hardware_panel", None)
-    rec_card = getattr(hardware, "recommendation", None)
-    if rec_card is not None and rec_card.parentWidget() is not None:
-        column = rec_card.parentWidget().layout()
-        window.speed_card = SpeedCard(window.state, page_kwargs.get("benchmarker"), page_kwargs.get("known"))
-        column.insertWidget(column.indexOf(rec_card) + 1, window.speed_card)
-    tab = getattr(window, "training_tab", None)
-    if tab is not None:
-        checklist = PreflightChecklist(window.state, page_kwargs.get("checker"), title="Before you start",
-                                       collapsible=True)
-        tab.layout().insertWidget(2, checklist)  # under the Start/Stop buttons
-        install_start_gate(tab, checklist)
-        tab.preflight = checklist
-        # while a run goes the checklist is one line ("Ready · 1 warning  Show ▸"): the plots need the room
-        tab.training_changed.connect(checklist.set_collapsed)
-        tab.training_changed.connect(page.set_training)
-        if getattr(window, "speed_card", None) is not None:
-            tab.training_changed.connect(window.speed_card.set_enabled_for_training)
-    from PySide6.QtWidgets import QApplication
-
-    from medseg_gui.gui.tools.job import cancel_all
-
-    app = QApplication.instance()
-    if app is not None:
-        app.aboutToQuit.connect(lambda: cancel_all(10_000))  # never leave a tool thread running at exit
-    window.tools_page = page
-    return page

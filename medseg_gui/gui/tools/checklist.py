@@ -1,7 +1,7 @@
 """The pre-flight checklist widget: green/amber/red rows with the fix, and the gate before Start.
 
 The checks themselves are ``core.preflight`` (pure functions of gathered facts); gathering imports
-torch, reads NVML and checks the dataset, which takes seconds, so it runs in a ``ToolJob``. The last
+torch, reads NVML and checks the dataset, which takes seconds, so it runs in a ``Task``. The last
 report is kept with the configuration it was made for: ``report_for(config)`` answers only for that
 exact configuration, so an edit never hides behind an old green list.
 """
@@ -21,7 +21,7 @@ from medseg_gui.core.tools.preflight import CheckItem, PreflightReport
 from medseg_gui.core.run_state import plural
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
-from medseg_gui.gui.tools.job import ToolJob
+from medseg_gui.gui.workers import Task
 
 Checker = Callable[[cfg.RunConfig], PreflightReport]
 
@@ -90,7 +90,7 @@ class PreflightChecklist(QWidget):
         self.checker = checker or default_checker
         self.report: PreflightReport | None = None
         self.report_config: dict[str, Any] | None = None
-        self.job: ToolJob | None = None
+        self.job: Task | None = None
         self._then: list[Callable[[PreflightReport], None]] = []
         self._job_config: cfg.RunConfig | None = None
         outer = QVBoxLayout(self)
@@ -175,9 +175,9 @@ class PreflightChecklist(QWidget):
         self._job_config = config
         self.summary.setText("Checking… (PyTorch, the GPU, the dataset)")
         self.check_button.setEnabled(False)
-        job = ToolJob(lambda progress, stop: self.checker(config), self)
+        job = Task(lambda progress, stop: self.checker(config), "preflight", self)
         job.succeeded.connect(lambda report, c=config, j=job: self._done(j, c, report))
-        job.errored.connect(lambda message, detail, j=job: self._failed(j, message))
+        job.failed.connect(lambda message, detail, j=job: self._failed(j, message))
         job.ended.connect(lambda j=job: self._ended(j))
         self.job = job
         job.start()
@@ -206,7 +206,7 @@ class PreflightChecklist(QWidget):
             self.set_report(report, self.state.config)
 
     # ---- internals -----------------------------------------------------------------------------
-    def _done(self, job: ToolJob, config: cfg.RunConfig, report: PreflightReport) -> None:
+    def _done(self, job: Task, config: cfg.RunConfig, report: PreflightReport) -> None:
         if job is not self.job:
             return  # a newer check replaced this one
         self.set_report(report, config)
@@ -214,12 +214,12 @@ class PreflightChecklist(QWidget):
         for callback in callbacks:
             callback(report)
 
-    def _failed(self, job: ToolJob, message: str) -> None:
+    def _failed(self, job: Task, message: str) -> None:
         if job is self.job:
             self._then = []
             self.summary.setText(f"The check itself failed: {message}")
 
-    def _ended(self, job: ToolJob) -> None:
+    def _ended(self, job: Task) -> None:
         if job is self.job:
             self.check_button.setEnabled(True)
 

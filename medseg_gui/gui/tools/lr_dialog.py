@@ -19,7 +19,7 @@ from medseg_gui.core.tools.lr_find import LrFindResult
 from medseg_gui.gui import style
 from medseg_gui.gui.plots import SciLogAxis, sci
 from medseg_gui.gui.state import AppState
-from medseg_gui.gui.tools.job import ToolJob
+from medseg_gui.gui.workers import Task
 
 Finder = Callable[..., LrFindResult]  # find_lr(config, num_training=, progress=, stop_event=)
 
@@ -49,7 +49,7 @@ class LrFinderDialog(QDialog):
         self.state = state
         self.finder = finder or default_finder
         self.result: LrFindResult | None = None
-        self.job: ToolJob | None = None
+        self.job: Task | None = None
         self.resize(720, 520)
         layout = QVBoxLayout(self)
         intro = QLabel("Trains for a few dozen batches while the learning rate grows from 1e-7 to 1 and records "
@@ -133,11 +133,11 @@ class LrFinderDialog(QDialog):
         self.progress.setRange(0, 0)  # busy until the first batch: building takes a while
         self.message.setText("Building the model and the data loader…")
         extra = {"on_point": lambda lr, loss: self._points.append((lr, loss))} if _takes_points(self.finder) else {}
-        job = ToolJob(lambda progress, stop: self.finder(config, num_training=steps, progress=progress,
-                                                         stop_event=stop, **extra), self)
+        job = Task(lambda progress, stop: self.finder(config, num_training=steps, progress=progress,
+                                                         stop_event=stop, **extra), "lr-finder", self)
         job.progressed.connect(self._progressed)
         job.succeeded.connect(self.show_result)
-        job.errored.connect(lambda message, detail: self.message.setText(f"The search failed: {message}"))
+        job.failed.connect(lambda message, detail: self.message.setText(f"The search failed: {message}"))
         job.cancelled.connect(lambda: self.message.setText("Cancelled."))
         job.ended.connect(self._ended)
         self.job = job

@@ -1,6 +1,6 @@
 """The speed card: images/s, ms per step, peak VRAM and the time an epoch and the run will take,
 beside the recommendation. Before a benchmark has run on this card it shows the bandwidth-scaled
-estimate, labelled as such; "Run benchmark" measures real steps on the user's data (in a ToolJob)."""
+estimate, labelled as such; "Run benchmark" measures real steps on the user's data (in a Task)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from medseg_gui.core import config as cfg
-from medseg_gui.core.tools.benchmark import BenchmarkResult, format_duration
-from medseg_gui.core.words import plural
+from medseg_gui.core.tools.benchmark import BenchmarkResult
+from medseg_gui.core.words import format_duration, plural
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
-from medseg_gui.gui.tools.job import ToolJob
+from medseg_gui.gui.workers import Task
 
 Benchmarker = Callable[..., BenchmarkResult]  # run_benchmark(config, steps=, progress=, stop_event=)
 KnownSpeed = Callable[..., BenchmarkResult | None]  # known_speed(config, gpu, train_images, val_images)
@@ -60,7 +60,7 @@ class SpeedCard(QFrame):
         self.known = known or default_known
         self.steps = steps
         self.result: BenchmarkResult | None = None
-        self.job: ToolJob | None = None
+        self.job: Task | None = None
         self._key: tuple | None = None
         self.setProperty("card", True)
         layout = QVBoxLayout(self)
@@ -162,11 +162,11 @@ class SpeedCard(QFrame):
         self.cancel_button.setVisible(True)
         self.run_button.setEnabled(False)
         self.basis.setText("Benchmarking: building the model and the data loader…")
-        job = ToolJob(lambda progress, stop: self.benchmarker(config, steps=self.steps, progress=progress,
-                                                              stop_event=stop), self)
+        job = Task(lambda progress, stop: self.benchmarker(config, steps=self.steps, progress=progress,
+                                                              stop_event=stop), "benchmark", self)
         job.progressed.connect(self._progressed)
         job.succeeded.connect(self._measured)
-        job.errored.connect(lambda message, detail: self.basis.setText(f"The benchmark failed: {message}"))
+        job.failed.connect(lambda message, detail: self.basis.setText(f"The benchmark failed: {message}"))
         job.cancelled.connect(lambda: self.basis.setText("Benchmark cancelled."))
         job.ended.connect(self._ended)
         self.job = job

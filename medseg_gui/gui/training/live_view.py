@@ -20,9 +20,10 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QGridLayout, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QSizePolicy,
                                QStackedWidget, QVBoxLayout, QWidget)
 
-from medseg_gui.core.live_metrics import LiveMetrics, format_duration
+from medseg_gui.core.live_metrics import LiveMetrics
+from medseg_gui.core.words import format_duration
 from medseg_gui.core.run_state import progress_words, resume_words
-from medseg_gui.core.imaging.seg_metrics import HEADLINE_METRIC, HEADLINE_SHORT
+from medseg_gui.core.headline import HEADLINE_METRIC, HEADLINE_SHORT
 from medseg_gui.gui import style
 from medseg_gui.gui.plots import IntegerAxis, SciLogAxis, release_label_width, tight_log_range
 

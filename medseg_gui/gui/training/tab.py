@@ -1,9 +1,8 @@
 """The Training tab: Start / Stop / Resume controls, run history, and the live view of a run.
 
 The tab only wires things together: the run itself is a ``TrainingRunner`` (worker thread), the state
-of the plots is a core ``LiveMetrics`` fed by a GUI-thread timer that drains the runner's queue every
-``drain_interval_ms`` (so the plots redraw at most 10 times a second however fast events arrive), and
-the drawing is ``LiveView``. Dialogs go through injectable callables so tests never block on a modal.
+of the plots is a core ``LiveMetrics`` fed by the runner's event pump (one batch at most 10 times a
+second however fast events arrive), and the drawing is ``LiveView``. Dialogs go through injectable callables so tests never block on a modal.
 """
 
 from __future__ import annotations
@@ -20,13 +19,15 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QL
 from medseg_gui.core import config as cfg
 from medseg_gui.core import runs
 from medseg_gui.core.events import RunFailed, RunFinished, RunStarted, failure_title, read_jsonl
-from medseg_gui.core.live_metrics import LiveMetrics, format_duration, replay_run
+from medseg_gui.core.live_metrics import LiveMetrics, replay_run
+from medseg_gui.core.words import format_duration
 from medseg_gui.core.run_lock import lock_holder
 from medseg_gui.core.run_state import resume_words, summary_line
 from medseg_gui.gui import style
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.training.live_view import LiveView
-from medseg_gui.gui.training.worker import TrainingRunner, hint_for
+from medseg_gui.core.engine.failures import hint_for
+from medseg_gui.gui.training.worker import TrainingRunner
 
 ROLE_STATE = Qt.ItemDataRole.UserRole + 1  # (status, epochs done, can resume) of a listed run
 ErrorPresenter = Callable[[str, str, str, str], None]  # (title, reason, hint, detail)
@@ -41,7 +42,7 @@ class TrainingTab(QWidget):
 
     def __init__(self, state: AppState, runner: TrainingRunner | None = None, *,
                  error_presenter: ErrorPresenter | None = None, confirm: Confirm | None = None,
-                 choose_dir: ChooseDir | None = None, drain_interval_ms: int = 100,
+                 choose_dir: ChooseDir | None = None,
                  close_timeout_ms: int = 120_000, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("page")
@@ -58,11 +59,10 @@ class TrainingTab(QWidget):
         self._close_window_after_stop: QWidget | None = None
         # (config, resume_from) -> may start now? Set by gui/tools (pre-flight checklist); None: no gate
         self.start_gate: Callable[[cfg.RunConfig, str | None], bool] | None = None
+        self.preflight: QWidget | None = None  # the checklist above the plots (add_preflight)
         self._build()
+        self.runner.events_arrived.connect(self._apply_events)
         self.runner.ended.connect(self._on_run_ended)
-        self.timer = QTimer(self)
-        self.timer.setInterval(drain_interval_ms)
-        self.timer.timeout.connect(self.drain)
         self._history_root: Path | None = None
         self._force_closing = False
         # list_runs reads every run's events.jsonl: re-list only when the output folder itself changes,
@@ -189,9 +189,16 @@ class TrainingTab(QWidget):
         if self.shown.run_dir:
             candidates.append(str(Path(self.shown.run_dir) / runs.BUNDLE_DIR))
         for c in candidates:
-            if c and (Path(c) / "medseg.json").is_file():
+            if c and (Path(c) / runs.BUNDLE_META_FILE).is_file():
                 return c
         return None
+
+    def add_preflight(self, checklist: QWidget) -> None:
+        """The pre-flight checklist under the Start/Stop buttons; while a run goes it is one line
+        ("Ready · 1 warning  Show ▸"): the plots need the room."""
+        self.layout().insertWidget(2, checklist)
+        self.preflight = checklist
+        self.training_changed.connect(checklist.set_collapsed)
 
     # ---- intents -------------------------------------------------------------------------------
     def start(self, resume_from: str | None = None, config: cfg.RunConfig | None = None) -> bool:
@@ -225,7 +232,6 @@ class TrainingTab(QWidget):
         self.view.clear()
         self.last_result = None
         self.runner.start(config, resume_from=resume_from)
-        self.timer.start()
         self._update_controls()
         self.training_changed.emit(True)
         return True
@@ -258,7 +264,7 @@ class TrainingTab(QWidget):
             self.present_error(failure_title("run_busy"), f"{path} is being trained now by {holder.describe()}.",
                                "Wait for that training to end, or stop it, then resume.", "")
             return False
-        if not runs.is_run_dir(path) or not (path / runs.CHECKPOINT_DIR / "last.ckpt").is_file():
+        if not runs.is_run_dir(path) or not runs.checkpoint_paths(path)[1].is_file():
             self.present_error("Cannot resume", f"{path} has no checkpoint to resume from.",
                                "Choose a run folder that trained at least one epoch or was stopped with Stop.", "")
             return False
@@ -324,10 +330,9 @@ class TrainingTab(QWidget):
         text = f"Training: epoch {live.epoch or 1}/{live.total_epochs} · {100 * live.overall_progress:.0f}%"
         return text + (f" · ETA {format_duration(eta)}" if eta is not None else "")
 
-    # ---- the event pump ------------------------------------------------------------------------
-    def drain(self) -> int:
-        """Move queued events into the live model and redraw once (called by the timer, ≤ 10 times/s)."""
-        events = self.runner.drain()
+    # ---- the runner's events --------------------------------------------------------------------
+    def _apply_events(self, events: list) -> None:
+        """One batch from the runner's pump into the live model, then one redraw (≤ 10 times/s)."""
         started = any(isinstance(e, RunStarted) for e in events)
         if events:
             self.live.apply_many(events)
@@ -341,11 +346,8 @@ class TrainingTab(QWidget):
         if events:
             self._update_controls()
         self.run_status.emit(self.status_line())
-        return len(events)
 
     def _on_run_ended(self, result: RunFinished | RunFailed) -> None:
-        self.drain()
-        self.timer.stop()
         if not self.live.is_terminal:  # the terminal event never reached the queue (should not happen)
             self.live.apply(result)
             if self.shown is self.live:
@@ -428,7 +430,6 @@ class TrainingTab(QWidget):
             return
         self.runner.wait(5000)
         self._close_window_after_stop = None
-        self.timer.stop()
         self._force_closing = True
         window.close()
 

@@ -1,18 +1,16 @@
-"""Training transports for the GUI: a worker object in a QThread that feeds one event queue.
+"""Training transports for the GUI: a worker that runs on a ``gui.workers.Task`` and feeds one event queue.
 
-Two transports, one stream (DESIGN.md, "Training transport"):
+Two transports, one stream:
 
-* one device: :class:`InProcessWorker` runs ``core.session.TrainingSession`` in the worker thread with
-  a sink that puts every event on a ``queue.Queue``;
+* one device: :class:`InProcessWorker` runs ``core.engine.session.TrainingSession`` in the task's
+  thread with a sink that puts every event on a ``queue.Queue``;
 * several GPUs: Lightning's DDP re-executes ``sys.argv`` (it would relaunch the GUI), so
-  :class:`ChildProcessWorker` starts ``medseg train --config FILE --events-json`` and turns the JSON
-  lines of its stdout into the same events on the same queue.
+  :class:`ChildProcessWorker` starts ``medseg train --config FILE --events-json`` (the command and the
+  line parser live in ``core.engine.transport``) and turns its stdout into the same events.
 
-The GUI thread never blocks on either: it drains the queue with a timer (see ``tab.py``). Whatever
+The GUI thread never blocks on either: it drains the queue with a timer (``training.pump``). Whatever
 goes wrong in the worker — an exception, a child that dies without a word — becomes a ``RunFailed``
-event with a reason and a hint, so the window shows a dialog instead of crashing or freezing.
-The worker-object shape (QObject moved to a QThread, ``done`` signal, cooperative ``stop``) follows
-superqt's ``_qthreading``.
+event (``core.engine.failures``), so the window shows a dialog instead of crashing or freezing.
 """
 
 from __future__ import annotations
@@ -22,79 +20,23 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from medseg_gui.core import config as cfg
-from medseg_gui.core.events import (TERMINAL_EVENTS, Event, EventDecodeError, LogMessage, PhaseChanged, RunFailed,
-                                    RunFinished, RunStarted, from_json)
-
-# What to do about a failure, by kind, when the failure itself carries no hint.
-HINTS = {
-    "oom": "reduce the batch size (or image size / model variant), or press 'Use this configuration' on "
-           "the Hardware page to take the recommendation that fits this GPU",
-    "data": "run the dataset check (File > Open dataset, or the command medseg data check PATH) and fix or remove the "
-            "files it lists",
-    "config": "fix the listed settings on the Configuration page and start again",
-    "error": "see the details below; the run folder keeps the last good checkpoint, so you can resume",
-}
+from medseg_gui.core.engine.failures import HINTS, check_dataset, classify_failure
+from medseg_gui.core.engine.transport import child_command, parse_child_line
+from medseg_gui.core.events import (TERMINAL_EVENTS, Event, LogMessage, PhaseChanged, RunFailed, RunFinished,
+                                    RunStarted)
+from medseg_gui.gui.workers import Task
 
 SessionFactory = Callable[..., Any]  # (config, sink, run_dir=, resume_from=, datamodule_factory=) -> session
-
-
-def hint_for(failure: RunFailed) -> str:
-    return failure.hint or HINTS.get(failure.kind, HINTS["error"])
-
-
-def failure_from_exception(exc: BaseException, run_dir: str = "") -> RunFailed:
-    """An unexpected exception in the worker as a RunFailed the user can act on (never re-raised)."""
-    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    name, text = type(exc).__name__, str(exc)
-    if name == "OutOfMemoryError" or "out of memory" in text.lower() or isinstance(exc, MemoryError):
-        return RunFailed(run_dir=run_dir, reason=f"out of memory: {text or name}", kind="oom", detail=detail,
-                         hint=HINTS["oom"])
-    module = type(exc).__module__ or ""
-    if ".data" in module or isinstance(exc, (FileNotFoundError, NotADirectoryError, PermissionError)):
-        return RunFailed(run_dir=run_dir, reason=f"dataset problem: {text or name}", kind="data", detail=detail,
-                         hint=HINTS["data"])
-    if isinstance(exc, cfg.ConfigError):
-        return RunFailed(run_dir=run_dir, reason=str(exc), kind="config", detail=detail, hint=HINTS["config"])
-    return RunFailed(run_dir=run_dir, reason=f"{name}: {text}", kind="error", detail=detail, hint=HINTS["error"])
-
-
-def check_dataset(config: cfg.RunConfig) -> tuple[Any, RunFailed | None]:
-    """The data layer's validation report for the config's dataset, or the RunFailed that stops the start.
-
-    Runs in the worker thread: the demo may be generated on first use and a big folder takes seconds.
-    The report is handed to the DataModule so the dataset is not checked twice.
-    """
-    from medseg_gui.core.data.formats import resolve_dataset_path
-    from medseg_gui.core.data.validate import validate_dataset
-
-    ds, tr = config.dataset, config.training
-    try:
-        root = resolve_dataset_path(ds.path, ds.image_size)
-        if not root.exists():
-            raise FileNotFoundError(f"dataset folder {root} does not exist")
-        report = validate_dataset(root, ds.num_classes, class_names=ds.class_names, val_fraction=ds.val_fraction,
-                                  seed=tr.seed)
-    except Exception as exc:  # noqa: BLE001 — any reason the data cannot be read stops the start
-        failure = failure_from_exception(exc)
-        failure.kind, failure.hint = "data", HINTS["data"]
-        failure.reason = f"dataset {ds.path!r} cannot be used: {exc}"
-        return None, failure
-    if not report.can_train:
-        return report, RunFailed(run_dir="", reason=f"dataset {report.root} cannot be used: {report.verdict}",
-                                 kind="data", hint=HINTS["data"], detail=report.to_text())
-    return report, None
 
 
 class _QueueSink:
@@ -107,18 +49,15 @@ class _QueueSink:
         self.events.put(event)
 
 
-class TrainingWorker(QObject):
-    """Base of both transports: lives in the worker thread; ``run`` blocks it until the run ends.
+class TrainingWorker:
+    """Base of both transports: ``run`` blocks the task's thread until the run ends.
 
-    ``stop()`` is called directly from the GUI thread (the worker thread is busy inside ``run``, so a
-    queued slot would only run afterwards); it only sets flags and signals, so it is thread-safe.
+    ``stop()`` is called from the GUI thread while ``run`` is busy in the task's thread; it only sets
+    flags and signals, so it is thread-safe.
     """
-
-    done = Signal(object)  # the terminal event (RunFinished or RunFailed)
 
     def __init__(self, config: cfg.RunConfig, events: queue.Queue, *, resume_from: str | None = None,
                  run_dir: str | None = None, check_data: bool = True):
-        super().__init__()
         self.config = config.copy()
         self.events = events
         self.resume_from = resume_from
@@ -137,15 +76,14 @@ class TrainingWorker(QObject):
     def stop(self) -> None:
         self._stop.set()
 
-    @Slot()
-    def run(self) -> None:
+    def run(self) -> RunFinished | RunFailed:
         try:
             result = self._run()
         except BaseException as exc:  # noqa: BLE001 — the contract: a terminal event, never a raise into Qt
-            result = failure_from_exception(exc, self.run_dir or "")
+            result = classify_failure(exc, self.run_dir or "")
             self.put(result)
         self.result = result
-        self.done.emit(result)
+        return result
 
     def _preflight(self) -> tuple[Any, RunFailed | RunFinished | None]:
         """The dataset check, then the stop flag; a terminal event (already queued) ends the run early."""
@@ -213,24 +151,6 @@ class InProcessWorker(TrainingWorker):
             if self._stop.is_set():
                 session.stop()
         return session.run()  # emits its own terminal event into the sink
-
-
-def child_command(config_path: str | Path, resume_from: str | None = None,
-                  run_dir: str | None = None) -> list[str]:
-    """``medseg train --config FILE --events-json --stop-on-stdin`` with this interpreter.
-
-    A resume passes ``--resume RUN_DIR`` instead of ``--config`` (the CLI takes the run's own config.toml).
-    ``--stop-on-stdin`` gives a stop that works the same on every OS (a line ``stop``).
-    """
-    if getattr(sys, "frozen", False):  # a PyInstaller bundle ships the CLI as its own executable
-        exe = Path(sys.executable).with_name("medseg.exe" if sys.platform == "win32" else "medseg")
-        cmd = [str(exe), "train"]
-    else:
-        cmd = [sys.executable, "-m", "medseg_gui.cli", "train"]
-    cmd += ["--resume", str(resume_from)] if resume_from else ["--config", str(config_path)]
-    if run_dir:
-        cmd += ["--run-dir", str(run_dir)]
-    return cmd + ["--events-json", "--stop-on-stdin"]
 
 
 class ChildProcessWorker(TrainingWorker):
@@ -366,36 +286,31 @@ class ChildProcessWorker(TrainingWorker):
             self.stderr_tail.append(line)
 
 
-def parse_child_line(line: str) -> Event | None:
-    """One stdout line of the child: an event, or (for stray prints) a log message; blank → None."""
-    text = line.strip()
-    if not text:
-        return None
-    if text.startswith("{"):
-        try:
-            return from_json(text)
-        except EventDecodeError:
-            pass
-    return LogMessage(level="info", message=text)
-
-
 class TrainingRunner(QObject):
-    """Owns the worker thread on the GUI side: start, stop, wait; the events arrive on ``events``.
+    """Owns the training task on the GUI side: start, stop, wait, and the one event pump.
 
-    ``ended`` is emitted on the GUI thread with the terminal event once the thread has finished.
-    ``in_process_factory``/``child_factory`` build the workers (tests inject fakes and tiny models).
+    The worker puts events on ``events`` from its thread; the pump (a GUI-thread timer) hands them on
+    as one batch per ``drain_interval_ms`` on ``events_arrived`` — every tick, empty batches included, so
+    views can count the ETA down while validation sends nothing — and the plots redraw at most that
+    often however fast events arrive. ``ended`` follows the last batch with the terminal event once the
+    task's thread has finished. ``in_process_factory``/``child_factory`` build the workers (tests
+    inject fakes and tiny models).
     """
 
+    events_arrived = Signal(list)
     ended = Signal(object)
 
     def __init__(self, parent: QObject | None = None, *,
                  in_process_factory: Callable[..., TrainingWorker] | None = None,
-                 child_factory: Callable[..., TrainingWorker] | None = None):
+                 child_factory: Callable[..., TrainingWorker] | None = None, drain_interval_ms: int = 100):
         super().__init__(parent)
+        self._pump = QTimer(self)
+        self._pump.setInterval(drain_interval_ms)
+        self._pump.timeout.connect(self.pump)
         self.events: queue.Queue[Event] = queue.Queue()
         self.in_process_factory = in_process_factory or InProcessWorker
         self.child_factory = child_factory or ChildProcessWorker
-        self._thread: QThread | None = None
+        self._task: Task | None = None
         self._worker: TrainingWorker | None = None
         self.started_at: float | None = None
         self.stop_requested_at: float | None = None
@@ -409,7 +324,7 @@ class TrainingRunner(QObject):
         return device_count(config.training.gpus, config.training.devices) > 1
 
     def is_running(self) -> bool:
-        return self._thread is not None
+        return self._task is not None
 
     @property
     def worker(self) -> TrainingWorker | None:
@@ -420,32 +335,35 @@ class TrainingRunner(QObject):
             raise RuntimeError("a training run is already going; stop it first")
         factory = self.child_factory if self.uses_child_process(config) else self.in_process_factory
         worker = factory(config, self.events, resume_from=resume_from, run_dir=run_dir)
-        thread = QThread()
-        thread.setObjectName("medseg-training")
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
-        # Direct: quit from the worker thread, so wait() on a blocked GUI thread (window closing) ends too.
-        worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        thread.finished.connect(worker.deleteLater)
-        thread.finished.connect(self._on_thread_finished)
-        self._thread, self._worker = thread, worker
+        # The worker's own stop reaches the session (or the child's stdin) while run() is inside fit.
+        task = Task(lambda _progress, _stop: worker.run(), "medseg-training", self, on_cancel=worker.stop)
+        task.ended.connect(lambda t=task: self._on_task_ended(t))
+        self._task, self._worker = task, worker
         self.started_at, self.stop_requested_at = time.monotonic(), None
-        thread.start()
+        task.start()
+        self._pump.start()
 
     def stop(self) -> None:
         """Cooperative stop; returns at once (the session saves a checkpoint and ends after this batch)."""
-        if self._worker is not None:
+        if self._task is not None:
             self.stop_requested_at = self.stop_requested_at or time.monotonic()
-            self._worker.stop()
+            self._task.cancel()
 
     def wait(self, timeout_ms: int) -> bool:
-        """Block until the worker thread has ended (used when the window closes); True if it did."""
-        if self._thread is None:
+        """Block until the training thread has ended (used when the window closes); True if it did."""
+        if self._task is None:
             return True
-        ok = self._thread.wait(timeout_ms)
+        task = self._task
+        ok = task.wait(timeout_ms)
         if ok:
-            self._on_thread_finished()
+            self._on_task_ended(task)
         return ok
+
+    def pump(self) -> int:
+        """Hand the queued events on as one batch (``events_arrived``); the number of events."""
+        events = self.drain()
+        self.events_arrived.emit(events)
+        return len(events)
 
     def drain(self, limit: int = 20_000) -> list[Event]:
         out: list[Event] = []
@@ -456,13 +374,13 @@ class TrainingRunner(QObject):
             pass
         return out
 
-    @Slot()
-    def _on_thread_finished(self) -> None:
-        thread, worker = self._thread, self._worker
-        if thread is None or worker is None:
-            return
-        self._thread = self._worker = None
+    def _on_task_ended(self, task: Task) -> None:
+        if task is not self._task or self._worker is None:
+            return  # already handled by wait()
+        worker = self._worker
+        self._task = self._worker = None
         result = worker.result or RunFailed(run_dir="", reason="the training thread ended without a result",
                                             hint=HINTS["error"])
-        thread.deleteLater()
+        self._pump.stop()
+        self.pump()  # the last events, the terminal one included, before ``ended``
         self.ended.emit(result)

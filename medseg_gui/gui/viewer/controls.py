@@ -348,9 +348,14 @@ class ControlsPanel(QScrollArea):
         self.export_nifti_button.setToolTip("The whole volume's mask in the source's space (.nii.gz)")
         self.export_overlay_button = QPushButton("Overlay PNG…")
         self.export_overlay_button.setToolTip("The current slice with the overlay, as you see it")
+        self.export_seg_button = QPushButton("Mask DICOM SEG…")
+        self.export_seg_button.setToolTip("The whole volume's mask as a DICOM segmentation that refers to the "
+                                          "source series, one segment per class (for a PACS or 3D Slicer)")
+        self.export_seg_button.setVisible(False)  # shown for DICOM inputs
         grid.addWidget(self.export_png_button, 0, 0)
         grid.addWidget(self.export_nifti_button, 0, 1)
-        grid.addWidget(self.export_overlay_button, 1, 0, 1, 2)
+        grid.addWidget(self.export_seg_button, 1, 0, 1, 2)
+        grid.addWidget(self.export_overlay_button, 2, 0, 1, 2)
         lay.addLayout(grid)
         col.addWidget(card)
         col.addStretch(1)

@@ -2,7 +2,7 @@
 
 State and decisions live in ``core.viewer_doc.ViewerDocument``; this widget turns clicks, drags and
 keys into calls on it and re-renders what it returns. Model loading and inference run in
-``TaskThread`` workers so the window never freezes; errors become one dialog naming the file.
+``Task`` workers so the window never freezes; errors become one dialog naming the file.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QSlider,
                                QSplitter, QVBoxLayout, QWidget)
 
-from medseg_gui.core.imaging.imageio import FILE_DIALOG_FILTER
-from medseg_gui.core.imaging.seg_metrics import HEADLINE_METRIC
+from medseg_gui.core.headline import HEADLINE_METRIC
 from medseg_gui.core.imaging.viewer_doc import (COMPARE_MODES, SHOW_ERRORS, SHOW_PREDICTION, SIDE_BY_SIDE, TRUTH_MODES,
                                         ViewerDocument, model_display_name)
 from medseg_gui.core.words import plural
 from medseg_gui.gui.viewer.canvas import SliceCanvas
 from medseg_gui.gui.viewer.controls import Banner, ControlsPanel
-from medseg_gui.gui.viewer.worker import TaskThread
+from medseg_gui.gui.viewer.open_filter import OPEN_FILE_FILTER
+from medseg_gui.gui.workers import Task
 
 MASK_FILTER = "Masks (*.png *.nii *.nii.gz *.dcm *.tif *.tiff);;All files (*)"
 
@@ -41,9 +41,8 @@ class ViewerWidget(QWidget):
         self.setObjectName("page")
         self.doc = ViewerDocument()
         self.predictor: Any = None
-        self.task: TaskThread | None = None
+        self.task: Task | None = None
         self._task_kind = ""
-        self._finished_tasks: list[TaskThread] = []
         self.last_error: str | None = None
         self._error_box: QMessageBox | None = None
         self._run_after_load = False  # "Open best model in viewer": run it once it has loaded
@@ -121,6 +120,7 @@ class ViewerWidget(QWidget):
         c.load_truth_button.clicked.connect(self.load_truth_dialog)
         c.export_png_button.clicked.connect(lambda: self._export_dialog("png"))
         c.export_nifti_button.clicked.connect(lambda: self._export_dialog("nifti"))
+        c.export_seg_button.clicked.connect(lambda: self._export_dialog("dicom-seg"))
         c.export_overlay_button.clicked.connect(lambda: self._export_dialog("overlay"))
         c.preset_combo.activated.connect(lambda _i: self.apply_preset(c.preset_combo.currentText()))
         c.centre_spin.valueChanged.connect(self._spins_changed)
@@ -159,7 +159,7 @@ class ViewerWidget(QWidget):
 
     # ----- opening ------------------------------------------------------------------------------
     def open_file_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open image or volume", "", FILE_DIALOG_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open image or volume", "", OPEN_FILE_FILTER)
         if path:
             self.open_path(path)
 
@@ -170,7 +170,7 @@ class ViewerWidget(QWidget):
 
     def open_path(self, path: str | os.PathLike) -> bool:
         """Open an image/volume; a failure leaves the current image in place and explains itself."""
-        from medseg_gui.core.imaging.imageio import ImageReadError
+        from medseg_gui.core.imaging.volume import ImageReadError
 
         self._cancel_inference()
         self._clear_error()
@@ -235,11 +235,12 @@ class ViewerWidget(QWidget):
 
     def open_dropped(self, path: str) -> None:
         """A model (bundle/run folder/.safetensors) loads as the model; anything else opens as an image."""
+        from medseg_gui.core.runs import BUNDLE_META_FILE
         from medseg_gui.core.engine.inference import ModelLoadError, describe_model_path
 
         p = Path(path)
         try:
-            if p.is_dir() or p.suffix == ".safetensors" or p.name == "medseg.json":
+            if p.is_dir() or p.suffix == ".safetensors" or p.name == BUNDLE_META_FILE:
                 describe_model_path(p)
                 self.load_model(p)
                 return
@@ -362,7 +363,7 @@ class ViewerWidget(QWidget):
 
     def _select_image(self, index: int) -> None:
         """Step to another image of an image list (each image has its own prediction and truth)."""
-        from medseg_gui.core.imaging.imageio import ImageReadError
+        from medseg_gui.core.imaging.volume import ImageReadError
 
         if index == self.doc.image_index:
             return
@@ -437,7 +438,7 @@ class ViewerWidget(QWidget):
         self._start("model", lambda progress, stop: Predictor.from_path(path))
 
     def _model_ready(self, predictor: Any) -> None:
-        from medseg_gui.core.engine.inference import ClassCountError
+        from medseg_gui.core.imaging.truth import ClassCountError
 
         try:
             self.doc.set_model(str(predictor.info.path), predictor.class_names, predictor.class_colors)
@@ -494,7 +495,7 @@ class ViewerWidget(QWidget):
         data = self.doc.model_input()
         predictor = self.predictor
         self._start("volume", lambda progress, stop: predictor.predict_volume(data, progress=progress,
-                                                                               should_stop=stop))
+                                                                               should_stop=stop.is_set))
 
     def _can_run(self) -> bool:
         if self.predictor is None:
@@ -520,12 +521,12 @@ class ViewerWidget(QWidget):
         if self.task is not None:
             self.show_error("Busy", "Another task is still running; wait for it or cancel it.")
             return
-        task = TaskThread(fn, name=f"viewer-{kind}", parent=self)
+        task = Task(fn, name=f"viewer-{kind}", parent=self)
         self.task, self._task_kind = task, kind
         task.progressed.connect(self._progress)
         task.succeeded.connect(lambda result, t=task: self._task_done(t, result, None))
         task.failed.connect(lambda message, trace, t=task: self._task_done(t, None, message))
-        task.finished.connect(lambda t=task: self._task_ended(t))
+        task.ended.connect(lambda t=task: self._task_ended(t))
         c = self.controls
         c.progress.setRange(0, 0)
         c.progress.setVisible(True)
@@ -540,13 +541,12 @@ class ViewerWidget(QWidget):
         c.progress.setValue(done)
         c.progress.setFormat(f"{done} / {plural(total, 'slice')}")
 
-    def _task_done(self, task: TaskThread, result: Any, error: str | None) -> None:
+    def _task_done(self, task: Task, result: Any, error: str | None) -> None:
         """The task's result arrived (its thread is about to end): free the slot, then apply it."""
         if self.task is not task:
             return
         kind = self._task_kind
         self.task, self._task_kind = None, ""
-        self._finished_tasks.append(task)  # keep the QThread alive until its thread has ended
         self.controls.progress.setVisible(False)
         self.controls.cancel_button.setVisible(False)
         self._sync_enabled()
@@ -578,15 +578,12 @@ class ViewerWidget(QWidget):
             self.show_error("Inference failed", message)
         self.task_failed.emit(message)
 
-    def _task_ended(self, task: TaskThread) -> None:
+    def _task_ended(self, task: Task) -> None:
         if self.task is task:  # ended without a result (should not happen; be safe)
             self.task, self._task_kind = None, ""
             self.controls.progress.setVisible(False)
             self.controls.cancel_button.setVisible(False)
             self._sync_enabled()
-        if task in self._finished_tasks:
-            self._finished_tasks.remove(task)
-        task.deleteLater()
 
     def _sync_enabled(self) -> None:
         c = self.controls
@@ -616,6 +613,11 @@ class ViewerWidget(QWidget):
 
         c.export_nifti_button.setEnabled(self.doc.has_prediction() and self.doc.volume is not None
                                          and nifti_possible(self.doc.volume))
+        from medseg_gui.core.imaging.dicom_seg import dicom_seg_problem
+
+        seg_ok = self.doc.volume is not None and not dicom_seg_problem(self.doc.volume)
+        c.export_seg_button.setVisible(seg_ok)
+        c.export_seg_button.setEnabled(seg_ok and self.doc.has_prediction())
 
     # ----- ground truth -------------------------------------------------------------------------
     def load_truth_dialog(self) -> None:
@@ -624,7 +626,7 @@ class ViewerWidget(QWidget):
             self.load_truth(path)
 
     def load_truth(self, path: str | os.PathLike) -> bool:
-        from medseg_gui.core.engine.inference import ClassCountError
+        from medseg_gui.core.imaging.truth import ClassCountError
         from medseg_gui.core.imaging.viewer_doc import TruthError
 
         had_legend = bool(self.doc.class_names)
@@ -657,6 +659,9 @@ class ViewerWidget(QWidget):
         elif what == "nifti":
             path, _ = QFileDialog.getSaveFileName(self, "Save mask NIfTI", f"{stem}_mask.nii.gz",
                                                   "NIfTI (*.nii.gz *.nii)")
+        elif what == "dicom-seg":
+            path, _ = QFileDialog.getSaveFileName(self, "Save mask as DICOM SEG", f"{stem}_seg.dcm",
+                                                  "DICOM (*.dcm)")
         else:
             path, _ = QFileDialog.getSaveFileName(self, "Save overlay PNG", f"{stem}{suffix}_overlay.png",
                                                   "PNG (*.png)")
@@ -664,7 +669,7 @@ class ViewerWidget(QWidget):
             self.export(what, path, overwrite=True)  # the save dialog already asked before replacing
 
     def export(self, what: str, path: str | os.PathLike, overwrite: bool = False) -> Path | None:
-        """``what``: 'png' (current slice's mask), 'nifti' (volume mask), 'overlay' (what is shown).
+        """``what``: 'png' (current slice's mask), 'nifti' or 'dicom-seg' (volume mask), 'overlay' (what is shown).
         An existing file is replaced only with ``overwrite`` (the save dialog's own question said yes)."""
         from medseg_gui.core.imaging import predict_export as pe
         from medseg_gui.core.imaging.overlay import blend, grey_to_rgb
@@ -677,12 +682,16 @@ class ViewerWidget(QWidget):
                     raise ValueError("this slice has no prediction yet; run the model first")
                 assert doc.labels is not None
                 written = pe.export_mask_png(path, doc.labels[doc.slice_index], overwrite=overwrite)
-            elif what == "nifti":
+            elif what in ("nifti", "dicom-seg"):
                 if doc.predicted is None or not doc.predicted.all():
                     missing = doc.n_slices - (0 if doc.predicted is None else int(doc.predicted.sum()))
                     raise ValueError(f"{missing} of {doc.n_slices} slices have no prediction; use Run on volume first")
                 assert doc.volume is not None and doc.labels is not None
-                written = pe.export_mask_nifti(path, doc.labels, doc.volume, overwrite=overwrite)
+                if what == "nifti":
+                    written = pe.export_mask_nifti(path, doc.labels, doc.volume, overwrite=overwrite)
+                else:
+                    written = pe.export_mask_dicom_seg(path, doc.labels, doc.volume, doc.class_names,
+                                                       overwrite=overwrite)
             elif what == "overlay":
                 overlay = doc.main_overlay()
                 image = doc.display_slice()
@@ -699,10 +708,9 @@ class ViewerWidget(QWidget):
     # ----- lifecycle ----------------------------------------------------------------------------
     def shutdown(self, timeout_ms: int = 10000) -> None:
         """Cancel and wait for a running task (called when the window closes and by tests)."""
-        for task in [self.task, *self._finished_tasks]:
-            if task is not None:
-                task.cancel()
-                task.wait(timeout_ms)
+        for task in self.findChildren(Task):  # the current task and any whose thread is still ending
+            task.cancel()
+            task.wait(timeout_ms)
 
     def closeEvent(self, event) -> None:  # noqa: N802
         self.shutdown()

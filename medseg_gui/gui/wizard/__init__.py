@@ -1,22 +1,18 @@
 """The recommend-and-train wizard and the first-run experience.
 
-``install_wizard(window)`` adds File → New training wizard… (Ctrl+N) to the main window;
-``open_wizard(window)`` opens it; ``maybe_open_on_first_launch(window)`` opens it at start-up until the
-user finishes it or ticks "don't show again" (an INI flag in the app's settings file). The wizard's
-pages (torch-free at import, like the rest of the GUI) load only when it is first opened.
+The main window's File → New training wizard… (Ctrl+N) opens it with ``open_wizard(window, existing)``;
+``maybe_open_on_first_launch(window)`` opens it at start-up until the user finishes it or ticks
+"don't show again" (an INI flag in the app's settings file). The wizard's pages (torch-free at
+import, like the rest of the GUI) load only when it is first opened.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from medseg_gui.gui.settings import settings as _settings
+
 SHOW_ON_START_KEY = "wizard/show_on_start"
-
-
-def _settings():
-    from medseg_gui.gui.main_window import settings
-
-    return settings()
 
 
 def show_on_start() -> bool:
@@ -31,15 +27,16 @@ def set_show_on_start(show: bool) -> None:
     s.sync()
 
 
-def open_wizard(window: Any, **kwargs: Any):
-    """Open a new wizard beside ``window`` and return it.
+def open_wizard(window: Any, existing: Any = None, **kwargs: Any):
+    """Open a new wizard beside ``window`` (or raise ``existing`` while it is open) and return it.
 
     Not modal: a run may take hours, and the main window (Viewer, Hardware, the runs) stays usable
-    meanwhile. The wizard works on its own copy of the configuration, so the two cannot clash.
+    meanwhile. The wizard works on its own copy of the configuration, so the two cannot clash. The
+    main window keeps the one it opened (``MainWindow.open_wizard``).
     """
     from medseg_gui.gui.wizard.wizard import TrainingWizard
 
-    old = getattr(window, "wizard", None)
+    old = existing
     if old is not None and old.isVisible():
         old.raise_()
         old.activateWindow()
@@ -51,7 +48,6 @@ def open_wizard(window: Any, **kwargs: Any):
             set_show_on_start(False)
 
     wizard.finished.connect(closed)
-    window.wizard = wizard
     wizard.setModal(False)
     wizard.show()
     return wizard
@@ -61,21 +57,4 @@ def maybe_open_on_first_launch(window: Any, **kwargs: Any):
     """The first-run experience: open the wizard if it is still due; returns it, or None."""
     if not show_on_start():
         return None
-    return open_wizard(window, **kwargs)
-
-
-def install_wizard(window: Any) -> None:
-    """Add File → New training wizard… (Ctrl+N) at the top of the main window's File menu."""
-    from PySide6.QtGui import QAction, QKeySequence
-
-    action = QAction("New training &wizard…", window)
-    action.setShortcut(QKeySequence(QKeySequence.StandardKey.New))
-    action.setStatusTip("Choose a dataset, get a configuration that fits this machine, train, view the masks")
-    action.triggered.connect(lambda _=False: open_wizard(window))
-    file_menu = window.menuBar().actions()[0].menu()
-    first = file_menu.actions()[0] if file_menu.actions() else None
-    file_menu.insertAction(first, action)
-    if first is not None:
-        file_menu.insertSeparator(first)
-    window.wizard_action = action
-    window.wizard = None
+    return window.open_wizard(**kwargs)

@@ -137,7 +137,7 @@ class ConfigPage(QWizardPage):
         self.checklist.check()
         job = self.checklist.job
         if job is not None:
-            job.errored.connect(self._preflight_failed)
+            job.failed.connect(self._preflight_failed)
             job.ended.connect(self.completeChanged)
         self.completeChanged.emit()
 

@@ -15,7 +15,7 @@ import numpy as np
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget, QWizardPage
 
 from medseg_gui.core import config as cfg
-from medseg_gui.core.imaging.seg_metrics import HEADLINE_METRIC
+from medseg_gui.core.headline import HEADLINE_METRIC
 from medseg_gui.gui.viewer import ViewerWidget
 
 SAMPLE_CANDIDATES = 12  # validation masks looked at when choosing the example

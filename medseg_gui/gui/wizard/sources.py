@@ -79,7 +79,7 @@ def detect_source(path: str | Path) -> SourceInfo:
     files = list(_walk(root, 3))
     if any(f.name.lower().endswith((".nii", ".nii.gz")) for f in files):
         return _nifti_summary(root, files)
-    from medseg_gui.core.imaging.imageio import is_dicom_file
+    from medseg_gui.core.imaging.dicom import is_dicom_file
 
     dicoms = [f for f in files if f.suffix.lower() == ".dcm" or (not f.suffix and is_dicom_file(f))]
     if dicoms:
@@ -112,7 +112,8 @@ def _nifti_summary(root: Path, files: list[Path]) -> SourceInfo:
 
 def _dicom_summary(root: Path, dicoms: list[Path], truncated: bool) -> SourceInfo:
     """Series (by description and slice count) and the SEG objects that label them, from the headers."""
-    from medseg_gui.core.imaging.imageio import SEG_SOP_CLASS_UID, ImageReadError, read_dicom_header
+    from medseg_gui.core.imaging.dicom import SEG_SOP_CLASS_UID, read_dicom_header
+    from medseg_gui.core.imaging.volume import ImageReadError
 
     series: dict[str, dict] = {}
     seg_refs: list[str | None] = []

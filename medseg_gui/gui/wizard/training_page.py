@@ -1,8 +1,8 @@
 """Wizard step 4: the run itself, with the Training tab's live view and worker.
 
-The page reuses ``TrainingRunner`` (worker thread or child process) and ``LiveView`` over a core
-``LiveMetrics``, drained by a GUI-thread timer exactly as the Training tab does. With the
-progressive plan, one worker runs both stages (``PlanSession``); each stage's RunStarted resets the
+The page reuses ``TrainingRunner`` (worker thread or child process, and the event pump) and
+``LiveView`` over a core ``LiveMetrics``, exactly as the Training tab does. With the progressive
+plan, one worker runs both stages (``core.tools.plan_session.PlanSession``); each stage's RunStarted resets the
 plots, so the full run is not drawn over the quick check's steps. While a run goes, Back is replaced
 by Stop; Cancel stops the run cooperatively and closes the wizard once it has ended.
 """
@@ -14,54 +14,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget, QWizardPage
 
-from medseg_gui.core import config as cfg
 from medseg_gui.core import runs
+from medseg_gui.core.engine.failures import hint_for
 from medseg_gui.core.events import Event, RunFailed, RunFinished, RunStarted
 from medseg_gui.core.live_metrics import LiveMetrics
 from medseg_gui.core.run_state import plural
-from medseg_gui.core.imaging.seg_metrics import HEADLINE_METRIC
+from medseg_gui.core.headline import HEADLINE_METRIC
+from medseg_gui.core.tools.plan_session import PlanSession
 from medseg_gui.gui.state import AppState
 from medseg_gui.gui.training.live_view import LiveView
-from medseg_gui.gui.training.worker import InProcessWorker, TrainingRunner, hint_for
-
-
-class PlanSession:
-    """The progressive plan behind the session interface the worker expects (``run()``, ``stop()``).
-
-    Its result is the full run's, or a RunFailed that says why the quick check stopped the plan —
-    a passed check alone is not a trained model.
-    """
-
-    def __init__(self, config: cfg.RunConfig, sink, run_dir: str | None = None, resume_from: str | None = None,
-                 *, inner_factory=None, check_steps: int | None = None, **session_kwargs: Any):
-        from medseg_gui.core.tools.progressive_plan import CHECK_STEPS, PlanRunner, progressive_plan
-
-        self.sink = sink
-        self.runner = PlanRunner(progressive_plan(config, check_steps or CHECK_STEPS), sink,
-                                 session_factory=inner_factory, **session_kwargs)
-
-    def stop(self) -> None:
-        self.runner.stop()
-
-    def run(self) -> RunFinished | RunFailed:
-        results = self.runner.run()
-        if len(results) == len(self.runner.plan):
-            return results[-1].result
-        if results and not results[-1].passed:
-            last = results[-1]
-            if isinstance(last.result, RunFinished) and last.result.stopped_early:
-                return last.result  # the user stopped during the check
-            failure = RunFailed(run_dir=getattr(last.result, "run_dir", ""), kind="error",
-                                reason=f"The quick check did not pass, so the full run was not started: {last.reason}",
-                                hint=getattr(last.result, "hint", "") or "fix the problem and start again")
-            self.sink(failure)
-            return failure
-        stopped = RunFinished(run_dir="", stopped_early=True)
-        self.sink(stopped)
-        return stopped
+from medseg_gui.gui.training.worker import InProcessWorker, TrainingRunner
 
 
 def plan_worker_factory(session_factory=None, check_steps: int | None = None, **worker_kwargs: Any):
@@ -75,8 +40,7 @@ def plan_worker_factory(session_factory=None, check_steps: int | None = None, **
 class TrainingPage(QWizardPage):
     running_changed = Signal(bool)
 
-    def __init__(self, state: AppState, use_plan, runner_factory=None, parent: QWidget | None = None,
-                 drain_interval_ms: int = 100):
+    def __init__(self, state: AppState, use_plan, runner_factory=None, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
         self._use_plan = use_plan  # callable: the progressive-plan tick box of step 3
@@ -102,9 +66,6 @@ class TrainingPage(QWizardPage):
         layout.addWidget(self.outcome)
         self.view = LiveView()
         layout.addWidget(self.view, 1)
-        self.timer = QTimer(self)
-        self.timer.setInterval(drain_interval_ms)
-        self.timer.timeout.connect(self.drain)
 
     # ----- life cycle ----------------------------------------------------------------------------
     def initializePage(self) -> None:  # noqa: N802 (Qt naming)
@@ -124,10 +85,10 @@ class TrainingPage(QWizardPage):
         self.view.clear()
         self.outcome.setVisible(False)
         self.runner = self.runner_factory(plan)  # a fresh one: plan or not may differ from the last run
+        self.runner.events_arrived.connect(self._apply_events)
         self.runner.ended.connect(self._ended)
         self.runner.start(config)
         self._stage_text("Starting (checking the data, loading the model)…")
-        self.timer.start()
         self.running_changed.emit(True)
         self.completeChanged.emit()
         return True
@@ -147,10 +108,8 @@ class TrainingPage(QWizardPage):
         return not self.is_running() and self.bundle is not None
 
     # ----- events --------------------------------------------------------------------------------
-    def drain(self) -> int:
-        if self.runner is None:
-            return 0
-        events: list[Event] = self.runner.drain()
+    def _apply_events(self, events: list[Event]) -> None:
+        """One batch from the runner's pump: a new stage's RunStarted clears the plots first."""
         for event in events:
             if isinstance(event, RunStarted):
                 if self.live.run_dir is not None:  # the next stage of the plan: plot it afresh
@@ -173,8 +132,6 @@ class TrainingPage(QWizardPage):
             self._stage_text(f"Part {self.stage} of {self.stages}: the full run")
 
     def _ended(self, result: RunFinished | RunFailed) -> None:
-        self.drain()
-        self.timer.stop()
         if not self.live.is_terminal:
             self.live.apply(result)
             self.view.render(self.live, force=True)
@@ -215,5 +172,5 @@ def find_bundle(result: Any, live: LiveMetrics) -> str | None:
     for run_dir in (getattr(result, "run_dir", None), live.run_dir):
         if run_dir:
             candidates.append(str(Path(run_dir) / runs.BUNDLE_DIR))
-    return next((c for c in candidates if c and (Path(c) / "medseg.json").is_file()), None)
+    return next((c for c in candidates if c and (Path(c) / runs.BUNDLE_META_FILE).is_file()), None)
 

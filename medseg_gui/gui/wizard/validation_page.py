@@ -21,7 +21,7 @@ MAX_ROWS = 1000  # problem rows shown; the count says when there are more
 @dataclass
 class DatasetCheck:
     path: str  # as the config holds it ("demo" or a folder)
-    summary: Any  # recommend.DatasetSummary or None
+    summary: Any  # data.summary.DatasetSummary or None
     report: Any  # validate.ValidationReport
 
 

@@ -1,6 +1,6 @@
-"""The brief's training recipe, rebuilt as the tutorial it comes from trains, as the speed baseline.
+"""The reference recipe: the common tutorial way to train SegFormer, rebuilt as the speed baseline.
 
-The brief (shared/seed) points users at the LearnOpenCV UW-Madison SegFormer tutorial: a
+It is the LearnOpenCV UW-Madison SegFormer tutorial's training, which most users start from: a
 ``Dataset`` that reads each PNG with OpenCV as 3-channel RGB, resizes it, runs albumentations with
 ``Normalize`` + ``ToTensorV2`` on the CPU (float32 tensors cross PCIe), a LightningModule whose step
 upsamples the logits and computes Dice + cross-entropy plus a torchmetrics macro F1 logged every step,

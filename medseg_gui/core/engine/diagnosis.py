@@ -14,6 +14,10 @@ and other programs on the GPU (close them). During training we measure what sepa
 ``diagnose(samples)`` is a pure function over those measurements so each verdict is testable with
 made-up numbers; ``DiagnosisCallback`` gathers them in a real run and emits the verdict as a
 ``LogMessage`` (the existing protocol; no new event type) every few dozen steps.
+
+It lives in the engine, not with the tools: every training run carries the callback (the session adds
+it on rank 0, whoever started the run: the GUI, the CLI or a script), so leaving it to each caller
+would let a run start without it; the benchmark tool reuses its step timer and verdict from here.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from medseg_gui.core import hardware
 from medseg_gui.core.events import LogMessage
 from medseg_gui.core.words import plural
 
@@ -233,7 +238,6 @@ def nvml_sampler(device_index: int = 0) -> GpuSampler:
         pass
 
     def sample() -> dict[str, Any] | None:
-        from medseg_gui.core import hardware
         gpus = hardware.probe(with_processes=True).gpus
         match = [g for g in gpus if g.uuid and uuid and g.uuid.endswith(uuid)] or (gpus if len(gpus) == 1 else [])
         if not match:
