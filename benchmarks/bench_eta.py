@@ -25,8 +25,8 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--images", type=int, default=48, help="demo cases (slices split train/valid)")
-    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--images", type=int, default=160, help="demo cases (slices split train/valid)")
+    parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--out", default="benchmarks/results/bench_eta.json")
     args = parser.parse_args()

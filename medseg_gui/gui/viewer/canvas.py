@@ -12,6 +12,8 @@ from PySide6.QtCore import QEvent, QObject, QPointF, Qt, Signal
 from PySide6.QtGui import QTransform
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from medseg_gui.gui.plots import release_label_width
+
 BACKGROUND = "#101318"
 
 
@@ -39,26 +41,15 @@ class WindowLevelViewBox(pg.ViewBox):
         super().mouseClickEvent(ev)
 
 
-class _Caption(pg.LabelItem):
-    """A pane caption that never sizes its column: pyqtgraph's LabelItem asks for its text's width,
-    so a long caption over one pane took width from the other and side-by-side panes were unequal."""
-
-    def updateMin(self) -> None:  # noqa: N802 (pyqtgraph naming)
-        height = self.itemRect().height()
-        self.setMinimumWidth(0)
-        self.setMinimumHeight(height)
-        self._sizeHint = {Qt.SizeHint.MinimumSize: (0, height), Qt.SizeHint.PreferredSize: (0, height),
-                          Qt.SizeHint.MaximumSize: (-1, -1), Qt.SizeHint.MinimumDescent: (0, 0)}
-        self.updateGeometry()
-
-
 class _ImagePane:
     """One view box with an image item, an overlay item and a caption."""
 
     def __init__(self, layout: pg.GraphicsLayout, column: int, on_window_drag):
         self.view = WindowLevelViewBox(on_window_drag, lockAspect=True, invertY=True, enableMenu=False)
         self.view.setBackgroundColor(BACKGROUND)
-        self.caption = _Caption("", color="#c9d1dc", size="9pt")
+        # A caption never sizes its column: pyqtgraph's LabelItem asks for its text's width, so a long
+        # caption over one pane took width from the other and side-by-side panes were unequal.
+        self.caption = release_label_width(pg.LabelItem("", color="#c9d1dc", size="9pt"))
         layout.addItem(self.caption, row=0, col=column)
         layout.addItem(self.view, row=1, col=column)
         self.image = pg.ImageItem(axisOrder="row-major")
