@@ -120,14 +120,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def temp_dir_beside(dst: Path | str) -> Path:
-    """A fresh temp folder beside ``dst`` (for a folder written whole and renamed into place), with
-    the permissions the umask implies — ``mkdtemp`` alone makes it private (0700)."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=TEMP_SUFFIX, dir=dst.parent))
+def make_temp_dir(prefix: str, suffix: str = "", dir: Path | str | None = None) -> Path:  # noqa: A002
+    """``tempfile.mkdtemp`` with the permissions the umask implies: ``mkdtemp`` alone makes a folder
+    private (0700), and what is written in it may end up where colleagues must read it."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dir))
     os.chmod(tmp, umask_mode(directory=True))
     return tmp
+
+
+def temp_dir_beside(dst: Path | str) -> Path:
+    """A fresh temp folder beside ``dst``, for a folder written whole and renamed into place."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    return make_temp_dir(prefix=f".{dst.name}.", suffix=TEMP_SUFFIX, dir=dst.parent)
 
 
 def is_our_temp_name(name: str) -> bool:

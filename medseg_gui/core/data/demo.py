@@ -27,12 +27,11 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from medseg_gui.core.atomic import umask_mode
+from medseg_gui.core.atomic import make_temp_dir
 from medseg_gui.core.paths import cache_dir
 
 DEFAULT_SIZE = 256
@@ -233,10 +232,9 @@ def generate_demo(dst: str | Path, n: int = DEFAULT_N, size: int = DEFAULT_SIZE,
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst}: already exists and is not an empty folder; choose a new folder for the demo")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    stage = make_temp_dir(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
     try:
         _write_demo(stage, n, size, seed)
-        os.chmod(stage, umask_mode(directory=True))  # mkdtemp makes it private; colleagues must read it
         if dst.exists():
             dst.rmdir()  # empty (checked above); os.replace cannot replace a folder on Windows
         os.replace(stage, dst)

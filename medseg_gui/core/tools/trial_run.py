@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg_gui.core import config as cfg
+from medseg_gui.core.atomic import make_temp_dir
 from medseg_gui.core.cpu_threads import configure_cpu_training
 from medseg_gui.core.data.datamodule import build_datamodule
 from medseg_gui.core.engine.model import ModelSourceError, build_model
@@ -105,7 +105,7 @@ def dataset_sizes(datamodule: Any) -> tuple[int, int]:
 @contextlib.contextmanager
 def scratch_dir(prefix: str) -> Iterator[Path]:
     """A temporary default_root_dir, deleted afterwards (Lightning's tuner writes a checkpoint there)."""
-    path = Path(tempfile.mkdtemp(prefix=f"medseg-{prefix}-"))
+    path = make_temp_dir(prefix=f"medseg-{prefix}-")
     try:
         yield path
     finally:
