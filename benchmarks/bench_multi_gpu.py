@@ -20,8 +20,15 @@ host-timed with a device sync at each epoch's first and last batch, validation e
 
 Loss comparison: the per-step training loss (mean over ranks) of ``2gpu`` against ``1gpu-2x``,
 and the per-epoch mean. They are the same maths (mean of per-image Dice + per-pixel CE over the
-same 2B slices, gradients averaged) except bf16 rounding and the decode head's BatchNorm, whose
-batch statistics are per GPU (B slices) under DDP too. Tolerances: LOSS_TOL_EPOCH, LOSS_TOL_STEP.
+same 2B slices, gradients averaged) except rounding and, unless ``--sync-bn on``
+(training.sync_batchnorm), the decode head's BatchNorm, whose batch statistics are then per GPU as under
+plain DDP: bf16 autocast rounds differently when the same images are split over two processes, and
+training amplifies any difference step by step (the curves are chaotic, not noisy). Hence the tolerances: the first LOSS_STEPS_EARLY steps each within LOSS_TOL_STEP (before
+amplification), the 10-step moving average within LOSS_TOL_SMOOTH and every epoch's mean within
+LOSS_TOL_EPOCH. ``--precision 32`` repeats the comparison in fp32 (TF32 off) to show what is rounding.
+
+The 2-GPU runs also measure the gradient all-reduce alone (eager and captured in a CUDA graph, the
+size of the model's gradients) and record NCCL's transport, so a slow interconnect is visible.
 """
 
 from __future__ import annotations
@@ -43,8 +50,11 @@ sys.path.insert(0, str(ROOT))
 CONFIGS = ["b2-32-256", "b5-16-256"]
 RUNS = {"1gpu": (1, 1), "2gpu": (2, 1), "1gpu-2x": (1, 2)}  # name -> (GPUs, batch multiplier)
 TARGET_SPEEDUP = 1.8
-LOSS_TOL_EPOCH = 0.02  # max relative difference of an epoch's mean training loss
-LOSS_TOL_STEP = 0.05   # max relative difference of any single step's loss
+LOSS_TOL_EPOCH = 0.02   # max relative difference of an epoch's mean training loss
+LOSS_TOL_STEP = 0.05    # max relative difference of each of the first LOSS_STEPS_EARLY steps
+LOSS_TOL_SMOOTH = 0.05  # max relative difference of the 10-step moving average, every step
+LOSS_STEPS_EARLY = 10
+SMOOTH_WINDOW = 10
 NCCL_SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
@@ -104,6 +114,10 @@ def _epoch_timer():
 
         def __init__(self):
             self.epochs, self._losses, self.step_losses = [], [], []
+            self.grad_numel = 0
+
+        def on_train_start(self, trainer, module):
+            self.grad_numel = sum(p.numel() for p in module.parameters() if p.requires_grad)
 
         def on_train_epoch_start(self, trainer, module):
             _sync()
@@ -157,6 +171,46 @@ def _overlapped_buckets(bucket_mb: float) -> None:
     gs.FlatGradBucket.__init__ = overlapped
 
 
+def _all_reduce_probe(numel: int, repeats: int = 20) -> dict | None:
+    """Time one all-reduce of a buffer the size of the model's gradients (fp32), eagerly and replayed
+    from a CUDA graph, on the finished run's process group: the step's own communication cost."""
+    import torch
+    import torch.distributed as dist
+
+    if not (torch.cuda.is_available() and dist.is_available() and dist.is_initialized()):
+        return None
+    try:
+        buf = torch.ones(numel, device="cuda")
+        out = {"numel": numel, "mbytes": numel * 4 / 1e6}
+        for _ in range(3):
+            dist.all_reduce(buf)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            dist.all_reduce(buf)
+        torch.cuda.synchronize()
+        out["eager_ms"] = 1000 * (time.perf_counter() - t) / repeats
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            dist.all_reduce(buf)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            graph.replay()
+        torch.cuda.synchronize()
+        out["graph_ms"] = 1000 * (time.perf_counter() - t) / repeats
+        graph.reset()
+        # ring all-reduce moves 2(n-1)/n of the buffer through each link ("bus bandwidth", nccl-tests)
+        n = dist.get_world_size()
+        for key in ("eager", "graph"):
+            out[f"{key}_bus_gb_s"] = out["mbytes"] / 1e3 * 2 * (n - 1) / n / (out[f"{key}_ms"] / 1e3)
+        return out
+    except Exception as exc:  # noqa: BLE001 — informational only
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
 def worker(args: argparse.Namespace) -> None:
     import torch
 
@@ -169,7 +223,10 @@ def worker(args: argparse.Namespace) -> None:
     config.dataset.image_size = size
     tr = config.training
     tr.variant, tr.batch_size, tr.pretrained, tr.epochs = variant, args.batch, "scratch", args.epochs
-    tr.devices, tr.accelerator, tr.precision = args.devices, args.accelerator, "auto"
+    tr.devices, tr.accelerator, tr.precision = args.devices, args.accelerator, args.precision
+    tr.sync_batchnorm = args.sync_bn == "on"
+    if args.precision == "32":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     tr.compile, tr.cuda_graphs, tr.num_workers = "off", args.cuda_graphs, args.workers
     tr.output_dir = args.run_root
     _without_dropout()
@@ -180,6 +237,7 @@ def worker(args: argparse.Namespace) -> None:
     session = TrainingSession(config, events.append, callbacks=[timer],
                               datamodule_factory=_synthetic_datamodule(args.train, args.val, size, args.workers))
     result = session.run()
+    probe = _all_reduce_probe(timer.grad_numel) if args.devices > 1 and timer.grad_numel else None
     if session.rank != 0:
         return
     timed = timer.epochs[1:]
@@ -196,7 +254,8 @@ def worker(args: argparse.Namespace) -> None:
            "graph_messages": [e.message for e in events if type(e).__name__ in ("LogMessage", "PhaseChanged")
                               and "graph" in (e.message or "").lower()],
            "warnings": [e.message for e in events if type(e).__name__ == "LogMessage" and e.level == "warning"],
-           "peak_reserved_gib_rank0": torch.cuda.max_memory_reserved() / 2**30 if torch.cuda.is_available() else None}
+           "peak_reserved_gib_rank0": torch.cuda.max_memory_reserved() / 2**30 if torch.cuda.is_available() else None,
+           "precision": args.precision, "sync_batchnorm": args.sync_bn, "all_reduce_probe": probe}
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -210,15 +269,21 @@ def run_one(config: str, name: str, args: argparse.Namespace) -> dict:
            "--batch", str(batch * multiplier), "--epochs", str(args.epochs), "--train", str(args.train),
            "--val", str(args.val), "--workers", str(args.workers), "--cuda-graphs", args.cuda_graphs,
            "--run-root", tempfile.mkdtemp(prefix="bench_multi_gpu_runs_"), "--accelerator", args.accelerator,
-           "--bucket-mb", str(args.bucket_mb)]
+           "--bucket-mb", str(args.bucket_mb), "--precision", args.precision, "--sync-bn", args.sync_bn]
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                **NCCL_SAFE_ENV)
+    if gpus > 1:
+        env.setdefault("NCCL_DEBUG", "INFO")  # its transport lines ("via P2P/CUMEM", "via SHM") are kept
     t = time.perf_counter()
     stdout, exit_note = _run_until_result(cmd, env, args.run_timeout)
     for line in stdout.splitlines():
         if line.startswith("RESULT "):
             res = json.loads(line[7:])
             res.update(run=name, wall_s=time.perf_counter() - t, exit=exit_note)
+            transport = sorted({line.split(" via ", 1)[1].strip() for line in stdout.splitlines()
+                                if "NCCL INFO Channel" in line and " via " in line})
+            if transport:
+                res["nccl_transport"] = transport[:6]
             return res
     return {"config": config, "run": name, "error": f"{exit_note}: {stdout[-4000:]}", "wall_s": time.perf_counter() - t}
 
@@ -256,6 +321,8 @@ def compare_losses(two: list[float], ref: list[float], steps_per_epoch: int) -> 
     if not n:
         return {"steps_compared": 0}
     step_rel = [abs(a - b) / abs(b) for a, b in zip(two[:n], ref[:n])]
+    smooth_rel = [abs(a - b) / abs(b) for a, b in zip(_moving_average(two[:n]), _moving_average(ref[:n]))]
+    early = step_rel[:LOSS_STEPS_EARLY]
     epochs = []
     for start in range(0, n, steps_per_epoch):
         a, b = two[start:start + steps_per_epoch], ref[start:start + steps_per_epoch]
@@ -263,10 +330,23 @@ def compare_losses(two: list[float], ref: list[float], steps_per_epoch: int) -> 
             epochs.append((sum(a) / len(a), sum(b) / len(b)))
     epoch_rel = [abs(a - b) / abs(b) for a, b in epochs]
     return {"steps_compared": n, "first_step_rel_diff": step_rel[0], "max_step_rel_diff": max(step_rel),
+            f"max_step_rel_diff_first_{LOSS_STEPS_EARLY}": max(early),
+            f"max_moving_average_{SMOOTH_WINDOW}_rel_diff": max(smooth_rel),
             "epoch_loss_2gpu": [a for a, _ in epochs], "epoch_loss_1gpu_2x": [b for _, b in epochs],
             "max_epoch_rel_diff": max(epoch_rel) if epoch_rel else None,
-            "tolerance_step": LOSS_TOL_STEP, "tolerance_epoch": LOSS_TOL_EPOCH,
-            "within_tolerance": max(step_rel) <= LOSS_TOL_STEP and (not epoch_rel or max(epoch_rel) <= LOSS_TOL_EPOCH)}
+            "tolerance_step_early": LOSS_TOL_STEP, "tolerance_moving_average": LOSS_TOL_SMOOTH,
+            "tolerance_epoch": LOSS_TOL_EPOCH,
+            "within_tolerance": max(early) <= LOSS_TOL_STEP and max(smooth_rel) <= LOSS_TOL_SMOOTH
+            and (not epoch_rel or max(epoch_rel) <= LOSS_TOL_EPOCH)}
+
+
+def _moving_average(values: list[float], window: int = SMOOTH_WINDOW) -> list[float]:
+    """Trailing mean over up to ``window`` steps (the curve a loss plot shows)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
 
 
 def summarise(config: str, runs: dict[str, dict]) -> dict:
@@ -282,6 +362,14 @@ def summarise(config: str, runs: dict[str, dict]) -> dict:
     summary["oom_recoveries"] = sum(r.get("oom_recoveries", 0) for r in runs.values())
     summary["errors"] = [f"{name}: {r['error'][-300:]}" for name, r in runs.items() if "error" in r]
     return summary
+
+
+def _topology() -> str | None:
+    """``nvidia-smi topo -m``: how the GPUs are linked (NV# = NVLink, PIX/PHB/SYS = PCIe paths)."""
+    try:
+        return subprocess.run(["nvidia-smi", "topo", "-m"], capture_output=True, text=True, timeout=20).stdout[:2000]
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def environment() -> dict:
@@ -338,6 +426,8 @@ def main() -> None:
     p.add_argument("--bucket-mb", type=float, default=0.0,
                    help="overlap the gradient all-reduce with the backward in buckets of this size "
                         "(default 0: one all-reduce after the backward, the engine's default)")
+    p.add_argument("--precision", default="auto", help="training.precision for every run ('32': fp32, TF32 off)")
+    p.add_argument("--sync-bn", default="off", choices=("on", "off"), help="training.sync_batchnorm for every run")
     p.add_argument("--run-timeout", type=int, default=300)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_multi_gpu.json"))
     args = p.parse_args()
@@ -351,9 +441,12 @@ def main() -> None:
            "timed_epochs": f"2-{args.epochs}", "data": "synthetic slices in memory, same order in every run",
            "dropout": "0 in every run", "target_speedup": TARGET_SPEEDUP,
            "gradient_all_reduce": f"overlapped, {args.bucket_mb} MB buckets" if args.bucket_mb else "one bucket after the backward",
-           "loss_tolerance": {"step": LOSS_TOL_STEP, "epoch": LOSS_TOL_EPOCH,
-                              "why": "bf16 autocast rounding and per-GPU BatchNorm batch statistics in the decode "
-                                     "head (as under DDP); everything else is the same maths"},
+           "precision": args.precision, "sync_batchnorm": args.sync_bn, "interconnect": _topology(),
+           "loss_tolerance": {"step_early": LOSS_TOL_STEP, "early_steps": LOSS_STEPS_EARLY,
+                              "moving_average": LOSS_TOL_SMOOTH, "window": SMOOTH_WINDOW, "epoch": LOSS_TOL_EPOCH,
+                              "why": "rounding (bf16 autocast splits the same images over two processes), "
+                                     "amplified step by step by training, and per-GPU BatchNorm statistics "
+                                     "unless sync_batchnorm is on; everything else is the same maths"},
            "speedup": {}, "summaries": [], "runs": []}
     out = Path(args.out)
     for config in [c for c in args.configs.split(",") if c]:

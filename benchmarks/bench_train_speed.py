@@ -11,10 +11,20 @@ peak-memory counters honest).
 
 impls: ``reference`` (reference_recipe.py: fp16-mixed + GradScaler, eager, CPU normalisation, float32 batches);
 our engine with ``compile``/``cuda_graphs`` set to: ``ours-eager`` (off/off), ``ours-graphs``
-(off/on: the whole step as one CUDA graph, no compiler), ``ours-compiled`` (on/on: the default fast
-path), ``ours-compiled-warm`` (the same again: the compile cache is warm) and ``ours-compiled-ro``
+(off/on: the whole step as one CUDA graph, no compiler), ``ours-compiled`` (on/on: the default
+settings of long runs), ``ours-compiled-warm`` (the same again: the compile cache is warm) and ``ours-compiled-ro``
 (on/off: inductor's own "reduce-overhead" graphs of forward and backward, the previous engine).
-Suffix ``-nocl`` on any of ours: channels_last off.
+Suffixes on any of ours, in any order: ``-nocl`` channels_last off; ``-hf`` transformers' own SegFormer
+modules instead of the fast path (core/engine/fast_segformer.py: decode head without the concat,
+fused attention); ``-regional`` compile each repeated block, the head and the loss on their own
+(core/planning/speed.py; the app's default since it measured faster); without it, or with ``-whole``,
+one whole graph. Each impl sets both choices explicitly in its worker's environment, so a change of the
+app's defaults never changes what a name measures.
+
+    # per tier: reference vs ours (graphs, compiled cold, compiled warm: the app's defaults), fast path off
+    python benchmarks/bench_train_speed.py --cases b0-2-224,b2-4-256,b4-8-288,b5-16-288 --cold-cache \
+        --impls reference,ours-graphs,ours-graphs-hf,ours-compiled-regional,ours-compiled-warm-regional \
+        --steps 60 --warm 20 --case-timeout 200 --budget-s 540
 """
 
 from __future__ import annotations
@@ -41,11 +51,33 @@ OUR_SETTINGS = {"ours-eager": ("off", "off"), "ours-graphs": ("off", "on"), "our
                 "ours-compiled-warm": ("on", "on"), "ours-compiled-ro": ("on", "off")}
 
 
+SUFFIXES = ("-nocl", "-hf", "-regional", "-whole")
+
+
+def split_impl(impl: str) -> tuple[str, tuple[str, ...]]:
+    """('ours-compiled-warm', ('-regional',)) for 'ours-compiled-warm-regional': base name and suffixes."""
+    found: list[str] = []
+    while True:
+        suffix = next((x for x in SUFFIXES if impl.endswith(x)), None)
+        if suffix is None:
+            return impl, tuple(sorted(found))
+        found.append(suffix)
+        impl = impl.removesuffix(suffix)
+
+
 def impl_settings(impl: str) -> tuple[str, str, bool]:
     """(compile, cuda_graphs, channels_last) for one of our impl names."""
-    base = impl.removesuffix("-nocl")
+    base, suffixes = split_impl(impl)
     compile_mode, graphs = OUR_SETTINGS[base]
-    return compile_mode, graphs, not impl.endswith("-nocl")
+    return compile_mode, graphs, "-nocl" not in suffixes
+
+
+def impl_env(impl: str) -> dict[str, str]:
+    """Environment of the worker process: the fast path and the compile scope, always explicit so a change
+    of the defaults does not silently change what an impl name measures."""
+    _, suffixes = split_impl(impl)
+    return {"MEDSEG_FAST_PATH": "off" if "-hf" in suffixes else "on",
+            "MEDSEG_COMPILE_SCOPE": "regional" if "-regional" in suffixes else "whole"}
 
 
 def parse_case(case: str) -> tuple[str, int, int]:
@@ -116,7 +148,8 @@ def _nvml_peak_sampler():
     return state
 
 
-def run_reference(data: Path, variant: str, batch: int, size: int, steps: int, workers: int, warm: int) -> dict:
+def run_reference(data: Path, variant: str, batch: int, size: int, steps: int, workers: int, warm: int,
+                  accumulate: int = 1) -> dict:
     import lightning as L
     import torch
 
@@ -136,6 +169,7 @@ def run_reference(data: Path, variant: str, batch: int, size: int, steps: int, w
     timer = _timer_callback(warm, batch)
     gpu = torch.cuda.is_available()
     trainer = L.Trainer(accelerator="gpu" if gpu else "cpu", devices=1, precision="16-mixed" if gpu else "32", max_epochs=1, limit_train_batches=steps,
+                        accumulate_grad_batches=accumulate,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
     trainer.fit(TutorialModule(model, 4), train_dataloaders=loader)
@@ -173,7 +207,9 @@ def run_ours(data: Path, variant: str, batch: int, size: int, steps: int, worker
     phases = [e for e in events if type(e).__name__ == "PhaseChanged"]
     out["phases"] = [(p.phase, round(p.time - events[0].time, 1), p.message) for p in phases]
     out["warnings"] = [e.message for e in events if type(e).__name__ == "LogMessage" and e.level == "warning"]
-    out["settings"] = dict(zip(("compile", "cuda_graphs", "channels_last"), impl_settings(impl)))
+    out["settings"] = dict(zip(("compile", "cuda_graphs", "channels_last"), impl_settings(impl)),
+                           fast_path=os.environ.get("MEDSEG_FAST_PATH", "on"),
+                           compile_scope=os.environ.get("MEDSEG_COMPILE_SCOPE", "whole"))
     return out
 
 
@@ -220,13 +256,18 @@ def run_case(case: str, impl: str, args: argparse.Namespace) -> dict:
            "--data", str(Path(args.data) / f"demo{size}"), "--steps", str(args.steps),
            "--workers", str(args.workers), "--warm", str(args.warm)]
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", HF_HUB_OFFLINE="1")
-    if impl.startswith("ours-compiled") and impl != "ours-compiled-warm" and args.cold_cache:
-        # a fresh, empty compile cache per case; "ours-compiled-warm" then reuses ours-compiled's
+    # the reference recipe trains transformers' own modules, never our fast path
+    env.update(impl_env(impl) if impl != "reference" else {"MEDSEG_FAST_PATH": "off"})
+    base, suffixes = split_impl(impl)
+    if base == "ours-compiled-ro" and args.cold_cache:
         env["MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg_cold_")
-        if impl == "ours-compiled":
-            args._homes[case] = env["MEDSEG_HOME"]
-    elif impl == "ours-compiled-warm" and case in args._homes:
-        env["MEDSEG_HOME"] = args._homes[case]
+    elif base == "ours-compiled" and args.cold_cache:
+        # a fresh, empty compile cache per case and variant; "ours-compiled-warm" with the same suffixes
+        # then reuses it
+        env["MEDSEG_HOME"] = tempfile.mkdtemp(prefix="medseg_cold_")
+        args._homes[(case, suffixes)] = env["MEDSEG_HOME"]
+    elif base == "ours-compiled-warm" and (case, suffixes) in args._homes:
+        env["MEDSEG_HOME"] = args._homes[(case, suffixes)]
     t = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.case_timeout)
@@ -251,7 +292,7 @@ def print_table(results: list[dict]) -> None:
     by = {(r["case"], r["impl"]): r for r in results}
     cases = list(dict.fromkeys(r["case"] for r in results))
     impls = list(dict.fromkeys(r["impl"] for r in results))
-    ratios = [i for i in ("ours-compiled", "ours-compiled-warm", "ours-graphs", "ours-eager") if i in impls]
+    ratios = [i for i in impls if i != "reference"]
     print()
     print(f"{'case':<12}" + "".join(f"{i:>24}" for i in impls) + "".join(f"{'x ' + i[5:]:>16}" for i in ratios))
     for c in cases:
@@ -290,6 +331,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--cold-cache", action="store_true", help="compile with an empty cache (first-run warm-up)")
     p.add_argument("--case-timeout", type=int, default=420)
+    p.add_argument("--budget-s", type=float, default=0,
+                   help="start no new case after this many seconds (0: no limit); skipped cases are recorded")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_train_speed.json"))
     args = p.parse_args()
     args._homes = {}
@@ -300,8 +343,14 @@ def main() -> None:
     impls = [i for i in args.impls.split(",") if i]
     ensure_data(Path(args.data), {parse_case(c)[2] for c in cases}, args.n)
     results = []
+    start = time.perf_counter()
     for case in cases:
         for impl in impls:
+            if args.budget_s and time.perf_counter() - start > args.budget_s:
+                results.append({"case": case, "impl": impl, "error": f"skipped: the {args.budget_s:g} s budget was spent"})
+                print(f"{case} {impl} skipped (budget)", flush=True)
+                save(results, args)
+                continue
             r = run_case(case, impl, args)
             results.append(r)
             short = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "error"}

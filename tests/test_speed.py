@@ -55,6 +55,7 @@ def test_compiled_path_wiring_static_validation_and_phases(tmp_path, monkeypatch
                         lambda setting, **kw: speed.CompilePlan(True, "default", "compile on (test)"))
     monkeypatch.setattr(speed, "compile_fn", fake_compile)
     monkeypatch.setattr(speed, "prepare_compiler", lambda: None)
+    monkeypatch.setenv(speed.COMPILE_SCOPE_ENV, "whole")  # the regional wiring: tests/test_compile_regions.py
     config = tiny_config(tmp_path, epochs=1, batch_size=4, compile="on")
     events = []
     result = TrainingSession(config, events.append, datamodule_factory=FakeDataModule(n_train=16, n_val=6)).run()

@@ -113,12 +113,17 @@ class TrainingConfig:
         "medseg hardware show them). Empty: the card(s) with the most free memory, as the recommendation "
         "chose. When set, it also decides how many GPUs train (the GPUs count follows it).",
         label="GPUs to use", advanced=True))
+    sync_batchnorm: bool = field(default=False, metadata=meta(
+        "On several GPUs, normalise with the statistics of the whole batch across GPUs, so N GPUs at "
+        "batch B train exactly like one GPU at batch N x B (two tiny transfers a step). Off: each GPU "
+        "normalises its own batch, as plain DDP does.",
+        label="Sync BatchNorm", advanced=True))
     compile: str = field(default="auto", metadata=meta(
         "torch.compile (fused kernels): 'auto' on a CUDA GPU when the run is long enough to pay back "
         "its 1-3 minute warm-up.", choices=COMPILE_MODES, label="Compile", advanced=True))
     cuda_graphs: str = field(default="auto", metadata=meta(
         "Replay the whole training step as one CUDA graph (a few warm-up steps, then far less CPU "
-        "work per step): 'auto' on one CUDA GPU with bf16/fp32 and no gradient accumulation.",
+        "work per step): 'auto' on CUDA GPUs, in any precision, with or without gradient accumulation.",
         choices=COMPILE_MODES, label="CUDA graphs", advanced=True))
     channels_last: bool = field(default=True, metadata=meta(
         "Channels-last memory layout on CUDA (faster convolutions).", label="Channels last", advanced=True))

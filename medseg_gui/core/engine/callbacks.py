@@ -110,7 +110,8 @@ class EventCallback(L.Callback):
         """Calls until the fast step runs: inductor's CUDA graphs record on the 3rd; ours capture
         after the warm-up steps (core/engine/step_graph.py)."""
         if getattr(pl_module, "cuda_graphs", False):
-            return GRAPH_WARMUP_STEPS + 1
+            # warm-up counts optimiser steps; a graph that accumulates sees k micro-batches per step
+            return GRAPH_WARMUP_STEPS * max(1, int(getattr(pl_module, "graph_accumulate", 1) or 1)) + 1
         return 3
 
     def _warmup_done(self, pl_module: Any) -> None:

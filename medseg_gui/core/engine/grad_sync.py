@@ -26,9 +26,15 @@ DistributedSampler and reduces the logged metrics; ``GraphDDPStrategy`` only ski
 does. BatchNorm running statistics, which DDP re-broadcasts from rank 0 at every forward, are
 broadcast before each validation (``broadcast_module_states``); training uses batch statistics either way.
 
+fp16's loss scaler and gradient accumulation run inside the same graph (core/engine/step_graph.py):
+the overflow check reads the averaged buffer, identical on every rank, and with accumulation the
+buffer sums k micro-batches and is reduced once, at the cycle's last one (one bucket only: the
+overlapped buckets would reduce partial sums). One GPU accumulating uses this same buffer with
+``reduce=False`` (no process group, no all-reduce).
+
 Not covered (the plan in core/planning/speed.py keeps the ordinary DDP path and says why): other strategies
-(FSDP, DeepSpeed, DDP with unused parameters), fp16's loss scaler, gradient accumulation. A loss
-that leaves a parameter unused gives it a zero gradient here (plain DDP refuses such models).
+(FSDP, DeepSpeed, DDP with unused parameters). A loss that leaves a parameter unused gives it a zero
+gradient here (plain DDP refuses such models).
 """
 
 from __future__ import annotations
@@ -67,15 +73,23 @@ class FlatGradBucket:
     launches any bucket still waiting (unused parameters), then joins them all. Under capture the
     hooks run once, so the graph holds the same launches at the same points of the backward.
 
+    ``reduce=False``: the persistent buffer alone, for one process (gradient accumulation inside a
+    graph on one GPU); ``all_reduce`` then does nothing.
+
     Stateful (the buffers, views and hooks outlive the steps; a captured graph reads and writes
     them), hence a class.
     """
 
-    def __init__(self, params: Iterable[torch.Tensor], group: Any = None, bucket_mb: float | None = None):
-        import torch.distributed as dist
-
+    def __init__(self, params: Iterable[torch.Tensor], group: Any = None, bucket_mb: float | None = None,
+                 reduce: bool = True):
         self.group = group
-        self.world = dist.get_world_size(group)
+        self.reduce = reduce
+        if reduce:
+            import torch.distributed as dist
+
+            self.world = dist.get_world_size(group)
+        else:
+            self.world = 1
         self.params = [p for p in params if p.requires_grad]
         order = list(reversed(range(len(self.params))))
         sizes: dict[tuple[torch.device, torch.dtype], int] = {}
@@ -107,7 +121,7 @@ class FlatGradBucket:
         self._stream: Any = None
         self.launched_in_backward = 0  # buckets the hooks launched in the last step (overlap)
         self._hooks = []
-        if len(self.buckets) > 1:
+        if reduce and len(self.buckets) > 1:
             for i, p in enumerate(self.params):
                 self._hooks.append(p.register_post_accumulate_grad_hook(lambda _p, i=i: self._grad_ready(i)))
         self.attach()
@@ -117,28 +131,36 @@ class FlatGradBucket:
         return sum(b.numel() for b in self.buffers.values())
 
     def attach(self) -> None:
-        """Point every ``.grad`` at its view (undoes a ``zero_grad(set_to_none=True)`` by anyone)."""
+        """Point every ``.grad`` at its view (undoes a ``zero_grad(set_to_none=True)`` by anyone);
+        the step calls it before each backward, so bucket launches follow that step's stream."""
         for p, view in zip(self.params, self.views):
             if p.grad is not view:
                 p.grad = view
+        self._stream = self._current_stream()
 
     def zero_(self) -> None:
-        """Before the backward: one memset per buffer (captured into the graph when capturing); arms
-        the hooks for this step's backward."""
+        """Before the backward (accumulating: after each optimiser step instead): one memset per buffer
+        (captured into the graph when capturing); arms the hooks for the next backward."""
         self.attach()
         for buffer in self.buffers.values():
             buffer.zero_()
         self._remaining = list(self._members)
         self._launched = [False] * len(self.buckets)
         self._works, self.launched_in_backward = [], 0
-        on_cuda = any(key[0].type == "cuda" for key in self.buffers)
-        self._stream = torch.cuda.current_stream() if on_cuda else None
+        self._stream = self._current_stream()
         self._armed = True
+
+    def _current_stream(self) -> Any:
+        on_cuda = any(key[0].type == "cuda" for key in self.buffers)
+        return torch.cuda.current_stream() if on_cuda else None
 
     def all_reduce(self) -> None:
         """After the backward: launch what the hooks did not, then make the step's stream wait for
         every bucket, so the optimiser reads averaged gradients."""
         self._armed = False
+        if not self.reduce:
+            return
+        self._stream = self._current_stream()  # an ordinary step after a capture: not the capture's stream
         for b, launched in enumerate(self._launched):
             if not launched:
                 self._launch(b)

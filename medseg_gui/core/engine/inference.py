@@ -147,7 +147,9 @@ def _model_from_state(hf_config: Any, state: dict[str, Any], source: Path, info:
     if hf_config.num_labels != info.num_classes:
         raise ModelLoadError(f"{source}: the model has {hf_config.num_labels} classes but its metadata says "
                              f"{info.num_classes}")
-    model = SegformerForSemanticSegmentation(hf_config)
+    from medseg_gui.core.engine.model import with_fast_path
+
+    model = with_fast_path(SegformerForSemanticSegmentation(hf_config))  # same keys, less memory traffic
     mismatched = state_mismatches(model, state)
     if mismatched:
         raise ModelLoadError(f"{source}: the weights do not fit the model's configuration: {len(mismatched)} "

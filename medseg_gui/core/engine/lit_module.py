@@ -9,7 +9,9 @@ only sync.
 Three speeds of the same step (core/planning/speed.py decides which): eager; compiled (``torch.compile``
 fuses forward, upsampling and loss); and either of those captured with the backward and the
 optimiser step as one CUDA graph (core/engine/step_graph.py), which needs manual optimisation here. On
-several GPUs that graph also averages the gradients (one all-reduce, core/engine/grad_sync.py).
+several GPUs that graph also averages the gradients (one all-reduce, core/engine/grad_sync.py); under
+fp16 it keeps the loss scale on the GPU (core/engine/loss_scale.py, saved with the optimiser's state);
+with gradient accumulation the graph owns it (``graph_accumulate``: Lightning's Trainer then gets 1).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class SegModule(L.LightningModule):
     def __init__(self, model: torch.nn.Module, num_classes: int, optim: OptimSettings,
                  dice_include_background: bool = True, channels_last: bool = True,
                  position: RunPosition | None = None, compile_mode: str | None = None,
-                 static_batch: int | None = None, cuda_graphs: bool = False):
+                 static_batch: int | None = None, cuda_graphs: bool = False, graph_accumulate: int = 1):
         super().__init__()
         self.model = model
         self.num_classes = num_classes
@@ -71,6 +73,10 @@ class SegModule(L.LightningModule):
         self.cuda_graphs = cuda_graphs
         self.automatic_optimization = not cuda_graphs  # the graph runs backward and step itself
         self._step_graph: Any = None  # core.engine.step_graph.WholeStepGraph, built at the first step
+        # Micro-batches per optimiser step when the graph accumulates (the Trainer's own is then 1:
+        # manual optimisation refuses it); every micro-batch still comes through training_step.
+        self.graph_accumulate = max(1, int(graph_accumulate)) if cuda_graphs else 1
+        self.loss_scaler: Any = None  # core.engine.loss_scale.DeviceLossScaler under fp16 with graphs
         self.graph_log: Callable[[str, str], None] | None = None  # (level, message), set by the session
         self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
         self.static_batch = static_batch  # validation batches are padded to it (no recompiles)
@@ -110,15 +116,27 @@ class SegModule(L.LightningModule):
         self._norm = input_constants(self.device)  # before any compile traces the step
         if self._cuda_channels_last():
             self.model.to(memory_format=torch.channels_last)
+        speed.uncompile_regions(self.model)  # an earlier fit that ended by an exception may have left them
         if self.compile_mode:
             speed.configure_compile_cache()
             speed.prepare_compiler()
-            self._train_fn = speed.compile_fn(self._train_loss, self.compile_mode)
-            self._eval_fn = speed.compile_fn(self._eval_logits, self.compile_mode)
+            if speed.compile_scope(self.compile_mode) == "regional":
+                # each repeated block, the head and the loss compiled on their own (core/planning/speed.py)
+                speed.compile_regions(self.model, self.compile_mode)
+                tail = speed.compile_fn(_upsampled_loss, self.compile_mode)
+                self._train_fn = lambda images, masks: tail(self.forward_fn(self._model_input(images)), masks,
+                                                            self.num_classes, self.dice_include_background)
+                self._eval_fn = self._eval_logits
+            else:
+                self._train_fn = speed.compile_fn(self._train_loss, self.compile_mode)
+                self._eval_fn = speed.compile_fn(self._eval_logits, self.compile_mode)
+
+    def on_fit_end(self) -> None:
+        speed.uncompile_regions(self.model)  # regional compilation must not follow the model elsewhere
 
     def _train_loss(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        logits = upsample_logits(self.forward_fn(self._model_input(images)), tuple(masks.shape[-2:]))
-        return dice_ce_loss(logits, masks, self.num_classes, self.dice_include_background)
+        return _upsampled_loss(self.forward_fn(self._model_input(images)), masks, self.num_classes,
+                               self.dice_include_background)
 
     def _eval_logits(self, images: torch.Tensor) -> torch.Tensor:
         return upsample_logits(self.forward_fn(self._model_input(images)), tuple(images.shape[-2:]))
@@ -138,7 +156,10 @@ class SegModule(L.LightningModule):
             self.fault_hook(self, batch[0].shape[0])
         images, masks = batch
         if self.cuda_graphs:
-            loss = self._graph_step().step(images, masks)
+            graph = self._graph_step()
+            loss = graph.step(images, masks)
+            if batch_idx + 1 >= _finite_batches(self.trainer):
+                graph.flush()  # the epoch ends mid-cycle: step on what accumulated, as Lightning does
         else:
             if self.compile_mode == "reduce-overhead":
                 speed.mark_step()
@@ -160,7 +181,8 @@ class SegModule(L.LightningModule):
                                               "'off' to skip the attempt.")
 
             self._step_graph = step_graph.WholeStepGraph(self._train_fn, self.trainer.optimizers[0],
-                                                         on_fallback=fell_back, grad_sync=self._grad_sync())
+                                                         on_fallback=fell_back, grad_sync=self._grad_sync(),
+                                                         accumulate=self.graph_accumulate, scaler=self.loss_scaler)
         return self._step_graph
 
     def _grad_sync(self) -> Any:
@@ -254,6 +276,14 @@ class SegModule(L.LightningModule):
             optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr,
                                           weight_decay=self.optim.weight_decay, fused=fused or None)
         lr_holders = [group["lr"] for group in optimizer.param_groups]
+        if self.cuda_graphs and str(self.trainer.precision) in speed.FP16_PRECISIONS:
+            # Lightning's '16-mixed' still casts (autocast), but its GradScaler is never called under
+            # manual optimisation: the graphed step scales on the device, and the optimiser's state
+            # dict carries that scale into checkpoints (older checkpoints: it starts at 2**16).
+            from medseg_gui.core.engine.loss_scale import DeviceLossScaler, attach_to_optimizer
+
+            self.loss_scaler = DeviceLossScaler(self.device)
+            attach_to_optimizer(self.loss_scaler, optimizer)
         if self.position.optimizer_state is not None:
             optimizer.load_state_dict(self.position.optimizer_state)
             for group, holder in zip(optimizer.param_groups, lr_holders):
@@ -271,6 +301,19 @@ class SegModule(L.LightningModule):
             return float(self.trainer.optimizers[0].param_groups[0]["lr"])
         except (IndexError, AttributeError, RuntimeError):
             return None
+
+
+def _upsampled_loss(logits: torch.Tensor, masks: torch.Tensor, num_classes: int,
+                    include_background: bool) -> torch.Tensor:
+    """The step's tail (full-resolution upsampling and Dice+CE) as one function, compiled on its own
+    under regional compilation."""
+    return dice_ce_loss(upsample_logits(logits, tuple(masks.shape[-2:])), masks, num_classes, include_background)
+
+
+def _finite_batches(trainer: Any) -> float:
+    """Training batches in this epoch (inf when unknown: no flush until the loader says so)."""
+    n = getattr(trainer, "num_training_batches", float("inf"))
+    return n if isinstance(n, (int, float)) else float("inf")
 
 
 def lr_factor_fn(total_epochs: int, epoch_offset: int, gamma: float = 0.1) -> Callable[[int], float]:

@@ -67,6 +67,19 @@ def build_model(config: RunConfig, log: Log | None = None) -> "SegformerForSeman
     ``.safetensors`` state dict (e.g. a previous bundle's ``model.safetensors``).
     """
     log = log or _noop_log
+    return with_fast_path(_build_model(config, log), log)
+
+
+def with_fast_path(model: Any, log: Log | None = None) -> Any:
+    """The model with the fast decode head and fused attention (core/engine/fast_segformer.py): the same
+    maths and state dict keys, less memory traffic. Every model a run trains or a bundle predicts with
+    passes through here, whatever its source."""
+    from medseg_gui.core.engine.fast_segformer import use_fast_path
+
+    return use_fast_path(model, log)
+
+
+def _build_model(config: RunConfig, log: Log) -> "SegformerForSemanticSegmentation":
     variant = config.training.variant
     source = config.training.pretrained
     if source == "scratch":
@@ -225,7 +238,7 @@ def load_with_config(hf_config: Any, weights: Path, **kwargs: Any) -> tuple[Any,
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise ModelSourceError(f"{weights} is not a readable SegFormer .safetensors file: {exc}") from exc
     info["notes"] = weight_notes(model, weights)
-    return model, info
+    return with_fast_path(model), info
 
 
 # ---- checks on loaded weights: dtype, NaN/inf, shape mismatches ------------------------------------

@@ -405,7 +405,8 @@ class TrainingSession:
         plan = self._compile_plan(accelerator, datamodule, remaining, graphs.enabled)
         module = build_module(model, self.config,
                               position=RunPosition(self.epochs_completed, self.step, state.optimizer),
-                              compile_mode=plan.mode, static_batch=self.batch_size, cuda_graphs=graphs.enabled)
+                              compile_mode=plan.mode, static_batch=self.batch_size, cuda_graphs=graphs.enabled,
+                              graph_accumulate=self.accumulate if graphs.enabled else 1)
         module.fault_hook = self.fault_hook
         module.graph_log = self._log
         self._module = module
@@ -429,8 +430,11 @@ class TrainingSession:
 
             strategy = graph_ddp_strategy()  # DDP's processes; the graphed step averages the gradients
         trainer = L.Trainer(**trainer_settings(
-            accelerator=accelerator, devices=devices, precision=precision, accumulate=self.accumulate,
+            # the graphed step accumulates itself (manual optimisation refuses Lightning's accumulation)
+            accelerator=accelerator, devices=devices, precision=precision,
+            accumulate=1 if graphs.enabled else self.accumulate,
             root=str(self.run_dir), num_nodes=self.num_nodes, strategy=strategy, max_epochs=remaining,
+            sync_batchnorm=tr.sync_batchnorm and accelerator == "gpu" and tr.devices * self.num_nodes > 1,
             limit_train_batches=tr.max_steps_per_epoch or 1.0,
             callbacks=[callback, *tool_callbacks, *self.extra_callbacks],
             inference_mode=not plan.enabled))  # compiled graphs are traced under no_grad, not inference mode

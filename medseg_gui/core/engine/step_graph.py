@@ -30,6 +30,18 @@ flat buffer that each step zeroes and, after the backward, averages across proce
 all-reduce, captured into the graph with the rest of the step (the warm-up steps run it eagerly,
 which creates the NCCL communicator before the capture).
 
+fp16 (core/engine/loss_scale.py): the loss scale, the overflow check, the skipped step and the scale
+update are device kernels on tensors outside the graph, captured with the rest of the step; no host
+read decides anything, so GradScaler's maths runs at replay speed.
+
+Gradient accumulation (``accumulate`` = k micro-batches per optimiser step): the gradients are
+persistent views of one flat buffer (core/engine/grad_sync.FlatGradBucket, without a process group on
+one GPU), allocated before the warm-up, and two graphs share one memory pool: "micro" (forward and
+backward of loss / k, accumulating into the buffer) and "last" (the same, then the all-reduce if
+any, the fp16 check, the optimiser step, and zeroing the buffer). A cycle cut short by the end of the
+epoch is finished by ``flush`` with the same operations run ordinarily, as Lightning steps on an
+epoch's last batch (it too divides by k, not by the micro-batches the short cycle had).
+
 If capture fails the step falls back to ordinary steps for the rest of the fit and says why once.
 A failed capture leaves the CUDA random generator believing it is still capturing (every later
 dropout would raise "Offset increment outside graph capture"), so its state is replaced by a copy.
@@ -43,6 +55,7 @@ from typing import Any, Protocol
 
 import torch
 
+from medseg_gui.core.engine.loss_scale import DeviceLossScaler
 from medseg_gui.core.planning.speed import GRAPH_WARMUP_STEPS as WARMUP_STEPS
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -66,70 +79,130 @@ def _autocast_without_cache() -> contextlib.AbstractContextManager:
 
 
 class WholeStepGraph:
-    """Runs training steps: ``WARMUP_STEPS`` ordinary ones, then one captured graph replayed per step.
+    """Runs training steps: ``WARMUP_STEPS`` ordinary optimiser steps, then captured graphs replayed.
 
-    Stateful by nature (static buffers, the graph, the fallback flag), hence a class.
+    ``step`` takes one micro-batch; every ``accumulate``-th one ends with the optimiser step.
+    Stateful by nature (static buffers, the graphs, the cycle position, the fallback flag), hence a class.
     """
 
     def __init__(self, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
                  on_fallback: Callable[[str], None] | None = None, warmup_steps: int = WARMUP_STEPS,
-                 grad_sync: GradSync | None = None):
+                 grad_sync: GradSync | None = None, accumulate: int = 1, scaler: DeviceLossScaler | None = None):
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.grad_sync = grad_sync
+        self.accumulate = max(1, int(accumulate))
+        self.scaler = scaler
         self.on_fallback = on_fallback
         self.warmup_steps = warmup_steps
-        self.steps = 0
+        self.steps = 0  # micro-batches
+        self.optimizer_steps = 0
+        self.position = 0  # micro-batches into the current accumulation cycle
         self.failed: str | None = None
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None  # the "last" graph (the only one when accumulate == 1)
+        self.micro_graph: torch.cuda.CUDAGraph | None = None
         self._static: tuple[torch.Tensor, torch.Tensor] | None = None
         self._static_loss: torch.Tensor | None = None
+        self._micro_loss: torch.Tensor | None = None
         self._side: torch.cuda.Stream | None = None
+        # Persistent gradients: the cross-process buffer, or (accumulating on one GPU) the same flat
+        # buffer with no process group. None: each step's backward allocates them (in the graph's pool).
+        self.grads: Any = grad_sync
+        if self.accumulate > 1 and grad_sync is None:
+            from medseg_gui.core.engine.grad_sync import FlatGradBucket
+
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            self.grads = FlatGradBucket(params, reduce=False)
+        if self.accumulate > 1 and len(getattr(self.grads, "buckets", ())) > 1:
+            raise ValueError("gradient accumulation needs the one-bucket gradient average (bucket_mb=None): "
+                             "overlapped buckets would reduce partial sums")
 
     @property
     def captured(self) -> bool:
         return self.graph is not None
 
     def step(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """One optimiser step on this batch; returns the loss (a buffer the next step overwrites)."""
+        """One micro-batch (an optimiser step when it ends a cycle); returns the loss, unscaled and
+        undivided (a buffer the next step overwrites)."""
         self.steps += 1
+        last = self.position + 1 == self.accumulate
+        loss = self._run(images, masks, last)
+        self._advance(last)
+        return loss
+
+    def flush(self) -> bool:
+        """Finish a cycle cut short (the epoch ended): the optimiser step on what has accumulated,
+        run ordinarily on the current stream, after any replay. False when no cycle was open."""
+        if self.position == 0:
+            return False
+        self._finish()
+        self._advance(True)
+        return True
+
+    def _advance(self, last: bool) -> None:
+        if last:
+            self.position = 0
+            self.optimizer_steps += 1
+        else:
+            self.position += 1
+
+    def _run(self, images: torch.Tensor, masks: torch.Tensor, last: bool) -> torch.Tensor:
         if self.graph is not None and self._static is not None:
             if images.shape != self._static[0].shape or masks.shape != self._static[1].shape:
                 self._fall_back(f"batch shape changed from {tuple(self._static[0].shape)} to "
                                 f"{tuple(images.shape)}")
-                return self._plain_step(images, masks)
+                return self._plain_step(images, masks, last)
             self._static[0].copy_(images, non_blocking=True)
             self._static[1].copy_(masks, non_blocking=True)
-            self.graph.replay()
-            assert self._static_loss is not None
-            return self._static_loss
-        if self.failed is not None or self.steps <= self.warmup_steps:
-            return self._side_stream_step(images, masks) if self.failed is None else self._plain_step(images, masks)
+            graph, loss = (self.graph, self._static_loss) if last else (self.micro_graph, self._micro_loss)
+            assert graph is not None and loss is not None
+            graph.replay()
+            return loss
+        if self.failed is not None:
+            return self._plain_step(images, masks, last)
+        if self.optimizer_steps < self.warmup_steps or self.position != 0:
+            return self._side_stream_step(images, masks, last)
         try:
-            return self._capture(images, masks)
+            return self._capture(images, masks, last)
         except Exception as exc:  # noqa: BLE001 — any capture failure: keep training without graphs
-            self._static, self._static_loss = None, None
+            self._static, self._static_loss, self._micro_loss, self.micro_graph = None, None, None, None
             self._fall_back(f"capture failed ({type(exc).__name__}: {exc}".splitlines()[0][:300] + ")")
             if images.is_cuda:
                 _reset_cuda_generator(images.device)
                 torch.cuda.synchronize()
-            return self._plain_step(images, masks)
+            return self._plain_step(images, masks, last)
 
     # ---- the step, three ways ------------------------------------------------------------------
-    def _plain_step(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        if self.grad_sync is None:
+    def _plain_step(self, images: torch.Tensor, masks: torch.Tensor, last: bool = True) -> torch.Tensor:
+        """Forward and backward of one micro-batch (loss x scale / k), then, if ``last``, the step."""
+        if self.grads is None:
             self.optimizer.zero_grad(set_to_none=True)
+        elif self.accumulate == 1:
+            self.grads.zero_()  # one memset; arms the overlapped buckets' hooks for this backward
         else:
-            self.grad_sync.zero_()
+            self.grads.attach()  # accumulating: zeroed after each optimiser step instead (_finish)
         with _autocast_without_cache():
             loss = self.loss_fn(images, masks)
-        loss.backward()
-        if self.grad_sync is not None:
-            self.grad_sync.all_reduce()
-        self.optimizer.step()
+        scaled = loss if self.scaler is None else self.scaler.scale_loss(loss)
+        if self.accumulate > 1:
+            scaled = scaled / self.accumulate
+        scaled.backward()
+        if last:
+            self._finish()
         return loss.detach()
 
-    def _side_stream_step(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def _finish(self) -> None:
+        """After the cycle's last backward: average across GPUs, check for overflow, step, zero."""
+        if self.grad_sync is not None:
+            self.grad_sync.all_reduce()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)  # after the all-reduce: see core/engine/loss_scale.py
+        if self.grads is not None and self.accumulate > 1:
+            self.grads.zero_()  # the next cycle starts from zero (one graph for its micro-batches)
+
+    def _side_stream_step(self, images: torch.Tensor, masks: torch.Tensor, last: bool = True) -> torch.Tensor:
         """A warm-up step on the side stream, as the capture recipe asks (lazy inits happen off-graph)."""
         if self._side is None:
             init_optimizer_state(self.optimizer)
@@ -137,25 +210,38 @@ class WholeStepGraph:
         current = torch.cuda.current_stream()
         self._side.wait_stream(current)
         with torch.cuda.stream(self._side):
-            loss = self._plain_step(images, masks)
+            loss = self._plain_step(images, masks, last)
         current.wait_stream(self._side)
         return loss
 
-    def _capture(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Capture this batch's step; the capture itself does not run it, so replay once afterwards."""
+    def _capture(self, images: torch.Tensor, masks: torch.Tensor, last: bool = True) -> torch.Tensor:
+        """Capture the step's graph(s) at a cycle's start; capturing runs nothing, so replay once after."""
         static_images, static_masks = images.clone(), masks.clone()
-        if self.grad_sync is None:
+        if self.grads is None:
             self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates them
         else:
-            self.grad_sync.attach()  # the flat buffer outlives the graph; zeroed inside it
+            self.grads.attach()  # the flat buffer outlives the graph; zeroed inside it
         torch.cuda.synchronize()
         torch.cuda.empty_cache()  # give warm-up blocks back so the graph's pool does not double the peak
+        # Accumulating: "micro" and "last" run one after the other, never at once, so they share a pool
+        # (the live outputs, the two losses, stay allocated; everything else is reused).
+        pool = torch.cuda.graph_pool_handle() if self.accumulate > 1 else None
+        micro, micro_loss = None, None
+        if self.accumulate > 1:
+            micro = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(micro, pool=pool, stream=self._side, capture_error_mode="thread_local"):
+                micro_loss = self._plain_step(static_images, static_masks, last=False)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self._side, capture_error_mode="thread_local"):
-            static_loss = self._plain_step(static_images, static_masks)
+        with torch.cuda.graph(graph, pool=pool, stream=self._side, capture_error_mode="thread_local"):
+            static_loss = self._plain_step(static_images, static_masks, last=True)
         self.graph, self._static, self._static_loss = graph, (static_images, static_masks), static_loss
-        graph.replay()
-        return static_loss
+        self.micro_graph, self._micro_loss = micro, micro_loss
+        if last:
+            graph.replay()
+            return static_loss
+        assert micro is not None and micro_loss is not None
+        micro.replay()
+        return micro_loss
 
     def release(self) -> None:
         """Free the graph (and its memory pool) now. Needed before the process group goes: NCCL
@@ -169,15 +255,16 @@ class WholeStepGraph:
             return
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        reset = getattr(self.graph, "reset", None)
-        if reset is not None:
-            reset()
-        self.graph, self._static, self._static_loss = None, None, None
+        for graph in (self.micro_graph, self.graph):
+            reset = getattr(graph, "reset", None)
+            if reset is not None:
+                reset()
+        self.graph, self.micro_graph, self._static, self._static_loss, self._micro_loss = None, None, None, None, None
         self.failed = self.failed or "released"
 
     def _fall_back(self, reason: str) -> None:
         self.failed = reason
-        self.graph = None
+        self.graph = self.micro_graph = None
         if self.on_fallback is not None:
             self.on_fallback(reason)
 

@@ -16,7 +16,8 @@ from medseg_gui.core.config import VARIANTS, RunConfig, hub_id, set_num_classes
 from medseg_gui.core.data.summary import DatasetSummary
 from medseg_gui.core.gpu_identity import choose_gpus, device_count, gpu_label
 from medseg_gui.core.hardware import GpuInfo, HardwareSnapshot
-from medseg_gui.core.planning.memory import MemoryModel, MemoryQuery, default_memory_model, safety_margin
+from medseg_gui.core.planning.memory import (SEGFORMER_PARAMS_M, MemoryModel, MemoryQuery, default_memory_model,
+                                             safety_margin)
 from medseg_gui.core.planning.precision import precision_for
 from medseg_gui.core.planning.throughput import calibration
 from medseg_gui.core.planning import speed
@@ -231,26 +232,59 @@ def _apply_dataset(config: RunConfig, dataset: DatasetSummary, reasons: list[str
 
 def predicted_peak(memory_model: MemoryModel, config: RunConfig, batch_size: int | None = None,
                    variant: str | None = None, image_size: int | None = None, graphs: bool | None = None,
-                   compiled: bool | None = None) -> float:
+                   compiled: bool | None = None, train_images: int | None = None) -> float:
     """The predicted peak of a plan: the ONE function both ``recommend`` and the session's RunStarted ask,
     so the number a plan was sized with is the number the run reports.
 
     ``graphs``/``compiled``: whether the step is a CUDA graph / compiled; None means as the configuration
-    would run it (what a plan assumes); the session passes what it actually runs. ``precision`` may be
-    'auto': the model keys on mixed vs fp32 only, and 'auto' on a GPU is mixed."""
+    would run it (what a plan assumes); the session passes what it actually runs. With ``train_images``
+    (the dataset's size) compile 'auto' is decided as the run will decide it (plan_compiles); without it a
+    GPU plan assumes it compiles, the larger peak. ``precision`` may be 'auto': the model keys on mixed vs
+    fp32 only, and 'auto' on a GPU is mixed."""
     tr, ds = config.training, config.dataset
-    # 'auto' compiles long GPU runs, and compiled runs hold more (kernels, graph pools): plan for it.
+    graphs = graphs_possible(config) if graphs is None else graphs
     if compiled is None:
+        compiled = plan_compiles(config, batch_size or tr.batch_size, train_images, graphs)
+    if compiled is None:  # 'auto' compiles long GPU runs, and compiled runs hold more: plan for it
         compiled = tr.compile == "on" or (tr.compile == "auto" and tr.accelerator != "cpu")
-    graphs = graphs_possible(config) and tr.accumulate_grad_batches == 1 if graphs is None else graphs
-    return memory_model(MemoryQuery(variant=variant or tr.variant, batch_size=batch_size or tr.batch_size,
+    peak = memory_model(MemoryQuery(variant=variant or tr.variant, batch_size=batch_size or tr.batch_size,
                                     image_size=image_size or ds.image_size, num_classes=ds.num_classes,
                                     precision=tr.precision, compiled=compiled,
                                     graphs=graphs, ddp=device_count(tr.gpus, tr.devices) > 1))
+    if graphs and tr.accumulate_grad_batches > 1:
+        peak += accumulation_buffer_gb(variant or tr.variant)
+    return peak
+
+
+def plan_compiles(config: RunConfig, batch_size: int, train_images: int | None, graphs: bool) -> bool | None:
+    """Whether a run of this plan will compile, decided from its step count as the session decides it
+    (core/planning/speed.plan_compile), so a plan's predicted peak is the one the run reports (a short
+    run on a 4 GB card was planned at 3.2 GB as if compiled, and reported 2.3 GB uncompiled). None when
+    it depends on what is unknown here: compile 'auto' on a GPU without the dataset's size."""
+    tr = config.training
+    if tr.compile != "auto" or tr.accelerator == "cpu" or not train_images:
+        return None
+    n_gpus = device_count(tr.gpus, tr.devices)
+    steps = max(1, train_images // max(1, batch_size * n_gpus))  # the training loader drops its last short batch
+    if tr.max_steps_per_epoch:
+        steps = min(steps, tr.max_steps_per_epoch)
+    accumulate = max(1, tr.accumulate_grad_batches)
+    return speed.plan_compile(tr.compile, on_cuda=True, devices=n_gpus, whole_step_graph=graphs,
+                              total_steps=steps * tr.epochs // accumulate * accumulate).enabled
+
+
+def accumulation_buffer_gb(variant: str) -> float:
+    """What a graph that accumulates holds beyond the graphed query of the memory model (its two graphs
+    share one pool, but the gradients live in a persistent buffer). Measured once, on an H200
+    (benchmarks/results/bench_graph_modes.json): b5 · 16 × 2 · 288 bf16 reserved 8.75 GiB against 8.44
+    for b5 · 16 (+0.31 GiB), about the fp32 gradients of b5's 84.7 M parameters (0.32 GiB); so that
+    size is added for every variant."""
+    params = SEGFORMER_PARAMS_M.get(variant, max(SEGFORMER_PARAMS_M.values())) * 1e6
+    return params * 4 / 2**30
 
 
 def graphs_possible(config: RunConfig) -> bool:
-    """Whether ``cuda_graphs`` would capture the step (core/planning/speed.py), gradient accumulation aside.
+    """Whether ``cuda_graphs`` would capture the step (core/planning/speed.py), with or without accumulation.
 
     The graph's pool stays reserved while validation allocates beside it, so a graphed run needs
     more memory at the same batch: the fit plans for it wherever the graph will run.
@@ -261,12 +295,15 @@ def graphs_possible(config: RunConfig) -> bool:
 
 
 def largest_batch(memory_model: MemoryModel, config: RunConfig, budget_gb: float, variant: str,
-                  image_size: int, limit: int = MAX_BATCH, graphs: bool = False) -> int:
-    """Largest batch (0 if none) whose predicted peak stays within the budget; peak grows with batch."""
+                  image_size: int, limit: int = MAX_BATCH, graphs: bool = False,
+                  train_images: int | None = None) -> int:
+    """Largest batch (0 if none) whose predicted peak stays within the budget; peak grows with batch
+    (a larger batch means fewer steps, which can only turn compile 'auto' off, never on)."""
     lo, hi = 0, limit
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if predicted_peak(memory_model, config, mid, variant, image_size, graphs=graphs) <= budget_gb:
+        if predicted_peak(memory_model, config, mid, variant, image_size, graphs=graphs,
+                          train_images=train_images) <= budget_gb:
             lo = mid
         else:
             hi = mid - 1
@@ -285,10 +322,11 @@ def fit_batch(rec: Recommendation, memory_model: MemoryModel) -> None:
     effective = rec.tier.batch_size * rec.tier.accumulate_grad_batches
     n_gpus = device_count(tr.gpus, tr.devices) if tr.accelerator != "cpu" else 1
     variant, size = tr.variant, ds.image_size
-    batch = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size)
+    images = rec.train_images
+    batch = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size, train_images=images)
     if batch == 0:
         for variant, size in _step_down(variant, size):
-            batch = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size)
+            batch = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size, train_images=images)
             if batch:
                 rec.warnings.append(f"SegFormer-{tr.variant} at {ds.image_size} px does not fit "
                                     f"{rec.budget_gb:.1f} GB even at batch 1; stepping down to "
@@ -303,17 +341,28 @@ def fit_batch(rec: Recommendation, memory_model: MemoryModel) -> None:
             return
     tr.variant, ds.image_size = variant, size
     ungraphed = batch
-    graphed = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size, graphs=True) \
-        if graphs_possible(rec.config) else 0
+    graphed = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size, graphs=True,
+                            train_images=images) if graphs_possible(rec.config) else 0
     if rec.train_images:  # keep at least ~8 optimiser steps per epoch on small datasets (all GPUs together)
         cap = max(rec.tier.batch_size, rec.train_images // (8 * n_gpus))
         batch, ungraphed, graphed = min(batch, cap), min(ungraphed, cap), min(graphed, cap)
-    if graphed and graphed >= min(effective, ungraphed):
-        batch = graphed  # the graph runs: no accumulation needed, or none would fit without it either
+    if graphed and (graphed >= 2 or graphed >= min(effective, ungraphed)):
+        # The graph runs, accumulating inside it when the tier's effective batch needs more: measured
+        # on an H200, SegFormer-b5 at 288 px trains at 290 images/s graphed at batch 16 against 69 eager
+        # (the reference recipe, eager, 120 at batch 32), and 287 graphed at 16 x 2 (bench_graph_modes.json),
+        # so a smaller graphed batch beats a larger eager one. Batch 1 does not count: SegFormer trains
+        # poorly at it.
+        batch = graphed
     tr.batch_size = batch
     tr.accumulate_grad_batches = max(1, -(-effective // (batch * n_gpus)))
+    if batch == graphed and tr.accumulate_grad_batches > 1:
+        # the same number of micro-batches at the smallest batch that keeps the effective batch
+        batch = tr.batch_size = -(-effective // (tr.accumulate_grad_batches * n_gpus))
+        while batch > 1 and predicted_peak(memory_model, rec.config, train_images=images) > rec.budget_gb:
+            batch = tr.batch_size = batch - 1
+            tr.accumulate_grad_batches = max(1, -(-effective // (batch * n_gpus)))
     _settle_graph(rec, graphed, ungraphed, effective)
-    rec.predicted_peak_gb = predicted_peak(memory_model, rec.config)
+    rec.predicted_peak_gb = predicted_peak(memory_model, rec.config, train_images=images)
     rec.reasons.append(f"Batch {batch}: predicted peak {rec.predicted_peak_gb:.1f} GB of a "
                        f"{rec.budget_gb:.1f} GB budget ({rec.free_gb:.1f} GB free minus a "
                        f"{rec.free_gb - rec.budget_gb:.2g} GB safety margin).")
@@ -343,23 +392,22 @@ def _multi_gpu_batch_reason(batch: int, n_gpus: int, accumulate: int, tier_effec
 
 def _settle_graph(rec: Recommendation, graphed: int, ungraphed: int, effective: int) -> None:
     """Say what the CUDA graph costs in batch size, or why it will not run (and turn it off then, so
-    the plan and the run agree), so the user can trade batch for speed knowingly."""
+    the plan, its predicted peak and the run agree), so the user can trade batch for speed knowingly."""
     tr = rec.config.training
-    if not graphed:
+    if not graphs_possible(rec.config):
         return
-    if tr.batch_size <= graphed and tr.accumulate_grad_batches == 1:
+    if graphed and tr.batch_size <= graphed:
         if ungraphed > tr.batch_size:
+            inside = " and accumulates the micro-batches inside it" if tr.accumulate_grad_batches > 1 else ""
             rec.reasons.append(f"The batch leaves room for the CUDA graph (training.cuda_graphs), which replays "
-                               f"each step in one launch (2-11x faster at the tiers' batch sizes); with graphs "
-                               f"off, batch {ungraphed} would fit.")
+                               f"each step in one launch (2-11x faster at the tiers' batch sizes){inside}; with "
+                               f"graphs off, batch {ungraphed} would fit.")
         return
-    if tr.accumulate_grad_batches > 1:
-        why = f"gradient accumulation ({tr.accumulate_grad_batches}) keeps the tier's effective batch of {effective}"
-    else:
-        why = f"the tier's effective batch of {effective} fits only without the graph's extra memory"
-        tr.cuda_graphs = "off"
-    rec.warnings.append(f"No CUDA graph for this run: {why}. For its speed (2-3x at these sizes) set batch "
-                        f"{graphed}, accumulation 1 and cuda_graphs 'auto' (an effective batch of {graphed}).")
+    tr.cuda_graphs = "off"
+    why = ("not even batch 1 fits with the graph's extra memory" if not graphed else
+           f"with the graph's extra memory only batch {graphed} would fit, and SegFormer trains poorly at batch 1")
+    rec.warnings.append(f"No CUDA graph for this run: {why}, so batch {tr.batch_size} runs without it (2-3x "
+                        "slower at these sizes). A smaller image size or model would leave room for it.")
 
 
 def alternatives(rec: Recommendation, memory_model: MemoryModel) -> list[Alternative]:
@@ -377,11 +425,14 @@ def alternatives(rec: Recommendation, memory_model: MemoryModel) -> list[Alterna
         candidates.append((f"a larger model: SegFormer-{bigger} at {ds.image_size} px", bigger, ds.image_size))
     for size in (ds.image_size + 64, ds.image_size + 128):
         candidates.append((f"larger images: SegFormer-{tr.variant} at {size} px", tr.variant, size))
+    graphs = graphs_possible(rec.config)  # sized and reported as the plan would run them
     for description, variant, size in candidates:
-        batch = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size)
+        batch = largest_batch(memory_model, rec.config, rec.budget_gb, variant, size, graphs=graphs,
+                              train_images=rec.train_images)
         if batch < 2:
             continue
-        peak = predicted_peak(memory_model, rec.config, batch, variant, size)
+        peak = predicted_peak(memory_model, rec.config, batch, variant, size, graphs=graphs,
+                              train_images=rec.train_images)
         out.append(Alternative(description=description, variant=variant, batch_size=batch, image_size=size,
                                predicted_peak_gb=peak, note=_relative_cost(tr.variant, ds.image_size, tr.batch_size,
                                                                            variant, size, batch)))

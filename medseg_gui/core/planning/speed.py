@@ -5,12 +5,15 @@ thousands of small kernels, not by the GPU. Two remedies, decided separately:
 
 * **CUDA graphs** (``cuda_graphs``): the whole step (forward, loss, backward, optimiser) is captured
   once and replayed (core/engine/step_graph.py). Costs a few ordinary warm-up steps, so ``auto`` turns it
-  on wherever it can work: CUDA GPUs, bf16 or fp32 (fp16's loss scaler syncs with the host every
-  step), no gradient accumulation. On several GPUs the graph includes the gradient average (one
-  all-reduce of one flat buffer, core/engine/grad_sync.py) under Lightning's DDP processes; other
-  strategies keep their own synchronisation, ungraphed.
+  on wherever it can work: CUDA GPUs, any precision (fp16's dynamic loss scale is kept on the GPU,
+  core/engine/loss_scale.py), with or without gradient accumulation (two graphs: the micro-batches
+  and the one that ends with the optimiser step). On several GPUs the graph includes the gradient
+  average (one all-reduce of one flat buffer, core/engine/grad_sync.py) under Lightning's DDP
+  processes; other strategies keep their own synchronisation, ungraphed.
 * **torch.compile** (``compile``): inductor fuses the forward and loss into far fewer kernels; the
   price is a warm-up of one to three minutes, paid back only by runs long enough; hence ``auto``.
+  Each repeated encoder block is compiled on its own ("regional", ``compile_scope``): the blocks of a
+  stage share one compiled graph, so the warm-up shrinks (b5: 64 s instead of 174 s).
   Inside a graph it compiles with mode "default" (the graph is ours); without graphs on one GPU it
   uses "reduce-overhead" (inductor's own CUDA graphs of forward and backward).
 
@@ -50,6 +53,9 @@ class GraphPlan:
     reason: str
 
 
+# Lightning's names for fp16 mixed precision (the one with a loss scaler).
+FP16_PRECISIONS = ("16-mixed", "16", "fp16")
+
 # Strategies under which the graphed step can own the gradient average (Lightning's process launch
 # and sampler, our all-reduce instead of DDP's wrapper: core/grad_sync.graph_ddp_strategy).
 GRAPH_STRATEGIES = ("auto", "ddp")
@@ -68,16 +74,21 @@ def plan_cuda_graphs(setting: str, *, on_cuda: bool, devices: int = 1, precision
     if devices > 1 and strategy not in GRAPH_STRATEGIES:
         blockers.append(f"the '{strategy}' strategy (the graphed step averages gradients itself only under "
                         "plain DDP; use strategy 'ddp' or 'auto')")
-    if precision in ("16-mixed", "16", "fp16"):
-        blockers.append("fp16 precision (its loss scaler checks for overflow on the host every step)")
-    if accumulate > 1:
-        blockers.append("gradient accumulation")
     if blockers:
         verb = "cannot be used" if setting == "on" else "not used"
         return GraphPlan(False, f"CUDA graphs {verb}: {', '.join(blockers)}")
-    across = f", averaging gradients across {devices} GPUs inside it" if devices > 1 else ""
-    return GraphPlan(True, f"CUDA graphs {setting}: the whole training step replays as one graph{across} after "
-                           f"{GRAPH_WARMUP_STEPS} warm-up steps")
+    extras = []
+    if devices > 1:
+        extras.append(f"averaging gradients across {devices} GPUs inside it")
+    if precision in FP16_PRECISIONS:
+        extras.append("with the fp16 loss scale kept on the GPU")
+    if accumulate > 1:
+        extras.append(f"accumulating {accumulate} micro-batches per optimiser step")
+    what = "the whole training step replays as one graph" if accumulate == 1 else \
+        "the whole training step replays as CUDA graphs"
+    listed = "".join(", " + e for e in extras) + ("," if extras else "")
+    return GraphPlan(True, f"CUDA graphs {setting}: {what}{listed} after "
+                           f"{GRAPH_WARMUP_STEPS} warm-up {'steps' if accumulate == 1 else 'optimiser steps'}")
 
 
 def check_graph_memory(plan: GraphPlan, *, graph_gb: float | None, eager_gb: float | None,
@@ -137,13 +148,54 @@ def prepare_compiler() -> None:
 
     torch._dynamo.reset()
     torch._dynamo.config.automatic_dynamic_shapes = False
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)  # regional: ~10 per block code
 
 
 def compile_fn(fn, mode: str):
     import torch
 
     return torch.compile(fn, mode=mode, dynamic=False)
+
+
+# How much one compilation covers: "whole" traces the step's forward and loss as one graph; "regional"
+# compiles each repeated encoder block (and the decode head, and the loss) on its own. The blocks of
+# a stage share code and shapes, so b5's 52 blocks cost 5 compilations instead of one graph 52 blocks
+# long. Measured on an H200 at b5/16/288 inside our CUDA graph (benchmarks/results/
+# bench_train_speed_b5_fastpath.json): regional 389 img/s after a 64 s cold warm-up, where the whole
+# graph had given 344 img/s after 174 s (bench_train_speed.json, before the fast path). Whole stays
+# selectable (MEDSEG_COMPILE_SCOPE=whole) for comparisons.
+COMPILE_SCOPE_ENV = "MEDSEG_COMPILE_SCOPE"
+COMPILE_SCOPES = ("whole", "regional")
+DEFAULT_COMPILE_SCOPE = "regional"
+
+
+def compile_scope(mode: str | None) -> str:
+    """The scope for this run: the environment's choice, else the default; "reduce-overhead" is always
+    whole (inductor's own CUDA graphs per region would multiply graphs and memory pools)."""
+    chosen = os.environ.get(COMPILE_SCOPE_ENV, DEFAULT_COMPILE_SCOPE).strip().lower()
+    if chosen not in COMPILE_SCOPES or mode != "default":
+        return "whole"
+    return chosen
+
+
+def compile_regions(model, mode: str, backend="inductor") -> int:
+    """Compile, in place, each repeated encoder block and the decode head of a SegFormer; returns how many
+    modules were wrapped. ``nn.Module.compile`` keeps parameter names (no ``_orig_mod.`` prefix), so
+    state dicts and checkpoints are unchanged. Needs the fast path's encoder and drop path
+    (core/engine/fast_segformer.py), which keep per-block Python numbers and hooks out of the traces."""
+    from transformers.models.segformer.modeling_segformer import SegformerDecodeHead, SegformerLayer
+
+    regions = [m for m in model.modules() if isinstance(m, (SegformerLayer, SegformerDecodeHead))]
+    for module in regions:
+        module.compile(mode=None if backend != "inductor" else mode, dynamic=False, backend=backend)
+    return len(regions)
+
+
+def uncompile_regions(model) -> None:
+    """Undo ``compile_regions`` after a run (the model may be used later on another device or eagerly)."""
+    for module in model.modules():
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
 
 
 def mark_step() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from medseg_gui.core import config as cfg
 from medseg_gui.core.config_checks import field_label
-from medseg_gui.core.data.validate import validate_dataset
+from medseg_gui.core.data.validate import summary_for_recommendation, validate_dataset
 from medseg_gui.core.gpu_identity import GpuSelectionError, choose_gpus, device_count, short_uuid
 from medseg_gui.core import hardware
 from medseg_gui.core.hardware import GpuInfo, GpuProcess, HardwareSnapshot
@@ -477,8 +477,8 @@ def gather_facts(config: cfg.RunConfig, *, memory_model: Any = "default", snapsh
     f.gpu = min(f.train_gpus, key=lambda g: g.free_gb if g.free_gb is not None else float("inf"), default=None)
     tr = f.config.training
     f.pin_memory = tr.accelerator != "cpu" and f.torch_cuda_available  # the DataModule's rule
-    _predict(f, memory_model)
     _dataset_facts(f, report, check_dataset_files, mask_sample)
+    _predict(f, memory_model)  # after the dataset: its size decides whether 'auto' compiles
     f.pretrained = pretrained_availability(f.config, online=None if offline_by_environment() else hub_reachable())
     return f
 
@@ -494,14 +494,17 @@ def _predict(f: PreflightFacts, memory_model: Any) -> None:
     query_config = f.config.copy()
     query_config.training.precision = resolved_precision(f)
     tr, ds = query_config.training, query_config.dataset
+    images = f.dataset_pairs.get("train") or None  # the same rule as the plan's (recommend.plan_compiles)
+    if f.dataset_is_demo:
+        images = summary_for_recommendation("demo")[0].train_images
     try:
-        f.predicted_peak_gb = float(predicted_peak(memory_model, query_config))
+        f.predicted_peak_gb = float(predicted_peak(memory_model, query_config, train_images=images))
         if f.gpu is not None and f.gpu.free_gb is not None:
             f.batch_fitting_free = largest_batch(memory_model, query_config, f.gpu.free_gb - HEADROOM_GB,
-                                                 tr.variant, ds.image_size) or None
+                                                 tr.variant, ds.image_size, train_images=images) or None
         if f.gpu is not None and f.gpu.total_gb is not None:
             f.batch_fitting_card = largest_batch(memory_model, query_config, f.gpu.total_gb - HEADROOM_GB,
-                                                 tr.variant, ds.image_size) or None
+                                                 tr.variant, ds.image_size, train_images=images) or None
     except Exception as exc:  # noqa: BLE001 — a model that cannot answer leaves the peak unknown
         f.predicted_peak_gb = None
         f.peak_note = f"the memory model failed ({type(exc).__name__}: {exc})"
