@@ -136,7 +136,6 @@ def run_case(data: Path, case: dict, steps: int, warm: int, workers: int) -> dic
         _cpu_graph_standin()
 
     from medseg_gui.core.config import RunConfig
-    from medseg_gui.core.data.datamodule import build_datamodule
     from medseg_gui.core.engine.session import TrainingSession
 
     cfg = RunConfig()
@@ -151,12 +150,9 @@ def run_case(data: Path, case: dict, steps: int, warm: int, workers: int) -> dic
     tr.output_dir = tempfile.mkdtemp(prefix="bench_graph_modes_")
     batch = case["batch"]
 
-    def datamodule_factory(config):
-        dm = build_datamodule(config)
-        dm.prepare()
-        pairs = dm.train_dataset.pairs
-        dm.train_dataset.pairs = pairs * max(1, -(-(steps * batch) // len(pairs)))
-        return dm
+    from simulated_card import repeating_datamodule_factory
+
+    datamodule_factory = repeating_datamodule_factory(steps)  # the demo files repeated to enough batches
 
     losses, scales, scale_cb = _recorder(LOSS_STEPS)
     timer = _timer_callback(warm, batch)

@@ -179,7 +179,6 @@ def run_reference(data: Path, variant: str, batch: int, size: int, steps: int, w
 def run_ours(data: Path, variant: str, batch: int, size: int, steps: int, workers: int, warm: int,
              impl: str) -> dict:
     from medseg_gui.core.config import RunConfig
-    from medseg_gui.core.data.datamodule import build_datamodule
     from medseg_gui.core.engine.session import TrainingSession
 
     cfg = RunConfig()
@@ -190,12 +189,9 @@ def run_ours(data: Path, variant: str, batch: int, size: int, steps: int, worker
     tr.compile, tr.cuda_graphs, tr.channels_last = impl_settings(impl)
     tr.output_dir = tempfile.mkdtemp(prefix="bench_runs_")
 
-    def datamodule_factory(config):
-        dm = build_datamodule(config)
-        dm.prepare()
-        pairs = dm.train_dataset.pairs
-        dm.train_dataset.pairs = pairs * max(1, -(-(steps * batch) // len(pairs)))
-        return dm
+    from simulated_card import repeating_datamodule_factory
+
+    datamodule_factory = repeating_datamodule_factory(steps)  # the demo files repeated to enough batches
 
     timer = _timer_callback(warm, batch)
     events = []
