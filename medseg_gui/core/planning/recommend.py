@@ -380,14 +380,15 @@ def _multi_gpu_batch_reason(batch: int, n_gpus: int, accumulate: int, tier_effec
     The rule: the tier's learning rate at any effective batch, on one GPU or several. AdamW's
     per-parameter step sizes make it far less sensitive to the batch than SGD (whose linear-scaling
     rule would multiply the rate by the batch ratio), and one rule for any GPU count means N GPUs at
-    batch B train exactly like one GPU at batch N x B, which is what a user comparing runs expects.
+    batch B train like one GPU at batch N x B, which is what a user comparing runs expects (exactly
+    so with training.sync_batchnorm; otherwise the decode head's BatchNorm sees each GPU's batch).
     """
     total = batch * n_gpus * accumulate
     acc = f" x {accumulate} accumulation" if accumulate > 1 else ""
     return (f"Effective batch {total} images per optimiser step: batch {batch} per GPU x {n_gpus} GPUs{acc} "
             f"(the tier's is {tier_effective}). Learning rate {lr:g}, the tier's: the app keeps the same rate "
             f"for any effective batch (AdamW needs no linear scaling), so {n_gpus} GPUs at batch {batch} train "
-            f"like one GPU at batch {batch * n_gpus}.")
+            f"like one GPU at batch {batch * n_gpus} (exactly so with Sync BatchNorm on).")
 
 
 def _settle_graph(rec: Recommendation, graphed: int, ungraphed: int, effective: int) -> None:
