@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from results_io import write_results  # noqa: E402
+
 from simulated_card import (  # noqa: E402
     GIB, cap_process, plan_for_card, plan_summary, pretend_free_memory, process_used_gib, real_gpu_template,
     repeating_datamodule_factory, step_probe)
@@ -312,8 +314,6 @@ def assemble(cards: list[float], raw: list[dict[str, Any]], epoch_slices: int) -
 
 def save(path: Path, cards: list[float], raw: list[dict[str, Any]], args: argparse.Namespace,
          gpu_name: str) -> Path:
-    from medseg_gui.core.atomic import atomic_write_text
-
     this_run = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(), "gpu": gpu_name,
                 "gpus": args.gpus, "cards": cards, "steps_timed": args.steps, "warm_steps": args.warm,
                 "workers": args.workers, "budget_s": args.budget_s}
@@ -321,9 +321,7 @@ def save(path: Path, cards: list[float], raw: list[dict[str, Any]], args: argpar
     doc = {"benchmark": "cards", **this_run, "dry_run": bool(args.dry_run), "note": NOTE, "compile": "off",
            "epoch_slices": args.epoch_slices, "runs": [*args.previous_runs, this_run],
            "results": assemble(every_card, raw, args.epoch_slices), "raw": raw}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(doc, indent=2))
-    return path
+    return write_results(path, doc)
 
 
 def run_all(cards: list[float], args: argparse.Namespace, gpu_name: str) -> list[dict[str, Any]]:

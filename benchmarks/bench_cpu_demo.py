@@ -80,10 +80,9 @@ def main() -> None:
            "what": "medseg train --demo --accelerator cpu (the CPU tier: SegFormer-b0, 224 px, batch 1), epoch "
                    "time from the run's events (training + validation), fast path on vs off, alternating",
            "summary": summary, "ratio_off_over_on": (off / on) if on and off else None, "runs": runs}
-    from medseg_gui.core.atomic import atomic_write_text
+    from results_io import write_results
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out), json.dumps(doc, indent=2))
+    write_results(args.out, doc)
     print(json.dumps(summary), f"off/on = {doc['ratio_off_over_on']}", f"\nwrote {args.out}")
 
 

@@ -163,10 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                      "warmup": args.warmup, "steps": args.steps, "repeats": args.repeats},
         "conditions": conditions,
     }
-    from medseg_gui.core.atomic import atomic_write_text
+    from results_io import write_results
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"saved {args.out}")
     return 0
 

@@ -175,12 +175,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def save(args: argparse.Namespace, results: list[dict]) -> None:
-    from medseg_gui.core.atomic import atomic_write_text
+    from results_io import write_results
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out), json.dumps({"benchmark": "fit", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                  "compile": args.compile, "graphed": args.graphed,
-                                                  "results": results}, indent=2))
+    write_results(args.out, {"benchmark": "fit", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                             "compile": args.compile, "graphed": args.graphed, "results": results})
 
 
 if __name__ == "__main__":

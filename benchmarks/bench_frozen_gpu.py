@@ -41,6 +41,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results_io import write_results  # noqa: E402
+
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "bench_frozen_gpu.json"
 
 # What the frozen command line (and its build) needs beyond what the GPU image ships (torch, lightning,
@@ -310,14 +314,6 @@ def compile_probe(exe: Path, env: dict[str, str], work: Path, budget: Budget, lo
             "tail": trained["tail"][-800:] if trained["rc"] != 0 else ""}
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic, so a killed benchmark leaves the previous file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # On the lent H200 (16 cores, shared with another job) the CUDA build took 493 s: the defaults fit one
@@ -467,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         result["ok"] = not problems
         result["budget_left_s"] = round(budget.left(), 1)
-        write_json(args.out, result)
+        write_results(args.out, result)
         shutil.rmtree(work, ignore_errors=True)
         log(f"{'OK' if not problems else 'PROBLEMS: ' + '; '.join(problems)} -> {args.out}")
 

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from results_io import write_results  # noqa: E402
+
 from bench_train_speed import _nvml_peak_sampler, _timer_callback, ensure_data  # noqa: E402
 
 CASES = ["b5-16-288:bf16:graph", "b5-16-288:fp16:graph", "b5-16-288:fp16:eager",
@@ -94,37 +96,14 @@ def _cpu_graph_standin() -> None:
     """Dry run on a machine without CUDA: the plan says yes and "capture" records the step as a
     closure over the static buffers (what a CUDA graph is, minus the GPU), so the module's graphed
     path, the accumulation cycle and this script's bookkeeping all run."""
-    import torch
-
     from medseg_gui.core.engine import step_graph
     from medseg_gui.core.planning import speed
 
     real = speed.plan_cuda_graphs
     speed.plan_cuda_graphs = lambda setting, **kw: real(setting, **{**kw, "on_cuda": True})
 
-    class CpuGraphs(step_graph.WholeStepGraph):
-        def _side_stream_step(self, images, masks, last=True):
-            return self._plain_step(images, masks, last)
-
-        def _capture(self, images, masks, last=True):
-            static = (images.clone(), masks.clone())
-
-            def recorder(kind):
-                holder = torch.zeros(())
-
-                class Replay:
-                    def replay(inner):
-                        holder.copy_(self._plain_step(*static, last=kind == "last"))
-
-                return Replay(), holder
-
-            self.graph, self._static_loss = recorder("last")
-            if self.accumulate > 1:
-                self.micro_graph, self._micro_loss = recorder("micro")
-            self._static = static
-            graph, loss = (self.graph, self._static_loss) if last else (self.micro_graph, self._micro_loss)
-            graph.replay()
-            return loss
+    sys.path.insert(0, str(ROOT / "tests"))
+    from cpu_graphs import CpuGraphs  # the tests' stand-in: one copy of it
 
     step_graph.WholeStepGraph = CpuGraphs
 
@@ -264,15 +243,10 @@ def comparisons(results: list[dict]) -> dict:
 
 
 def save(results: list[dict], args: argparse.Namespace) -> Path:
-    from medseg_gui.core.atomic import atomic_write_text
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": "graph_modes", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
            "steps": args.steps, "warm_steps": args.warm, "workers": args.workers, "budget_s": args.budget_s,
            "dry_run": args.dry_run, "results": results, "comparisons": comparisons(results)}
-    atomic_write_text(out, json.dumps(doc, indent=2))
-    return out
+    return write_results(args.out, doc)
 
 
 def print_summary(results: list[dict], comp: dict) -> None:

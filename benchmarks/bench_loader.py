@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -142,10 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     if load is not None and load > (os.cpu_count() or 1):
         print(f"note: load average {load:.1f} on {os.cpu_count()} cores - other processes share the CPU, so "
               "wall-clock img/s is low; img/CPU-s is the per-core figure")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    from medseg_gui.core.atomic import atomic_write_text
+    from results_io import write_results
 
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"saved {args.out}")
     return 0
 

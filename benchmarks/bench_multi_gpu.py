@@ -46,6 +46,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results_io import write_results  # noqa: E402
 
 CONFIGS = ["b2-32-256", "b5-16-256"]
 RUNS = {"1gpu": (1, 1), "2gpu": (2, 1), "1gpu-2x": (1, 2)}  # name -> (GPUs, batch multiplier)
@@ -390,13 +393,6 @@ def environment() -> dict:
     return info
 
 
-def save(doc: dict, path: Path) -> None:
-    from medseg_gui.core.atomic import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(doc, indent=2))
-
-
 def print_table(summaries: list[dict]) -> None:
     print(f"\n{'config':<12}{'1 GPU img/s':>14}{'2 GPUs img/s':>14}{'speedup':>9}{'loss max rel (step/epoch)':>28}{'OOM':>5}")
     for s in summaries:
@@ -457,14 +453,14 @@ def main() -> None:
             doc["runs"].append(res)
             short = {k: v for k, v in res.items() if k not in ("step_losses", "error", "tail")}
             print(json.dumps(short) if "error" not in res else f"{config} {name} FAILED:\n{res['error']}", flush=True)
-            save(doc, out)
+            write_results(out, doc)
         summary = summarise(config, runs)
         doc["summaries"].append(summary)
         if "speedup" in summary:
             doc["speedup"][config] = summary["speedup"]
-        save(doc, out)
+        write_results(out, doc)
     doc["meets_target"] = bool(doc["speedup"]) and all(v >= TARGET_SPEEDUP for v in doc["speedup"].values())
-    save(doc, out)
+    write_results(out, doc)
     print_table(doc["summaries"])
     print(f"\nwrote {out}")
 

@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from results_io import write_results  # noqa: E402
+
 TIER_CASES = ["b0-2-224", "b2-4-256", "b4-8-288", "b5-16-288"]
 BATCH32_CASES = ["b0-32-288", "b2-32-288", "b4-32-288", "b5-32-288"]
 IMPLS = ["reference", "ours-eager", "ours-graphs", "ours-compiled", "ours-compiled-warm", "ours-compiled-ro"]
@@ -304,13 +306,9 @@ def print_table(results: list[dict]) -> None:
 
 def save(results: list[dict], args: argparse.Namespace) -> Path:
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": "train_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(),
            "steps": args.steps, "warm_steps": args.warm, "workers": args.workers, "results": results}
-    from medseg_gui.core.atomic import atomic_write_text
-
-    atomic_write_text(out, json.dumps(doc, indent=2))
-    return out
+    return write_results(out, doc)
 
 
 def main() -> None:

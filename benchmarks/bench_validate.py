@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
-import json
 import os
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench_loader import cpu_model  # noqa: E402
-from medseg_gui.core.atomic import atomic_write_text  # noqa: E402
+from results_io import write_results  # noqa: E402
 from medseg_gui.core.data.demo import _Case  # noqa: E402
 from medseg_gui.core.data.validate import validate_dataset  # noqa: E402
 
@@ -70,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "validate_dataset on a flat folder", "cpu_model": cpu_model(),
               "cpu_count": os.cpu_count(), "image_size": args.size,
               "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "results": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"saved {args.out}")
     return 0
 

@@ -19,7 +19,6 @@ shares, the top kernels, peak memory; a run that fails is recorded with its erro
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import sys
@@ -31,6 +30,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results_io import write_results  # noqa: E402
 
 # the tiny architecture of --dry-run (b0-shaped, small widths)
 TINY = {"depths": [1, 1, 1, 1], "hidden_sizes": [8, 16, 32, 48], "num_attention_heads": [1, 1, 2, 2],
@@ -315,8 +317,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from medseg_gui.core.atomic import atomic_write_text
-
     doc: dict[str, Any] = {"benchmark": "profile_step", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                            "host": platform.node(), "torch": torch.__version__,
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
@@ -355,8 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"  FAILED: {run['error']}", flush=True)
         doc["fast_path_saves_ms"] = compare(doc["runs"])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json.dumps(doc, indent=2))
+        write_results(out, doc)
     print(f"wrote {out}", flush=True)
     failed = [r for r in [*doc["runs"].values(), doc["equivalence"]] if "error" in r]
     return 1 if failed else 0

@@ -10,40 +10,12 @@ import math
 import pytest
 import torch
 
+from cpu_graphs import CpuGraphs
+
 from medseg_gui.core.engine import step_graph
 from medseg_gui.core.engine.grad_sync import FlatGradBucket
 from medseg_gui.core.engine.loss_scale import DeviceLossScaler, attach_to_optimizer
 from medseg_gui.core.planning import speed
-
-
-class CpuGraphs(step_graph.WholeStepGraph):
-    """Warm-up on the one CPU stream; "capture" records each graph as a closure that reruns the
-    captured step on the static buffers and writes its loss into the static loss tensor."""
-
-    def _side_stream_step(self, images, masks, last=True):
-        return self._plain_step(images, masks, last)
-
-    def _capture(self, images, masks, last=True):
-        static = (images.clone(), masks.clone())
-        self.replays = {"micro": 0, "last": 0}
-
-        def recorder(kind):
-            holder = torch.zeros(())
-
-            class Replay:
-                def replay(inner):
-                    holder.copy_(self._plain_step(*static, last=kind == "last"))
-                    self.replays[kind] += 1
-
-            return Replay(), holder
-
-        self.graph, self._static_loss = recorder("last")
-        if self.accumulate > 1:
-            self.micro_graph, self._micro_loss = recorder("micro")
-        self._static = static
-        graph, loss = (self.graph, self._static_loss) if last else (self.micro_graph, self._micro_loss)
-        graph.replay()
-        return loss
 
 
 def _model(seed=0):
