@@ -64,6 +64,12 @@ NOTE = ("Simulated cards: one big GPU per process, its allocator capped at the c
         "+ the calibrated CUDA context.")
 
 
+# The memory model is calibrated on the app's fast path; the reference trains transformers' own modules,
+# which reserved 12.26 GiB where the fast path reserved 8.44 (b5 . 16 . 288, graphed, one H200:
+# benchmarks/results/bench_train_speed_b5_fastpath.json). Only the dry run's invented OOMs use it.
+REFERENCE_MODULES_FACTOR = 12.26 / 8.44
+
+
 def reference_row(card_gb: float) -> dict[str, Any]:
     """The tier table's settings for a card of this size: what the common tutorial tells its owner to run."""
     from medseg_gui.core.planning.tiers import tier_for_vram
@@ -171,7 +177,7 @@ def fake_worker(side: str, card: float, steps: int, warm: int, workers: int, sle
     if side == "reference":
         out: dict[str, Any] = reference_row(card)
         need = default_memory_model()(MemoryQuery(out["variant"], out["batch"], out["image_size"], 4, "16-mixed"))
-        out["oom"] = need > card
+        out["oom"] = need * REFERENCE_MODULES_FACTOR > card
     else:
         rec = plan_for_card(card, (8, 6), base_config())
         out = plan_summary(rec)
@@ -255,7 +261,7 @@ def peak_check(card: float, ours: dict[str, Any]) -> dict[str, Any] | None:
     flags = []
     if plan is None or run is None or abs(plan - run) > 0.01:
         flags.append(f"plan and run predict different peaks ({_num(plan)} vs {_num(run)} GB)")
-    if run is not None and real > run:
+    if run is not None and real > run + 0.005:  # above the prediction by what shows at 0.01 GB
         flags.append(f"real peak {real - run:.2f} GB above the run's prediction")
     unused = card - real
     if unused > safety_margin(card) + 0.5:
@@ -381,6 +387,8 @@ def _duration(seconds: float | None) -> str:
 def cards_table(doc: dict[str, Any]) -> str:
     """Markdown: per card, the reference row against our plan, speed and epoch time; then the peaks."""
     slices = doc.get("epoch_slices", EPOCH_SLICES)
+    if doc.get("raw"):  # the measurements are the raw cases; the per-card view is re-derived by today's rules
+        doc = dict(doc, results=assemble(sorted({r["card_gb"] for r in doc["raw"]}), doc["raw"], slices))
     lines = ["| Card | Reference row | Reference img/s | Reference epoch | Ours | Ours img/s | Ours epoch | Speedup |",
              "|---:|---|---:|---:|---|---:|---:|---:|"]
     for e in doc["results"]:

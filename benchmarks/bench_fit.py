@@ -96,6 +96,7 @@ def dry_run(cards: list[float], data: str, graphed: bool, steps: int, compile_mo
         plan = {"card_gb": card, **plan_summary(rec)}
         dm = repeating_datamodule_factory(steps)(rec.config)
         plan["train_batches"] = len(dm.train_dataset) // rec.config.training.batch_size
+        plan["val_images"] = len(dm.val_dataset) if dm.val_dataset is not None else 0
         step_probe()
         plans.append(plan)
         print(json.dumps(plan), flush=True)

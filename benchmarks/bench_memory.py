@@ -20,7 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from medseg_gui.core.config import VARIANTS  # noqa: E402
+from results_io import write_results  # noqa: E402
 
 GIB = 2**30
 
@@ -73,6 +75,7 @@ def main() -> None:
 
     rows = []
     t0 = time.perf_counter()
+    gpu, version = torch.cuda.get_device_name(0), torch.__version__
     for v in args.variants.split(","):
         for prec in args.precisions.split(","):
             for s in map(int, args.sizes.split(",")):
@@ -82,11 +85,12 @@ def main() -> None:
                         rows.append(r)
                         print(json.dumps({k: (round(x, 4) if isinstance(x, float) else x) for k, x in r.items()}),
                               flush=True)
-    doc = {"benchmark": "memory_grid", "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
-           "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": time.perf_counter() - t0, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=2))
-    print(f"wrote {args.out} in {doc['seconds']:.0f}s")
+                        # after every row: a run cut short by a time limit keeps what it measured
+                        doc = {"benchmark": "memory_grid", "gpu": gpu, "torch": version,
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": time.perf_counter() - t0,
+                               "rows": rows}
+                        write_results(args.out, doc)
+    print(f"wrote {args.out} in {time.perf_counter() - t0:.0f}s")
 
 
 if __name__ == "__main__":

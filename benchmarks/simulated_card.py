@@ -140,19 +140,27 @@ def real_gpu_template() -> tuple[str, tuple[int, int] | None]:
 
 
 def repeating_datamodule_factory(steps: int):
-    """The app's datamodule with its training set repeated to at least ``steps`` batches.
+    """The app's datamodule with its training set repeated to at least ``steps`` batches, and its
+    validation set to at least one full batch.
 
     Why: the demo set holds a few hundred slices, fewer than a large card's batch times the steps a
-    measurement needs; repeating the same files keeps the real loader (PNG decoding, augmentation)."""
+    measurement needs; repeating the same files keeps the real loader (PNG decoding, augmentation).
+    Validation runs at the training batch size, and its activations sit beside the training graph's
+    pool: a validation set smaller than one batch (48 demo slices against batch 150 on an 80 GB card)
+    would leave the peak a real dataset reaches unmeasured."""
 
     def factory(config: Any) -> Any:
         from medseg_gui.core.data.datamodule import build_datamodule
 
         dm = build_datamodule(config)
         dm.prepare()
-        pairs = dm.train_dataset.pairs
-        need = steps * config.training.batch_size
-        dm.train_dataset.pairs = pairs * max(1, -(-need // len(pairs)))
+        batch = config.training.batch_size
+        for dataset, need in ((dm.train_dataset, steps * batch), (dm.val_dataset, batch)):
+            if dataset is not None and dataset.pairs:
+                times = max(1, -(-need // len(dataset.pairs)))
+                dataset.pairs = dataset.pairs * times
+                if dataset.cache is not None:  # decoded arrays (dataset.cache_images) follow the pairs
+                    dataset.cache = tuple(t.repeat((times,) + (1,) * (t.ndim - 1)) for t in dataset.cache)
         return dm
 
     return factory

@@ -60,6 +60,9 @@ def test_peak_check_reads_one_predicted_peak_and_flags_the_gaps(tmp_path):
     flags = bench_cards.peak_check(80.0, ours)["flags"]
     assert any("different peaks" in f for f in flags) and any("above the run's prediction" in f for f in flags)
     assert any("unused" in f for f in flags)
+    # a real peak the prediction meets to the shown 0.01 GB is not "above" it
+    close = dict(by[80.0]["ours"], predicted_peak_gb=10.0, runstarted_predicted_peak_gb=10.0, measured_peak_gb=10.004)
+    assert not any("above" in f for f in bench_cards.peak_check(80.0, close)["flags"])
 
 
 def test_a_case_past_its_timeout_is_killed_and_recorded(tmp_path):
@@ -125,6 +128,8 @@ def test_fit_dry_run_plans_graphed_bf16_and_builds_the_repeated_loader(tmp_path)
     assert [p["precision"] for p in plans] == ["bf16-mixed"] * 2
     assert plans[0]["graph_planned"] is True and plans[0]["compile"] == "off"
     assert all(p["train_batches"] >= 5 for p in plans)
+    # validation runs at least one full batch (its activations sit beside the graph's pool)
+    assert all(p["val_images"] >= p["batch"] for p in plans)
     what_if = bench_fit.dry_run([4.0], str(data), graphed=False, steps=5)
     assert what_if[0]["precision"] == "16-mixed"  # the first proof's what-if plan: no card to ask
 

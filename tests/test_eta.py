@@ -147,7 +147,9 @@ def test_eta_on_a_real_cpu_run(tmp_path, one_torch_thread):
     config = demo_run_config(tmp_path, n=80, size=64, epochs=4, steps_per_epoch=0, batch_size=2)
     config.training.max_steps_per_epoch = 0
     events: list[ev.Event] = []
-    TrainingSession(config, events.append).run()
+    # Step events every 0.1 s, not the app's 0.5: on an idle fast machine an epoch of this tiny run takes
+    # about 0.4 s, and with one step event per epoch there is no step interval to measure at all.
+    TrainingSession(config, events.append, step_event_interval_s=0.1).run()
     assert isinstance(events[-1], ev.RunFinished), events[-1]
     rows = [(p, eta, real) for p, eta, real in eta_errors(events) if p >= 0.05]
     assert len(rows) >= 4, "the run was too short to check"

@@ -34,15 +34,40 @@ def test_unknown_variant_is_a_clear_key_error():
         default_memory_model()(q(variant="b9"))
 
 
-def test_predictions_match_the_recorded_simulated_card_runs_within_10_percent():
-    """The proof run (benchmarks/bench_fit.py on a GPU) recorded measured peaks; the shipped model
-    must stay within the issue's +-10 % of them (a recalibration that drifts fails here)."""
-    runs = json.loads((RESULTS / "bench_fit.json").read_text())["results"]
+def test_predictions_match_the_recorded_graphed_card_runs_within_5_percent():
+    """The graphed fit proof (benchmarks/bench_fit.py --graphed on a GPU, the app's defaults on every card
+    from 4 to 80 GB) recorded real peaks; the shipped model must stay within 5 % of each of them and
+    never below one by more than 1 % (a recalibration that drifts, or that under-predicts, fails here)."""
+    from medseg_gui.core.planning.recommend import accumulation_buffer_gb
+
+    runs = json.loads((RESULTS / "bench_fit_graphed.json").read_text())["results"]
+    assert len(runs) >= 8 and all(r["finished"] and not r["oom_recoveries"] for r in runs)
     m = default_memory_model()
     for r in runs:
-        measured = r["peak_reserved_gib"]  # the allocator peak through the real Trainer
-        predicted = m.train_peak(q(r["variant"], r["batch"], r["image_size"], precision=r["precision"]))
-        assert abs(predicted - measured) / measured < 0.10, r
+        query = MemoryQuery(r["variant"], r["batch"], r["image_size"], 4, r["precision"], graphs=r["graph_captured"])
+        predicted = m(query) + (accumulation_buffer_gb(r["variant"]) if r["accumulate"] > 1 else 0.0)
+        measured = r["measured_peak_gb"]  # the allocator's peak through the real Trainer, plus the context
+        assert -0.01 < (predicted - measured) / measured < 0.05, r
+
+
+def test_graph_excess_is_an_upper_envelope_that_grows_with_the_batch():
+    """The graph's pool holds more than an eager step, more so at larger batches: a small card must not
+    be charged a big batch's excess, and no measured run may sit above the line."""
+    import sys
+
+    sys.path.insert(0, str(RESULTS.parent))
+    from calibrate_memory import upper_envelope
+
+    points = [(0.10, 0.04), (0.79, 0.18), (2.77, 0.04), (7.98, 0.47), (13.23, 0.27)]
+    offset, share = upper_envelope(points)
+    assert all(offset + share * x >= y - 1e-9 for x, y in points)
+    assert offset < 0.3 and share > 0  # not the largest residual as a constant
+    assert upper_envelope([(1.0, 0.5), (2.0, 0.5)]) == pytest.approx((0.5, 0.0))
+    m = default_memory_model()
+    small, big = q("b0", 2, 224), q("b5", 32, 288)
+    excess = [m(MemoryQuery(x.variant, x.batch_size, x.image_size, 4, "bf16-mixed", graphs=True))
+              - m.context_gb - m.train_peak(x) - m.val_activations(x) for x in (small, big)]
+    assert 0 < excess[0] < 0.25 < excess[1]
 
 
 def test_fit_recovers_known_coefficients():

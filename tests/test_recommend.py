@@ -65,7 +65,16 @@ def test_bf16_card_leaves_room_for_the_cuda_graph_and_says_what_it_costs():
     assert not any("CUDA graph" in r for r in ungraphed.reasons)
 
 
-@pytest.mark.parametrize("card", [16, 24])
+def test_when_the_tier_batch_fits_graphed_in_one_step_there_is_no_accumulation():
+    """24 GB: b5 at 288 px fits graphed above the tier's batch of 32 (the fit proof ran b5 . 43 there),
+    so one step per batch and the larger batch."""
+    rec = recommend(probe(make_nvml([FakeGpu(total_gb=24, used_gb=0.0)])))
+    tr = rec.config.training
+    assert (tr.variant, tr.cuda_graphs, tr.accumulate_grad_batches) == ("b5", "auto", 1) and tr.batch_size > 32
+    assert rec.predicted_peak_gb <= rec.budget_gb
+
+
+@pytest.mark.parametrize("card", [16])
 def test_when_the_tier_batch_needs_room_the_graph_would_take_the_graph_accumulates(card):
     """The tier's effective batch of 32 (b5) fits graphed only as 16 x 2: the graph now accumulates
     itself, so the plan keeps it, at the batch that keeps the effective batch, and says both."""

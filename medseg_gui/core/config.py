@@ -120,7 +120,7 @@ class TrainingConfig:
         label="Sync BatchNorm", advanced=True))
     compile: str = field(default="auto", metadata=meta(
         "torch.compile (fused kernels): 'auto' on a CUDA GPU when the run is long enough to pay back "
-        "its 1-3 minute warm-up.", choices=COMPILE_MODES, label="Compile", advanced=True))
+        "its one- to two-minute first warm-up.", choices=COMPILE_MODES, label="Compile", advanced=True))
     cuda_graphs: str = field(default="auto", metadata=meta(
         "Replay the whole training step as one CUDA graph (a few warm-up steps, then far less CPU "
         "work per step): 'auto' on CUDA GPUs, in any precision, with or without gradient accumulation.",

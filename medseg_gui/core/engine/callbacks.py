@@ -97,7 +97,7 @@ class EventCallback(L.Callback):
         if getattr(pl_module, "compile_mode", None):
             self._compiling_since = time.monotonic()
             self._emit(PhaseChanged(phase="compiling", message="compiling the model (the first run of a "
-                                    "configuration takes 1-3 minutes; later runs load it from the cache)"))
+                                    "configuration takes one to two minutes; later runs load it from the cache)"))
         elif getattr(pl_module, "cuda_graphs", False):
             self._compiling_since = time.monotonic()
             self._emit(PhaseChanged(phase="compiling", message="capturing the training step as a CUDA graph "

@@ -21,8 +21,14 @@ fitted per variant to measured compiled runs.
 
 The whole-step CUDA graph (``cuda_graphs``, on by default on one GPU) keeps the training step's
 memory in its own pool for the whole run, so validation allocates beside it instead of reusing it:
-its peak is predicted as ``context + training peak + validation activations + offset``, the offset
-being the largest measured residual over graphed runs of ``bench_train_speed.py``.
+its peak is predicted as ``context + training peak + validation activations + offset + share x those
+activations``: the graphed runs' excess over that sum grows with the batch (measured +0.04 GiB at
+b0 . 2 . 224, up to +0.47 at batch 32), so offset and share are the upper envelope of the residuals of
+graphed runs of ``bench_train_speed.py`` (a constant big enough for batch 32 would waste a fifth of a 4 GB card).
+
+The grid is measured with the model the app trains: SegFormer's fast path (core/engine/fast_segformer.py),
+which reserves about a third less than transformers' own modules at b5; ``MEDSEG_FAST_PATH=off`` therefore
+needs more memory than planned.
 
 Several GPUs add memory on each GPU, and how much depends on the step (``ddp_extra_gb``):
 graphed, the gradients are views into one flat buffer that is all-reduced in place inside the graph
@@ -32,9 +38,16 @@ from the parameter count plus ``NCCL_WORKSPACE_GB``, not measured).
 
 Recalibrate on a new GPU/driver/torch version (all measurements go through our own step code):
 
-    python benchmarks/bench_memory.py --out benchmarks/results/bench_memory.json      # eager grid
-    python benchmarks/bench_train_speed.py ...                                         # compiled peaks
-    python benchmarks/calibrate_memory.py  # fits and writes medseg_gui/core/planning/calibration/memory.json
+    python benchmarks/bench_memory.py --precisions bf16-mixed --batches 1,4,16,32 --out R/bench_memory_fastpath.json
+    python benchmarks/bench_memory.py --precisions 32 --batches 1,4,16 --out R/bench_memory_fastpath_fp32.json
+    python benchmarks/bench_train_speed.py --impls ours-graphs --out R/bench_train_speed_graphed_peaks.json \
+        --cases b0-32-288,b2-32-288,b4-32-288,b5-32-288,b0-2-224,b2-4-256,b4-8-288,b5-16-288   # graphed peaks
+    python benchmarks/calibrate_memory.py --grid R/bench_memory_fastpath*.json \
+        --compiled R/bench_train_speed_graphed_peaks.json R/bench_train_speed_b5_fastpath.json \
+                   R/bench_train_speed_b5_warm.json R/bench_train_speed_b0_tier.json \
+        --extra   # fits and writes medseg_gui/core/planning/calibration/memory.json
+
+(R = benchmarks/results; the three measuring commands only measure memory and may share one GPU.)
 
 then check the fit with ``benchmarks/bench_fit.py`` (simulated cards, real Trainer).
 """
@@ -138,6 +151,7 @@ class MemoryModelData:
         self.trainer_overhead = float(data.get("trainer_overhead", 1.0))
         graphs = data.get("graphs")
         self.graphs_offset = float(graphs["offset"]) if graphs else None
+        self.graphs_share = float(graphs.get("per_activation_gib", 0.0)) if graphs else 0.0
 
     def _key(self, variant: str, precision: str) -> str:
         key = f"{variant}/{precision_class(precision)}"
@@ -168,8 +182,16 @@ class MemoryModelData:
         return c.activations(q.batch_size, q.image_size) + self._class_term(q) / 3
 
     def graph_peak(self, q: MemoryQuery) -> float:
-        """Allocator peak (GiB) with the whole-step graph: its pool plus validation beside it."""
-        return self.train_peak(replace(q, compiled=False, graphs=False)) + self.val_activations(q) + (self.graphs_offset or 0.0)
+        """Allocator peak (GiB) with the whole-step graph: its pool plus validation beside it, plus the
+        measured excess of graphed runs over that sum: a fixed part and a share of the activations (it
+        grows with the batch)."""
+        eager = replace(q, compiled=False, graphs=False)
+        activations = self.activations(eager) + self.val_activations(q)
+        return self.train_peak(eager) + self.val_activations(q) + (self.graphs_offset or 0.0) + self.graphs_share * activations
+
+    def activations(self, q: MemoryQuery) -> float:
+        """The per-image part of a training step's peak (GiB): everything but weights, gradients, optimiser."""
+        return self.train[self._key(q.variant, q.precision)].activations(q.batch_size, q.image_size) + self._class_term(q)
 
     @staticmethod
     def _class_term(q: MemoryQuery) -> float:

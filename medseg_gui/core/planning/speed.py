@@ -11,9 +11,10 @@ thousands of small kernels, not by the GPU. Two remedies, decided separately:
   average (one all-reduce of one flat buffer, core/engine/grad_sync.py) under Lightning's DDP
   processes; other strategies keep their own synchronisation, ungraphed.
 * **torch.compile** (``compile``): inductor fuses the forward and loss into far fewer kernels; the
-  price is a warm-up of one to three minutes, paid back only by runs long enough; hence ``auto``.
+  price is a first warm-up of one to two minutes, paid back only by runs long enough; hence ``auto``.
   Each repeated encoder block is compiled on its own ("regional", ``compile_scope``): the blocks of a
-  stage share one compiled graph, so the warm-up shrinks (b5: 64 s instead of 174 s).
+  stage share one compiled graph, so the warm-up shrinks (b5: about a minute instead of 174 s; 18 s
+  when the compile cache already holds the configuration).
   Inside a graph it compiles with mode "default" (the graph is ours); without graphs on one GPU it
   uses "reduce-overhead" (inductor's own CUDA graphs of forward and backward).
 
@@ -31,9 +32,11 @@ from medseg_gui.core.paths import cache_dir
 # A run shorter than this many optimiser steps does not pay back the warm-up (60-150 s measured)
 # even at a 7x speed-up over ~5 eager steps/s at the tiers' batch sizes.
 AUTO_COMPILE_MIN_STEPS = 1500
-# Inside our CUDA graph, compiling adds only 1.2-1.4x (H200: b0/2/224 449 -> 629 img/s, b4/8/288
-# 241 -> 304) for a 60-175 s first warm-up: break-even is ~24,000 steps at b4 and ~48,000 at b0 on a
-# cold cache, ~4,000 on a warm one. Long runs (the tiers' 100 epochs of thousands of steps) pass.
+# Inside our CUDA graph, compiling adds 1.3-1.4x (one H200, compiled block by block: b0/2/224 428 -> 587
+# img/s after a 63 s first warm-up, b5/16/288 296 -> 389 after 55-59 s, 18 s when the cache is warm;
+# the graph alone warms up in 13-16 s): break-even is ~3,300 steps at b5 and ~40,000 at b0 on a cold
+# cache, a few hundred on a warm one. One threshold between the two; long runs (the tiers' 100 epochs
+# of thousands of steps) pass at every tier.
 AUTO_COMPILE_MIN_STEPS_GRAPHED = 20_000
 
 # Ordinary steps before a CUDA graph capture (PyTorch's whole-network recipe uses 3 on one GPU).
@@ -123,7 +126,7 @@ def plan_compile(setting: str, *, on_cuda: bool, total_steps: int, devices: int 
     needed = AUTO_COMPILE_MIN_STEPS_GRAPHED if whole_step_graph else AUTO_COMPILE_MIN_STEPS
     if total_steps >= needed:
         return CompilePlan(True, mode, f"compile auto: {total_steps} steps repay the one-off warm-up ({mode})")
-    return CompilePlan(False, None, f"compile auto: {total_steps} steps are too few to repay a 1-3 minute "
+    return CompilePlan(False, None, f"compile auto: {total_steps} steps are too few to repay a one- to two-minute "
                                     f"warm-up (needs {needed}{' with CUDA graphs on' if whole_step_graph else ''}); "
                                     "running uncompiled")
 
