@@ -7,8 +7,11 @@ two runs, each in a fresh process with a GPU to itself:
   table's row for that card (core/planning/tiers.py: 4 GB b0 . 2 . 224 accumulating 4, 6-8 GB b2 . 4 . 256,
   12 GB b4 . 8 . 288, 16 GB and up b5 . 32 . 288, an out-of-memory on 16 GB, recorded as such);
 * ours: ``recommend`` for that card, the settings a user of it gets (bf16 where the GPU has it, the CUDA
-  graph where the plan allows), through the real TrainingSession, but with compile off: its 1-3 minute
-  warm-up per case would not fit the time, so our figures are without compile's extra 1.2-1.4x.
+  graph where the plan allows), through the real TrainingSession, with compile off by default: its
+  one-minute warm-up per case doubles the command's time, so those figures are without compile's extra
+  1.3-1.4x. ``--compile on`` measures what a long run (the tiers' 100 epochs of a UW-Madison-sized set)
+  really gets, the warm-up excluded from the timing like every warm-up step (write it to another
+  ``--out``: results of the two modes do not mix).
 
 Both read the same PNG files through their real loaders with the same number of loader workers, and
 time the same number of steps after the same warm-up. Recorded per card: images/s, the training time of
@@ -56,9 +59,11 @@ CARDS = (4, 6, 8, 12, 16, 24, 48, 80)
 SIDES = ("reference", "ours")
 EPOCH_SLICES = 38_000  # a UW-Madison-sized training set (~38,500 slices)
 RESULTS = ROOT / "benchmarks" / "results"
+COMPILE_WORDS = {"off": "compile OFF (to bound the time; compile adds 1.3-1.4x inside the graph)",
+                 "on": "compile ON (a long run's default; its warm-up is not timed)"}
 NOTE = ("Simulated cards: one big GPU per process, its allocator capped at the card minus the CUDA context. "
         "Reference: the tier table's row for the card through reference_recipe.py (fp16, eager). Ours: recommend() "
-        "for the card with compile OFF (to bound the time; compile adds 1.2-1.4x inside the graph), CUDA graph and "
+        "for the card with {compile}, CUDA graph and "
         "precision as the plan says. Same PNG data, same loader workers, same warm-up and timed steps. Epoch time = "
         "epoch_slices / images per second (training only, no validation). measured_peak_gb = max_memory_reserved "
         "+ the calibrated CUDA context.")
@@ -131,7 +136,8 @@ def reference_worker(card: float, data: Path, steps: int, warm: int, workers: in
     return out
 
 
-def ours_worker(card: float, data: Path, steps: int, warm: int, workers: int) -> dict[str, Any]:
+def ours_worker(card: float, data: Path, steps: int, warm: int, workers: int,
+                compile_mode: str = "off") -> dict[str, Any]:
     import torch
 
     from bench_train_speed import _timer_callback
@@ -139,7 +145,7 @@ def ours_worker(card: float, data: Path, steps: int, warm: int, workers: int) ->
 
     context = cap_process(card)
     pretend_free_memory(card)
-    rec = plan_for_card(card, torch.cuda.get_device_capability(0), base_config())
+    rec = plan_for_card(card, torch.cuda.get_device_capability(0), base_config(compile_mode))
     out: dict[str, Any] = plan_summary(rec)
     cfg = rec.config
     tr = cfg.training
@@ -198,7 +204,7 @@ def worker_main(args: argparse.Namespace) -> None:
     elif args.worker == "reference":
         res = reference_worker(args.card, Path(args.data), args.steps, args.warm, args.workers)
     else:
-        res = ours_worker(args.card, Path(args.data), args.steps, args.warm, args.workers)
+        res = ours_worker(args.card, Path(args.data), args.steps, args.warm, args.workers, args.compile)
     res.update(card_gb=args.card, side=args.worker, total_s=time.perf_counter() - t,
                fast_path_env=os.environ.get("MEDSEG_FAST_PATH", "default"))
     print("RESULT " + json.dumps(res), flush=True)
@@ -211,7 +217,8 @@ def run_case(card: float, side: str, gpu: str, timeout: float, args: argparse.Na
     """One case in a fresh process on one GPU; its whole process group is killed on timeout
     (the loader's worker processes too)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--card", f"{card:g}", "--data", args.data,
-           "--steps", str(args.steps), "--warm", str(args.warm), "--workers", str(args.workers)]
+           "--steps", str(args.steps), "--warm", str(args.warm), "--workers", str(args.workers),
+           "--compile", args.compile]
     if args.dry_run:
         cmd += ["--fake", "--fake-sleep", str(args.fake_sleep)]
     home = tempfile.mkdtemp(prefix="cards_home_")  # the app's home for this case alone, removed after it
@@ -276,13 +283,15 @@ def peak_check(card: float, ours: dict[str, Any]) -> dict[str, Any] | None:
 
 def _graph_words(ours: dict[str, Any]) -> str:
     """'graph' / 'no graph' as the run went (the plan's word where the run did not say), and a
-    mismatch spelled out: a plan that promised the graph and a run without it must stand out."""
+    mismatch spelled out: a plan that promised the graph and a run without it must stand out;
+    '+ compile' where the run compiled."""
     planned, ran = ours.get("graph_planned"), ours.get("graph_captured")
     if ran is None:
         return "graph planned" if planned else "no graph planned"
+    compiled = " + compile" if ours.get("compiled") else ""
     if planned and not ran:
-        return "graph planned but NOT captured"
-    return "graph" if ran else "no graph"
+        return "graph planned but NOT captured" + compiled
+    return ("graph" if ran else "no graph") + compiled
 
 
 def _num(x: float | None) -> str:
@@ -324,7 +333,8 @@ def save(path: Path, cards: list[float], raw: list[dict[str, Any]], args: argpar
                 "gpus": args.gpus, "cards": cards, "steps_timed": args.steps, "warm_steps": args.warm,
                 "workers": args.workers, "budget_s": args.budget_s}
     every_card = sorted(set(cards) | {r["card_gb"] for r in raw})  # with --append, earlier commands' cards too
-    doc = {"benchmark": "cards", **this_run, "dry_run": bool(args.dry_run), "note": NOTE, "compile": "off",
+    note = NOTE.format(compile=COMPILE_WORDS[args.compile])
+    doc = {"benchmark": "cards", **this_run, "dry_run": bool(args.dry_run), "note": note, "compile": args.compile,
            "epoch_slices": args.epoch_slices, "runs": [*args.previous_runs, this_run],
            "results": assemble(every_card, raw, args.epoch_slices), "raw": raw}
     return write_results(path, doc)
@@ -454,6 +464,9 @@ def write_doc(doc_path: Path, tables: str) -> None:
     """Replace the text between the markers in the doc; nothing else in it is touched."""
     from medseg_gui.core.atomic import atomic_write_text
 
+    if not doc_path.is_file():
+        raise SystemExit(f"{doc_path}: no such file; --doc names an existing markdown file with the "
+                         "generated-table markers")
     text = doc_path.read_text(encoding="utf-8")
     if BEGIN not in text or END not in text:
         raise SystemExit(f"{doc_path}: the generated-table markers are missing; add the lines\n{BEGIN}\n{END}")
@@ -482,6 +495,9 @@ def earlier_results(path: Path, cards: list[float], args: argparse.Namespace) ->
     if not args.append:
         raise SystemExit(f"{path} already holds results: add --append to add these cards to them, "
                          "--force to replace them, or choose another --out")
+    if doc.get("compile", "off") != args.compile:
+        raise SystemExit(f"{path} holds results with compile {doc.get('compile', 'off')}, which do not mix with "
+                         f"this run's (compile {args.compile}): choose another --out")
     if old_dry != bool(args.dry_run):
         raise SystemExit(f"{path} holds {'dry-run' if old_dry else 'measured'} results, which do not mix with "
                          "this run's: choose another --out")
@@ -517,6 +533,8 @@ def main(argv: list[str] | None = None) -> None:
                                                                "starts, or runs on, past it")
     p.add_argument("--case-timeout", type=float, default=150, help="seconds before one case is killed")
     p.add_argument("--min-case-s", type=float, default=25, help=argparse.SUPPRESS)
+    p.add_argument("--compile", choices=("off", "on"), default="off", help="our side's compile setting (default "
+                   "%(default)s; 'on' is what a long run gets, each case then takes about a minute longer)")
     p.add_argument("--dry-run", action="store_true", help="CPU: fake workers (real plans, invented speeds)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/bench_cards.json; "
                                                "a dry run writes to the temp folder)")
@@ -549,7 +567,7 @@ def main(argv: list[str] | None = None) -> None:
     name, capability = real_gpu_template()
     if capability is None and not args.dry_run:
         raise SystemExit("No GPU visible: run this on a GPU machine, or use --dry-run for the CPU check")
-    plans = {c: plan_for_card(c, capability or (8, 6), base_config()) for c in cards}
+    plans = {c: plan_for_card(c, capability or (8, 6), base_config(args.compile)) for c in cards}
     if args.workers is None:
         args.workers = max(p.config.training.num_workers for p in plans.values())
     if not args.dry_run:

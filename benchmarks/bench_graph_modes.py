@@ -11,7 +11,11 @@ ordinary steps would make the speed meaningless, so it is recorded and flagged).
     python benchmarks/bench_graph_modes.py                      # the H200 set, about 5 minutes
     python benchmarks/bench_graph_modes.py --dry-run --out /tmp/x.json   # tiny, on the CPU
 
-A case is ``variant-batch[xACCUMULATION]-size:precision:graph|eager``, e.g. ``b5-16x2-288:bf16:graph``.
+A case is ``variant-batch[xACCUMULATION]-size:precision:graph|compiled|eager``, e.g. ``b5-16x2-288:bf16:graph``;
+``compiled`` is the graph with compile on, what a long run gets (its warm-up is in ``warmup_s``).
+Accumulation against the double batch, as long runs train:
+
+    python benchmarks/bench_graph_modes.py --cases b5-32-288:bf16:compiled,b5-16x2-288:bf16:compiled
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from bench_train_speed import _nvml_peak_sampler, _timer_callback, ensure_data  
 CASES = ["b5-16-288:bf16:graph", "b5-16-288:fp16:graph", "b5-16-288:fp16:eager",
          "b5-16x2-288:bf16:graph", "b5-32-288:bf16:graph", "b5-16x2-288:bf16:eager",
          "b2-4-256:bf16:graph", "b2-4-256:fp16:graph", "b2-4-256:fp16:eager"]
+MODES = ("graph", "compiled", "eager")
 DRY_CASES = ["b0-2x2-64:32:graph", "b0-2-64:32:eager"]
 PRECISIONS = {"bf16": "bf16-mixed", "fp16": "16-mixed", "32": "32"}
 LOSS_STEPS = 60  # per-step losses kept (micro-batches)
@@ -50,8 +55,11 @@ def parse_case(case: str) -> dict:
     shape, precision, mode = case.split(":")
     variant, batch, size = shape.split("-")
     batch, _, acc = batch.partition("x")
+    if mode not in MODES:
+        raise SystemExit(f"{case}: the mode must be one of {', '.join(MODES)}")
     return {"variant": variant, "batch": int(batch), "accumulate": int(acc or 1), "image_size": int(size),
-            "precision": PRECISIONS[precision], "graphs": mode == "graph"}
+            "precision": PRECISIONS[precision], "graphs": mode in ("graph", "compiled"),
+            "compiled": mode == "compiled"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -123,7 +131,8 @@ def run_case(data: Path, case: dict, steps: int, warm: int, workers: int) -> dic
     tr.variant, tr.batch_size, tr.pretrained, tr.epochs = case["variant"], case["batch"], "scratch", 1
     tr.accumulate_grad_batches, tr.precision = case["accumulate"], case["precision"]
     tr.max_steps_per_epoch, tr.num_workers, tr.seed = steps, workers, 42
-    tr.compile, tr.cuda_graphs = "off", "on" if case["graphs"] else "off"
+    # "compiled": the graph with the repeated blocks compiled (the default of long runs, compile_scope "regional")
+    tr.compile, tr.cuda_graphs = "on" if case.get("compiled") else "off", "on" if case["graphs"] else "off"
     if not torch.cuda.is_available():
         tr.accelerator = "cpu"
     tr.output_dir = tempfile.mkdtemp(prefix="bench_graph_modes_")
@@ -234,6 +243,8 @@ def comparisons(results: list[dict]) -> dict:
         out["speed"].append(_speed_ratio(by, f"{prefix}:fp16:graph", f"{prefix}:fp16:eager"))
         out["loss"].append(_loss_agreement(by, f"{prefix}:fp16:graph", f"{prefix}:fp16:eager"))
     out["speed"].append(_speed_ratio(by, "b5-16x2-288:bf16:graph", "b5-32-288:bf16:graph"))
+    # the same as long runs train it: compiled blocks inside the graph
+    out["speed"].append(_speed_ratio(by, "b5-16x2-288:bf16:compiled", "b5-32-288:bf16:compiled"))
     out["speed"].append(_speed_ratio(by, "b5-16x2-288:bf16:graph", "b5-16x2-288:bf16:eager"))
     # the cost of accumulating itself (same micro-batch; no target, for the record)
     out["speed"].append(_speed_ratio(by, "b5-16x2-288:bf16:graph", "b5-16-288:bf16:graph"))

@@ -110,6 +110,23 @@ def test_tables_render_from_the_results_into_the_doc_between_its_markers(tmp_pat
     assert "b5 . 23 x2 . 288" in text and "no graph" in text and "OOM x1" in text and "failed: timed out" in text
 
 
+def test_compile_on_is_recorded_and_never_mixed_with_compile_off_results(tmp_path):
+    """--compile on measures a long run's defaults; its results name it and stay in their own file."""
+    out = tmp_path / "cards_compiled.json"
+    bench_cards.main(["--dry-run", "--compile", "on", "--cards", "4", "--out", str(out), "--data", str(tmp_path / "d")])
+    doc = json.loads(out.read_text())
+    assert doc["compile"] == "on" and "compile ON" in doc["note"] and "compile OFF" not in doc["note"]
+    with pytest.raises(SystemExit, match="do not mix"):
+        bench_cards.main(["--dry-run", "--append", "--cards", "8", "--out", str(out), "--data", str(tmp_path / "d")])
+    assert json.loads(out.read_text()) == doc
+    assert bench_cards._graph_words({"graph_planned": True, "graph_captured": True, "compiled": True}) == "graph + compile"
+
+
+def test_a_missing_doc_is_one_clear_line(tmp_path):
+    with pytest.raises(SystemExit, match="no such file"):
+        bench_cards.write_doc(tmp_path / "missing.md", "table")
+
+
 def test_doc_without_markers_is_refused_untouched(tmp_path):
     md = tmp_path / "speed.md"
     md.write_text("# no markers\n")

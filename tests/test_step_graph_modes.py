@@ -313,6 +313,20 @@ def test_bench_graph_modes_dry_run_writes_its_json_and_records_the_graph(tmp_pat
     assert doc["comparisons"]["graph_not_captured"] == []
 
 
+def test_bench_graph_modes_cases_name_graph_compiled_or_eager():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_graph_modes
+
+    case = bench_graph_modes.parse_case("b5-16x2-288:bf16:compiled")
+    assert (case["batch"], case["accumulate"], case["graphs"], case["compiled"]) == (16, 2, True, True)
+    assert bench_graph_modes.parse_case("b5-32-288:bf16:graph")["compiled"] is False
+    with pytest.raises(SystemExit, match="mode must be one of graph, compiled, eager"):
+        bench_graph_modes.parse_case("b5-32-288:bf16:graphs")
+
+
 def _two_rank_fp16_accumulation(rank: int, world: int, init_file: str, out_dir: str) -> None:
     """One rank: the graphed step's code (2 ordinary cycles, then the CPU stand-in of the graphs) with
     the flat-bucket all-reduce, k=2 and the device loss scale; rank 1 alone gets an inf in its 3rd
