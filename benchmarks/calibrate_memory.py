@@ -136,9 +136,9 @@ def graph_offset(data: dict, paths: list[str]) -> None:
             if r.get("settings", {}).get("fast_path") == "off":
                 continue  # transformers' own modules: not what the app trains (core/engine/fast_segformer.py)
             q = MemoryQuery(r["variant"], r["batch"], r["image_size"], 4, "bf16-mixed")
-            predicted = model.train_peak(q) + model.val_activations(q)
-            scale = model.activations(q) + model.val_activations(q)
-            residuals.append((r["case"], r["impl"], scale, r["peak_reserved_gib"] - predicted))
+            val = model.val_activations(q)
+            residuals.append((r["case"], r["impl"], model.activations(q) + val,
+                              r["peak_reserved_gib"] - model.train_peak(q) - val))
     if not residuals:
         return
     offset, share = upper_envelope([(x, y) for _, _, x, y in residuals])

@@ -69,6 +69,13 @@ def test_user_visible_outputs_follow_the_umask(tmp_path, capsys, mask):
         assert len(list(out.rglob("*.png"))) == 2
         assert _all_modes(out) == want
 
+        # the trial runs' scratch folder (Lightning's tuner writes a checkpoint there)
+        from medseg_gui.core.tools.trial_run import scratch_dir
+
+        with scratch_dir("umask-check") as scratch:
+            (scratch / "tuner.ckpt").write_bytes(b"x")
+            assert _mode(scratch) == 0o777 & ~mask
+
         # recommend --save
         saved_cfg = tmp_path / "configs" / "mine.toml"
         assert main(["recommend", "--vram-gb", "0", "--save", str(saved_cfg)]) == 0

@@ -162,7 +162,7 @@ class MemoryModelData:
     def train_peak(self, q: MemoryQuery) -> float:
         """Allocator peak (GiB) of a training step, without the CUDA context."""
         c = self.train[self._key(q.variant, q.precision)]
-        act = c.activations(q.batch_size, q.image_size) + self._class_term(q)
+        act = self.activations(q)
         if q.compiled and q.variant in self.compiled:
             ratio, offset = self.compiled[q.variant]
             return (c.fixed + ratio * act) * self.trainer_overhead + offset
@@ -186,8 +186,8 @@ class MemoryModelData:
         measured excess of graphed runs over that sum: a fixed part and a share of the activations (it
         grows with the batch)."""
         eager = replace(q, compiled=False, graphs=False)
-        activations = self.activations(eager) + self.val_activations(q)
-        return self.train_peak(eager) + self.val_activations(q) + (self.graphs_offset or 0.0) + self.graphs_share * activations
+        val = self.val_activations(q)
+        return self.train_peak(eager) + val + (self.graphs_offset or 0.0) + self.graphs_share * (self.activations(eager) + val)
 
     def activations(self, q: MemoryQuery) -> float:
         """The per-image part of a training step's peak (GiB): everything but weights, gradients, optimiser."""
