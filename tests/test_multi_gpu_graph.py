@@ -12,6 +12,8 @@ import os
 
 import pytest
 
+from spawn_ranks import spawn_ranks
+
 from medseg_gui.core.planning import speed
 def _model(seed: int, device: str):
     import torch
@@ -103,18 +105,14 @@ def _one_comparison(rank: int, device: str, graphed: bool, bucket_mb: float | No
 
 @pytest.mark.slow
 def test_flat_bucket_gradients_equal_ddp_on_two_gloo_processes(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_compare_with_ddp, args=(2, str(tmp_path / "rendezvous"), "gloo", False), nprocs=2, join=True)
+    spawn_ranks(_compare_with_ddp, 2, 2, str(tmp_path / "rendezvous"), "gloo", False)
 
 
 @pytest.mark.skipif("__import__('torch').cuda.device_count() < 2", reason="needs two CUDA GPUs")
 def test_captured_step_with_nccl_all_reduce_trains_like_ddp(tmp_path):
     """The whole step, all-reduce included, captured as one CUDA graph on each of two GPUs."""
-    import torch.multiprocessing as mp
-
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    mp.spawn(_compare_with_ddp, args=(2, str(tmp_path / "rendezvous"), "nccl", True), nprocs=2, join=True)
+    spawn_ranks(_compare_with_ddp, 2, 2, str(tmp_path / "rendezvous"), "nccl", True)
 
 
 def test_several_gpus_keep_the_graph_under_ddp_and_name_other_strategies():

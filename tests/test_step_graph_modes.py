@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cpu_graphs import CpuGraphs
+from spawn_ranks import spawn_ranks
 
 from medseg_gui.core.engine import step_graph
 from medseg_gui.core.engine.grad_sync import FlatGradBucket
@@ -354,10 +355,7 @@ def test_overflow_on_one_gpu_is_skipped_by_every_gpu_and_the_maths_is_the_whole_
     makes both ranks skip that step and back off the same scale; the weights stay identical across
     ranks and equal one process's GradScaler step on all four micro-batches together (atol 1e-6,
     rtol 1e-5)."""
-    import torch.multiprocessing as mp
-
-    mp.spawn(_two_rank_fp16_accumulation, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2,
-             join=True)
+    spawn_ranks(_two_rank_fp16_accumulation, 2, 2, str(tmp_path / "rendezvous"), str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["skipped"] == ranks[1]["skipped"] == 1 and ranks[0]["scale"] == ranks[1]["scale"]
     for a, b in zip(ranks[0]["params"], ranks[1]["params"]):
