@@ -9,11 +9,20 @@ kernel goes to the part of the forward op whose autograd node launched it (seque
 directions are split into patch embeddings, attention (with its sequence reduction), Mix-FFN (with its depthwise
 conv), layer norms, decode head, upsampling + loss, optimiser and the rest (residual adds, reshapes).
 
+A third path, ``compiled``, profiles the step a long run trains (fast path, each block, the head and the
+loss compiled on their own, as core/engine/lit_module.py does). The compiler fuses across the parts, so
+its kernels cannot be split by part; every run is therefore also split by kind of kernel (matrix
+multiplies, attention, convolutions, compiler-fused kernels, normalisation, copies, ...), and the
+step's floating-point work (counted once with torch's FlopCounterMode on the eager step) turns the
+matrix-multiply and attention times into achieved TFLOP/s: what is left to gain, and where.
+
     python benchmarks/profile_step.py                        # b5, batch 16, 288 px, fast path on and off
+    python benchmarks/profile_step.py --batch 32 --paths fast,compiled   # the 16 GB+ row, eager and compiled
     python benchmarks/profile_step.py --dry-run --out /tmp/p.json   # tiny model on the CPU: a wiring check
 
 Writes benchmarks/results/profile_b5_16_288.json (--out): ms per step per part (forward, backward),
-shares, the top kernels, peak memory; a run that fails is recorded with its error, the others kept.
+shares, the top kernels, per kind of kernel, peak memory; a run that fails is recorded with its error,
+the others kept.
 """
 
 from __future__ import annotations
@@ -103,6 +112,56 @@ def loss_part(num_classes: int) -> Any:
 
 BACKWARD_NODE = "autograd::engine::evaluate_function: "
 
+# Kinds of kernel, by name; the first kind whose patterns match wins (cuDNN's fused attention names
+# contain "gemm"-like tokens, so attention is tested first, convolutions before matrix multiplies).
+KERNEL_KINDS: list[tuple[str, tuple[str, ...]]] = [
+    ("attention", ("sdpa", "flash", "fmha", "attention", "softmax")),
+    ("convolution", ("conv", "dgrad", "wgrad", "fprop", "depthwise", "winograd")),
+    ("matrix multiply", ("nvjet", "gemm", "cutlass", "xmma", "cublas", "sm90_", "sm80_", "ampere_", "matmul",
+                         "addmm", "aten::mm", "aten::bmm", "aten::linear")),
+    ("optimizer", ("multi_tensor_apply", "adam")),
+    ("compiler-fused (Triton)", ("triton",)),
+    ("normalisation", ("layer_norm", "batch_norm", "gammabeta", "welford", "native_layer", "native_batch")),
+    ("upsampling", ("upsample",)),
+    ("reductions", ("reduce", "sum")),
+    ("copies and casts", ("copy", "cat", "clone", "transpose", "permute", "contiguous")),
+    ("elementwise", ("elementwise", "aten::add", "aten::mul", "aten::gelu", "aten::div", "aten::relu")),
+]
+# the FLOP counter's operators, in the same kinds
+FLOP_KINDS = {"mm": "matrix multiply", "addmm": "matrix multiply", "bmm": "matrix multiply",
+              "baddbmm": "matrix multiply", "convolution": "convolution", "convolution_backward": "convolution",
+              "_scaled_dot_product_efficient_attention": "attention",
+              "_scaled_dot_product_flash_attention": "attention",
+              "_scaled_dot_product_cudnn_attention": "attention",
+              "_scaled_dot_product_efficient_attention_backward": "attention",
+              "_scaled_dot_product_flash_attention_backward": "attention",
+              "_scaled_dot_product_cudnn_attention_backward": "attention"}
+
+
+def kernel_kind(name: str) -> str:
+    """The kind of a kernel (or, on the CPU, of an operator) from its name."""
+    low = name.lower()
+    for kind, patterns in KERNEL_KINDS:
+        if any(p in low for p in patterns):
+            return kind
+    return "other"
+
+
+def by_kind(kernels: dict[str, float], steps: int, flops: dict[str, float] | None) -> dict[str, Any]:
+    """ms per step and share per kind of kernel; TFLOP/s where the kind's FLOPs were counted."""
+    total = sum(kernels.values()) or 1.0
+    kinds: dict[str, float] = defaultdict(float)
+    for name, t in kernels.items():
+        kinds[kernel_kind(name)] += t
+    out: dict[str, Any] = {}
+    for kind, t in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        ms = t / steps / 1e3
+        row: dict[str, Any] = {"ms_per_step": round(ms, 3), "share": round(t / total, 4)}
+        if flops and flops.get(kind) and ms > 0:
+            row["tflops_per_s"] = round(flops[kind] / (ms / 1e3) / 1e12, 3)
+        out[kind] = row
+    return out
+
 
 def attribute(events: Any, main_thread: int, on_gpu: bool) -> tuple[dict[str, float], dict[str, float]]:
     """(us per 'fwd|part' / 'bwd|part' / 'opt|part' label, us per kernel name).
@@ -155,7 +214,8 @@ def attribute(events: Any, main_thread: int, on_gpu: bool) -> tuple[dict[str, fl
     return dict(by_label), dict(kernels)
 
 
-def summarise(by_label: dict[str, float], kernels: dict[str, float], steps: int, top: int) -> dict[str, Any]:
+def summarise(by_label: dict[str, float], kernels: dict[str, float], steps: int, top: int,
+              flops: dict[str, float] | None = None) -> dict[str, Any]:
     total = sum(by_label.values()) or 1.0
     parts = {}
     for part in PARTS:
@@ -167,20 +227,40 @@ def summarise(by_label: dict[str, float], kernels: dict[str, float], steps: int,
     ktotal = sum(kernels.values()) or 1.0
     ranked = sorted(kernels.items(), key=lambda kv: -kv[1])[:top]
     return {"attributed_ms_per_step": round(total / steps / 1e3, 3), "parts": parts,
+            "kernel_kinds": by_kind(kernels, steps, flops),
             "top_kernels": [{"name": n[:160], "ms_per_step": round(t / steps / 1e3, 4), "share": round(t / ktotal, 4)}
                             for n, t in ranked]}
 
 
-def profile_one(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
-    import threading
+def count_flops(args: argparse.Namespace) -> dict[str, float]:
+    """FLOPs of one training step (forward and backward, fast path, eager) per kind of kernel, and in all.
 
+    Counted on the eager step with torch's FlopCounterMode (matrix multiplies, convolutions, attention;
+    elementwise work is not counted: it is memory-bound, its cost is bytes, not FLOPs). The compiler
+    fuses elementwise work but keeps these operators, so the same counts hold for the compiled step."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
+    module, images, masks, loss_fn, _ = build_step(args, fast=True)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16):
+            loss = loss_fn(module.forward_fn(module._model_input(images)), masks)
+        loss.backward()
+    kinds: dict[str, float] = defaultdict(float)
+    for op, n in counter.get_flop_counts().get("Global", {}).items():
+        kinds[FLOP_KINDS.get(getattr(op, "__name__", str(op)).split(".")[0], "other")] += n
+    kinds["total"] = float(counter.get_total_flops())
+    return dict(kinds)
+
+
+def build_step(args: argparse.Namespace, fast: bool) -> tuple[Any, Any, Any, Any, Any]:
+    """(module, images, masks, loss part, model config): the step's pieces, on this run's device."""
+    import torch
     from transformers import SegformerForSemanticSegmentation
 
     from medseg_gui.core.data.normalize import input_constants
-    from medseg_gui.core.engine import step_graph
-    from medseg_gui.core.engine.fast_segformer import use_fast_path, uses_fast_path
+    from medseg_gui.core.engine.fast_segformer import use_fast_path
     from medseg_gui.core.engine.lit_module import OptimSettings, SegModule
     from medseg_gui.core.engine.model import scratch_config
 
@@ -195,12 +275,37 @@ def profile_one(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
     module._norm = input_constants(device)
     if device.type == "cuda":
         module.model.to(memory_format=torch.channels_last)
-        torch.cuda.reset_peak_memory_stats()
-    optimizer = step_graph.graph_optimizer(module.parameters(), 3e-4, 1e-2, device)
     gen = torch.Generator(device="cpu").manual_seed(1)
     images = torch.randint(0, 256, (args.batch, 1, args.size, args.size), dtype=torch.uint8, generator=gen).to(device)
     masks = torch.randint(0, args.classes, (args.batch, args.size, args.size), generator=gen).to(device)
-    loss_fn = loss_part(args.classes)
+    return module, images, masks, loss_part(args.classes), hf_config
+
+
+def profile_one(args: argparse.Namespace, path: str, flops: dict[str, float] | None = None) -> dict[str, Any]:
+    """Profile one path: ``fast`` / ``hf`` eager (split by part and by kind of kernel) or ``compiled``
+    (the fast path compiled region by region as a long run trains it; split by kind of kernel only)."""
+    import threading
+
+    import torch
+
+    from medseg_gui.core.engine import step_graph
+    from medseg_gui.core.engine.fast_segformer import uses_fast_path
+    from medseg_gui.core.planning import speed
+
+    compiled = path == "compiled"
+    module, images, masks, loss_fn, hf_config = build_step(args, fast=path != "hf")
+    model, device = module.model, images.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    optimizer = step_graph.graph_optimizer(module.parameters(), 3e-4, 1e-2, device)
+    compile_s = None
+    if compiled:
+        # as the app's regional compilation inside the whole-step graph (mode "default": inductor fuses,
+        # our graph replays); on the CPU dry run the "aot_eager" backend checks the wiring without a C++ build
+        backend = "aot_eager" if args.dry_run else "inductor"
+        speed.prepare_compiler()
+        speed.compile_regions(model, "default", backend=backend)
+        loss_fn = torch.compile(loss_fn, dynamic=False, backend=backend)
 
     def step() -> None:
         with torch.profiler.record_function(f"run|{INPUT}"):
@@ -216,15 +321,18 @@ def profile_one(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    t = time.perf_counter()
     for _ in range(args.warmup):
         step()
     sync()
+    if compiled:
+        compile_s = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(args.warmup):
         step()
     sync()
     plain_ms = (time.perf_counter() - t) / max(1, args.warmup) * 1e3  # without hooks or profiler
-    handles = attach_ranges(module.model) + attach_ranges(loss_fn)
+    handles = [] if compiled else attach_ranges(module.model) + attach_ranges(loss_fn)
     activities = [torch.profiler.ProfilerActivity.CPU] + (
         [torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
     main_thread = None
@@ -237,7 +345,20 @@ def profile_one(args: argparse.Namespace, fast: bool) -> dict[str, Any]:
     events = prof.events()
     main_thread = next((e.thread for e in events if e.name == f"run|{INPUT}"), threading.get_ident())
     by_label, kernels = attribute(events, main_thread, device.type == "cuda")
-    out = summarise(by_label, kernels, args.steps, args.top)
+    out = summarise(by_label, kernels, args.steps, args.top, flops)
+    if device.type == "cuda":
+        # how many kernels one step launches, and the median one's length: a step of thousands of
+        # kernels of a few microseconds each has a floor that a larger batch amortises and accumulation does not
+        durations = sorted(k.duration for e in events for k in e.kernels)  # the kernels ``attribute`` counts
+        out["kernels_per_step"] = round(len(durations) / args.steps)
+        out["median_kernel_us"] = round(durations[len(durations) // 2], 1) if durations else None
+    if compiled:
+        speed.uncompile_regions(model)
+        del out["parts"]  # fused kernels span the parts; the kinds of kernel are the split
+        out["compile_and_warmup_s"] = round(compile_s or 0.0, 1)
+    if flops and flops.get("total"):
+        out["step_tflops_per_s_unprofiled"] = round(flops["total"] / (plain_ms / 1e3) / 1e12, 3)
+        out["step_tflops_per_s_gpu_busy"] = round(flops["total"] / (out["attributed_ms_per_step"] / 1e3) / 1e12, 3)
     out.update(fast_path=uses_fast_path(model), attn_implementation=getattr(hf_config, "_attn_implementation", None),
                step_ms_unprofiled=round(plain_ms, 3), images_per_s_unprofiled=round(args.batch / plain_ms * 1e3, 1),
                device=str(device), peak_allocated_gib=(torch.cuda.max_memory_allocated() / 2**30
@@ -305,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--steps", type=int, default=5, help="profiled steps")
     p.add_argument("--warmup", type=int, default=5, help="steps before (also timed without the profiler)")
-    p.add_argument("--paths", default="fast,hf", help="fast (our fast path), hf (transformers' modules)")
+    p.add_argument("--paths", default="fast,hf", help="fast (our fast path), hf (transformers' modules), "
+                                                       "compiled (the fast path compiled as long runs train it)")
     p.add_argument("--top", type=int, default=25, help="kernels listed")
     p.add_argument("--budget-s", type=float, default=300, help="start no new path after this many seconds")
     p.add_argument("--dry-run", action="store_true", help="tiny model, batch 2, 64 px, on the CPU")
@@ -323,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                            "case": {"variant": args.variant, "batch": args.batch, "image_size": args.size,
                                     "classes": args.classes, "steps": args.steps, "dry_run": args.dry_run,
                                     "precision": "bf16 autocast", "channels_last": True, "graph": False,
-                                    "compile": False}, "runs": {}}
+                                    "compile": "compiled" in args.paths.split(",")}, "runs": {}}
     start = time.perf_counter()
     try:
         doc["equivalence"] = check_equivalence(args)
@@ -331,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 — recorded; the profile still runs
         doc["equivalence"] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-3000:]}
         print(f"equivalence check FAILED: {doc['equivalence']['error']}", flush=True)
+    try:
+        doc["flops_per_step"] = count_flops(args)
+        print(f"FLOPs per step: {doc['flops_per_step']}", flush=True)
+    except Exception as exc:  # noqa: BLE001 — recorded; the profile still runs, without TFLOP/s
+        doc["flops_per_step"] = {"error": f"{type(exc).__name__}: {exc}"}
+    flops = None if "error" in doc["flops_per_step"] else doc["flops_per_step"]
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     for path in [x for x in args.paths.split(",") if x]:
@@ -339,19 +467,22 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"profiling {args.variant}-{args.batch}-{args.size} path={path} ...", flush=True)
         try:
-            doc["runs"][path] = profile_one(args, fast=path == "fast")
+            doc["runs"][path] = profile_one(args, path, flops)
         except Exception as exc:  # noqa: BLE001 — recorded; the other path still runs
             doc["runs"][path] = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-3000:]}
         finally:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         run = doc["runs"][path]
-        if "parts" in run:
+        if "kernel_kinds" in run:
             print(f"  {run['step_ms_unprofiled']:.1f} ms/step unprofiled ({run['images_per_s_unprofiled']} img/s), "
                   f"{run['attributed_ms_per_step']:.1f} ms attributed", flush=True)
-            for part, v in run["parts"].items():
+            for part, v in run.get("parts", {}).items():
                 print(f"    {part:<40} fwd {v['forward_ms']:8.2f}  bwd {v['backward_ms']:8.2f}  "
                       f"{100 * v['share']:5.1f} %", flush=True)
+            for kind, v in run["kernel_kinds"].items():
+                rate = f"  {v['tflops_per_s']:7.1f} TFLOP/s" if "tflops_per_s" in v else ""
+                print(f"    [{kind:<26}] {v['ms_per_step']:8.2f} ms  {100 * v['share']:5.1f} %{rate}", flush=True)
         else:
             print(f"  FAILED: {run['error']}", flush=True)
         doc["fast_path_saves_ms"] = compare(doc["runs"])

@@ -37,6 +37,35 @@ def test_profile_dry_run_splits_both_paths_by_part(tmp_path):
     assert eq["fp32_max_abs_diff"] < 1e-5 and eq["fp32_grad_max_abs_diff_rel_to_max_grad"] < 1e-4
 
 
+def test_profile_dry_run_compiled_path_is_split_by_kind_of_kernel(tmp_path):
+    out = tmp_path / "profile.json"
+    assert profile_step.main(["--dry-run", "--paths", "compiled", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    run = doc["runs"]["compiled"]
+    assert "parts" not in run and run["kernel_kinds"] and run["compile_and_warmup_s"] > 0
+    assert abs(sum(k["share"] for k in run["kernel_kinds"].values()) - 1) < 0.01
+    flops = doc["flops_per_step"]
+    assert flops["matrix multiply"] > 0 and flops["convolution"] > 0
+    assert flops["total"] >= flops["matrix multiply"] + flops["convolution"]
+    assert run["step_tflops_per_s_unprofiled"] > 0 and doc["case"]["compile"] is True
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("nvjet_sm90_tst_112x128_64x7_1x2_h_bz_bias_TNN", "matrix multiply"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26_64x64x64", "attention"),
+    ("dgrad2d_c1_k1_nhwc_specialized", "convolution"),
+    ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", "convolution"),
+    ("triton_per_fused_add_native_layer_norm_12", "compiler-fused (Triton)"),
+    ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedOptimizerTensorListMetadata<4>>",
+     "optimizer"),
+    ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float, float, false>", "normalisation"),
+    ("void at::native::reduce_kernel<128, 4, at::native::ReduceOp<c10::BFloat16, sum_functor>>", "reductions"),
+    ("Memset (Device)", "other"),
+])
+def test_kernels_are_sorted_into_kinds_by_name(name, kind):
+    assert profile_step.kernel_kind(name) == kind
+
+
 def test_impl_names_map_to_settings_and_environment():
     split = bench_train_speed.split_impl
     assert split("ours-compiled-warm-regional") == ("ours-compiled-warm", ("-regional",))
