@@ -18,7 +18,8 @@ Suffixes on any of ours, in any order: ``-nocl`` channels_last off; ``-hf`` tran
 modules instead of the fast path (core/engine/fast_segformer.py: decode head without the concat,
 fused attention); ``-regional`` compile each repeated block, the head and the loss on their own
 (core/planning/speed.py; the app's default since it measured faster); without it, or with ``-whole``,
-one whole graph. Each impl sets both choices explicitly in its worker's environment, so a change of the
+one whole graph; ``-mmup`` the decode head's upsampling gradient as two matrix products while compiled
+(core/engine/bilinear.py; off in the app until measured). Each impl sets both choices explicitly in its worker's environment, so a change of the
 app's defaults never changes what a name measures.
 
     # per tier: reference vs ours (graphs, compiled cold, compiled warm: the app's defaults), fast path off
@@ -53,7 +54,7 @@ OUR_SETTINGS = {"ours-eager": ("off", "off"), "ours-graphs": ("off", "on"), "our
                 "ours-compiled-warm": ("on", "on"), "ours-compiled-ro": ("on", "off")}
 
 
-SUFFIXES = ("-nocl", "-hf", "-regional", "-whole")
+SUFFIXES = ("-nocl", "-hf", "-regional", "-whole", "-mmup")
 
 
 def split_impl(impl: str) -> tuple[str, tuple[str, ...]]:
@@ -79,7 +80,8 @@ def impl_env(impl: str) -> dict[str, str]:
     of the defaults does not silently change what an impl name measures."""
     _, suffixes = split_impl(impl)
     return {"MEDSEG_FAST_PATH": "off" if "-hf" in suffixes else "on",
-            "MEDSEG_COMPILE_SCOPE": "regional" if "-regional" in suffixes else "whole"}
+            "MEDSEG_COMPILE_SCOPE": "regional" if "-regional" in suffixes else "whole",
+            "MEDSEG_UPSAMPLE_GRAD": "matmul" if "-mmup" in suffixes else "pytorch"}
 
 
 def parse_case(case: str) -> tuple[str, int, int]:

@@ -72,8 +72,12 @@ def test_impl_names_map_to_settings_and_environment():
     assert split("ours-graphs-nocl-hf") == ("ours-graphs", ("-hf", "-nocl"))
     assert bench_train_speed.impl_settings("ours-graphs-nocl-hf") == ("off", "on", False)
     assert bench_train_speed.impl_env("ours-compiled-hf") == {"MEDSEG_FAST_PATH": "off",
-                                                              "MEDSEG_COMPILE_SCOPE": "whole"}
+                                                              "MEDSEG_COMPILE_SCOPE": "whole",
+                                                              "MEDSEG_UPSAMPLE_GRAD": "pytorch"}
     assert bench_train_speed.impl_env("ours-compiled-regional")["MEDSEG_COMPILE_SCOPE"] == "regional"
+    assert split("ours-compiled-regional-mmup") == ("ours-compiled", ("-mmup", "-regional"))
+    assert bench_train_speed.impl_env("ours-compiled-regional-mmup")["MEDSEG_UPSAMPLE_GRAD"] == "matmul"
+    assert bench_train_speed.impl_env("ours-compiled-regional")["MEDSEG_UPSAMPLE_GRAD"] != "matmul"
     with pytest.raises(KeyError):
         bench_train_speed.impl_settings("ours-fastest")
 

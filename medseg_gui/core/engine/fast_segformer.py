@@ -46,7 +46,12 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.segformer.modeling_segformer import SegformerDecodeHead, SegformerDropPath, SegformerModel
 
+from medseg_gui.core.engine.bilinear import upsample_bilinear
+
 FAST_PATH_ENV = "MEDSEG_FAST_PATH"
+# "matmul": the decode head's upsampling gradient as two matrix products while compiled (bilinear.py);
+# anything else: PyTorch's own. Off by default until measured on GPUs.
+UPSAMPLE_GRAD_ENV = "MEDSEG_UPSAMPLE_GRAD"
 
 Log = Callable[[str, str], None]  # (level, message)
 
@@ -60,7 +65,11 @@ class FastSegformerDecodeHead(SegformerDecodeHead):
     """HF's decode head with the fuse convolution moved before the upsampling (see the module doc).
 
     Only ``forward`` differs; parameters, buffers and their names are the parent's.
+    ``upsample_grad_by_matmul``: the compiled backward of the upsampling as two matrix products
+    (core/engine/bilinear.py; ``MEDSEG_UPSAMPLE_GRAD=matmul``, off unless asked for).
     """
+
+    upsample_grad_by_matmul: bool = False
 
     def forward(self, encoder_hidden_states: Any, **kwargs: Any) -> torch.Tensor:
         stages = len(self.linear_projections)
@@ -81,7 +90,7 @@ class FastSegformerDecodeHead(SegformerDecodeHead):
             # (B, H, W, D) viewed as (B, D, H, W): a channels-last map, no copy
             mapped = tokens.view(batch, height, wide, width).permute(0, 3, 1, 2)
             if tuple(mapped.shape[2:]) != out_size:
-                mapped = nn.functional.interpolate(mapped, size=out_size, mode="bilinear", align_corners=False)
+                mapped = upsample_bilinear(mapped, out_size, self.upsample_grad_by_matmul)
             total = mapped if total is None else total + mapped
         assert total is not None
         hidden = self.activation(self.batch_norm(total))
@@ -157,6 +166,11 @@ def _as_map(feature: torch.Tensor) -> torch.Tensor:
     return feature
 
 
+def upsample_grad_by_matmul() -> bool:
+    """True when the environment asks for the matrix-product upsampling gradient."""
+    return os.environ.get(UPSAMPLE_GRAD_ENV, "").strip().lower() == "matmul"
+
+
 def use_fast_path(model: Any, log: Log | None = None) -> Any:
     """Switch a SegformerForSemanticSegmentation to the fast head and SDPA attention, in place.
 
@@ -167,6 +181,8 @@ def use_fast_path(model: Any, log: Log | None = None) -> Any:
     head = getattr(model, "decode_head", None)
     if head is not None and type(head) is SegformerDecodeHead:
         head.__class__ = FastSegformerDecodeHead
+    if isinstance(head, FastSegformerDecodeHead):
+        head.upsample_grad_by_matmul = upsample_grad_by_matmul()
     encoder = getattr(model, "segformer", None)
     if encoder is not None and type(encoder) is SegformerModel:
         encoder.__class__ = FastSegformerModel
