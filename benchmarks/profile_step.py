@@ -329,7 +329,9 @@ def profile_one(args: argparse.Namespace, path: str, flops: dict[str, float] | N
         loss.backward()
         with torch.profiler.record_function(f"run|{OPTIMIZER}"):
             optimizer.step()
-            optimizer.zero_grad(set_to_none=False)
+            # as the app's graphed single-GPU step (core/engine/step_graph.py): the backward writes fresh
+            # gradients; zeroing in place would add a fill and an accumulating add per parameter
+            optimizer.zero_grad(set_to_none=True)
 
     def sync() -> None:
         if device.type == "cuda":
