@@ -28,28 +28,40 @@ import torch.nn.functional as F
 
 
 @functools.lru_cache(maxsize=64)
+def _weights(out_size: int, in_size: int) -> tuple[tuple[float, ...], ...]:
+    """The matrix as nested tuples (plain numbers, so the cache never holds a tensor made while the
+    compiler traces)."""
+    rows = [[0.0] * in_size for _ in range(out_size)]
+    for i in range(out_size):
+        src = max((i + 0.5) * (in_size / out_size) - 0.5, 0.0)
+        low = min(int(src), in_size - 1)
+        high = min(low + 1, in_size - 1)
+        frac = src - low
+        rows[i][low] += 1.0 - frac
+        rows[i][high] += frac
+    return tuple(tuple(r) for r in rows)
+
+
 def interpolation_matrix(out_size: int, in_size: int) -> torch.Tensor:
     """(out_size, in_size) float64 weights of PyTorch's bilinear resampling along one axis
     (``align_corners=False``, size given): row ``i`` holds the two weights output ``i`` takes from its
     neighbours."""
-    dst = torch.arange(out_size, dtype=torch.float64)
-    src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp(min=0.0)
-    low = src.floor().long().clamp(max=in_size - 1)
-    high = (low + 1).clamp(max=in_size - 1)
-    frac = src - low
-    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
-    rows = torch.arange(out_size)
-    weights.index_put_((rows, low), 1.0 - frac, accumulate=True)
-    weights.index_put_((rows, high), frac, accumulate=True)
-    return weights
+    return torch.tensor(_weights(out_size, in_size), dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _exact_in_half(out_size: int, in_size: int) -> bool:
+    """Whether every weight is a multiple of 1/256 (then exact in bf16 and fp16, whose 8 and 11
+    significant bits hold any k/256 below 1)."""
+    return all((w * 256).is_integer() for row in _weights(out_size, in_size) for w in row)
 
 
 def _matrix_for(out_size: int, in_size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
-    """The matrix on ``like``'s device and the dtype to multiply in (``like``'s when exact, else float32)."""
-    weights = interpolation_matrix(out_size, in_size)
-    exact = torch.equal(weights.to(like.dtype).to(torch.float64), weights)
+    """The matrix on ``like``'s device and the dtype to multiply in (``like``'s when the weights are
+    exact in it, else float32)."""
+    exact = like.dtype in (torch.float32, torch.float64) or _exact_in_half(out_size, in_size)
     dtype = like.dtype if exact else torch.float32
-    return weights.to(device=like.device, dtype=dtype), dtype
+    return interpolation_matrix(out_size, in_size).to(device=like.device, dtype=dtype), dtype
 
 
 class _BilinearMatmulGrad(torch.autograd.Function):
