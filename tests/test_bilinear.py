@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from engine_helpers import TINY_ARCH
 
 from medseg_gui.core.engine import bilinear
 
@@ -54,8 +55,8 @@ def test_channels_last_bf16_gradient_matches_within_rounding():
 
 def test_products_run_in_the_gradients_dtype_only_when_the_weights_are_exact():
     like = torch.zeros(1, dtype=torch.bfloat16)
-    assert bilinear._matrix_for(72, 18, like)[1] == torch.bfloat16   # weights k/8: exact
-    assert bilinear._matrix_for(37, 10, like)[1] == torch.float32   # 0.2297...: not exact
+    assert bilinear._matrix_for(72, 18, like).dtype == torch.bfloat16   # weights k/8: exact
+    assert bilinear._matrix_for(37, 10, like).dtype == torch.float32   # 0.2297...: not exact
 
 
 def _head(grad_by_matmul: bool):
@@ -65,9 +66,7 @@ def _head(grad_by_matmul: bool):
     from medseg_gui.core.engine.model import scratch_config
 
     torch.manual_seed(0)
-    config = scratch_config("b0", 3, depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 32, 48],
-                            num_attention_heads=[1, 1, 2, 2], decoder_hidden_size=16,
-                            classifier_dropout_prob=0.0, drop_path_rate=0.0)
+    config = scratch_config("b0", 3, **TINY_ARCH, classifier_dropout_prob=0.0, drop_path_rate=0.0)
     model = use_fast_path(SegformerForSemanticSegmentation(config))
     model.decode_head.upsample_grad_by_matmul = grad_by_matmul
     return model

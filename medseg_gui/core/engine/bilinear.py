@@ -56,12 +56,11 @@ def _exact_in_half(out_size: int, in_size: int) -> bool:
     return all((w * 256).is_integer() for row in _weights(out_size, in_size) for w in row)
 
 
-def _matrix_for(out_size: int, in_size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.dtype]:
-    """The matrix on ``like``'s device and the dtype to multiply in (``like``'s when the weights are
+def _matrix_for(out_size: int, in_size: int, like: torch.Tensor) -> torch.Tensor:
+    """The matrix on ``like``'s device, in the dtype to multiply in (``like``'s when the weights are
     exact in it, else float32)."""
     exact = like.dtype in (torch.float32, torch.float64) or _exact_in_half(out_size, in_size)
-    dtype = like.dtype if exact else torch.float32
-    return interpolation_matrix(out_size, in_size).to(device=like.device, dtype=dtype), dtype
+    return interpolation_matrix(out_size, in_size).to(device=like.device, dtype=like.dtype if exact else torch.float32)
 
 
 class _BilinearMatmulGrad(torch.autograd.Function):
@@ -75,11 +74,9 @@ class _BilinearMatmulGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (in_h, in_w), (out_h, out_w) = ctx.in_size, (int(grad.shape[-2]), int(grad.shape[-1]))
-        rows, dtype = _matrix_for(out_h, in_h, grad)
-        cols, cols_dtype = _matrix_for(out_w, in_w, grad)
-        dtype = torch.float32 if torch.float32 in (dtype, cols_dtype) else dtype
-        g = grad.to(dtype)
-        narrowed = torch.matmul(g, cols.to(dtype))                # (..., H, W) @ (W, w) -> (..., H, w)
+        rows, cols = _matrix_for(out_h, in_h, grad), _matrix_for(out_w, in_w, grad)
+        dtype = torch.promote_types(rows.dtype, cols.dtype)
+        narrowed = torch.matmul(grad.to(dtype), cols.to(dtype))   # (..., H, W) @ (W, w) -> (..., H, w)
         result = torch.matmul(rows.to(dtype).t(), narrowed)       # (h, H) @ (..., H, w) -> (..., h, w)
         return result.to(grad.dtype), None
 
